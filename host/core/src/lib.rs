@@ -1,0 +1,28 @@
+//! Skewless domain types: the column data types a transform may read or produce, the
+//! declared signature of a transform, and the rules that make a signature valid.
+//!
+//! This crate owns *what* a column and a signature are, and how they map onto Arrow. It
+//! knows nothing of WebAssembly (that is `skewless-engine`), of storage, or of HTTP.
+
+#![deny(missing_docs)]
+
+mod dtype;
+mod signature;
+
+pub use dtype::{DType, UTC};
+pub use signature::{ColumnSpec, Signature};
+
+/// A Skewless domain error: always the caller's fault (an invalid definition or signature).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A dtype name that Skewless does not know.
+    #[error("unknown dtype `{0}` (expected one of: {known})", known = DType::NAMES.join(", "))]
+    UnknownDType(String),
+    /// A signature that breaks a rule; the message names the column.
+    #[error("invalid signature: {0}")]
+    InvalidSignature(String),
+}
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,565 @@
+//! Arrow ⇄ contract conversion, in one place.
+//!
+//! The contract's columns are Arrow-shaped (flat values + validity bitmap; offsets +
+//! bytes), so a conversion is a buffer copy, never a per-row loop over values. On the way
+//! in, [`conform_input`] picks the declared inputs out of a batch by name, checks their
+//! types and nullability, and widens lossless variants (say `Int32` or a millisecond
+//! timestamp) to the canonical Arrow type. On the way out, [`batch_from_wit`] checks every
+//! buffer the guest returned before Arrow sees it: a hostile guest cannot make the host
+//! panic or build an invalid array.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, ListArray,
+    RecordBatch, RecordBatchOptions, StringArray, TimestampMicrosecondArray,
+};
+use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_schema::{DataType, Field, SchemaRef};
+use skewless_core::{ColumnSpec, DType};
+
+use crate::bindings::wit;
+
+/// Why a column failed a check: the column (when one is to blame) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnError {
+    /// The column to blame, if any.
+    pub column: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ColumnError {
+    fn new(column: &str, reason: impl Into<String>) -> Self {
+        Self {
+            column: Some(column.to_owned()),
+            reason: reason.into(),
+        }
+    }
+
+    fn batch(reason: impl Into<String>) -> Self {
+        Self {
+            column: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+type Checked<T> = Result<T, ColumnError>;
+
+/// Picks `specs` out of `batch` by name, in `specs` order, and converts each to its
+/// dtype's canonical Arrow type. Fails on a missing column, a type that does not convert
+/// losslessly, a null in a non-nullable column, or a null inside a float32 list.
+pub fn conform_input(batch: &RecordBatch, specs: &[ColumnSpec]) -> Checked<Vec<ArrayRef>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let array = batch.column_by_name(&spec.name).ok_or_else(|| {
+                let present: Vec<&str> = batch
+                    .schema_ref()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect();
+                ColumnError::new(
+                    &spec.name,
+                    format!("missing (expected {}; the batch has {present:?})", spec.dtype),
+                )
+            })?;
+            conform_array(array, spec)
+        })
+        .collect()
+}
+
+/// Converts one array to `spec`'s canonical Arrow type, checking nullability.
+pub fn conform_array(array: &ArrayRef, spec: &ColumnSpec) -> Checked<ArrayRef> {
+    let canonical = spec.dtype.arrow_type();
+    let array = if *array.data_type() == canonical {
+        Arc::clone(array)
+    } else if spec.dtype.accepts(array.data_type()) {
+        arrow_cast::cast(array, &canonical).map_err(|e| {
+            ColumnError::new(
+                &spec.name,
+                format!("cannot convert {} to {}: {e}", array.data_type(), spec.dtype),
+            )
+        })?
+    } else {
+        return Err(ColumnError::new(
+            &spec.name,
+            format!(
+                "has type {}, which does not convert losslessly to {}",
+                array.data_type(),
+                spec.dtype
+            ),
+        ));
+    };
+    if !spec.nullable {
+        if let Some(row) = first_null(array.as_ref()) {
+            return Err(ColumnError::new(
+                &spec.name,
+                format!("is declared not null but row {row} is null"),
+            ));
+        }
+    }
+    if spec.dtype == DType::Float32List {
+        let list = array.as_list::<i32>();
+        let (start, end) = offset_range(list.value_offsets());
+        if list.values().slice(start, end - start).null_count() > 0 {
+            return Err(ColumnError::new(
+                &spec.name,
+                "holds a null element inside a list; float32_list elements must be non-null",
+            ));
+        }
+    }
+    Ok(array)
+}
+
+fn first_null(array: &dyn Array) -> Option<usize> {
+    array
+        .logical_nulls()
+        .and_then(|nulls| nulls.iter().position(|valid| !valid))
+}
+
+fn offset_range(offsets: &[i32]) -> (usize, usize) {
+    // Arrow guarantees offsets are non-negative and non-decreasing.
+    let first = offsets.first().copied().unwrap_or(0) as usize;
+    let last = offsets.last().copied().unwrap_or(0) as usize;
+    (first, last)
+}
+
+/// Builds the contract batch from arrays already in canonical form (see
+/// [`conform_input`]), named by `specs`.
+pub(crate) fn batch_to_wit(rows: usize, specs: &[ColumnSpec], arrays: &[ArrayRef]) -> wit::Batch {
+    wit::Batch {
+        rows: rows as u32,
+        columns: specs
+            .iter()
+            .zip(arrays)
+            .map(|(spec, array)| column_to_wit(&spec.name, array.as_ref()))
+            .collect(),
+    }
+}
+
+fn bitmap(buffer: &BooleanBuffer) -> Vec<u8> {
+    let bytes = buffer.len().div_ceil(8);
+    buffer.sliced().as_slice()[..bytes].to_vec()
+}
+
+fn column_to_wit(name: &str, array: &dyn Array) -> wit::Column {
+    let validity = array
+        .nulls()
+        .filter(|nulls| nulls.null_count() > 0)
+        .map(|nulls| bitmap(nulls.inner()));
+    let data = match array.data_type() {
+        DataType::Boolean => wit::ColumnData::Boolean(bitmap(array.as_boolean().values())),
+        DataType::Int64 => {
+            wit::ColumnData::Int64(array.as_primitive::<Int64Type>().values().to_vec())
+        }
+        DataType::Float64 => {
+            wit::ColumnData::Float64(array.as_primitive::<Float64Type>().values().to_vec())
+        }
+        DataType::Timestamp(..) => wit::ColumnData::Timestamp(
+            array
+                .as_primitive::<TimestampMicrosecondType>()
+                .values()
+                .to_vec(),
+        ),
+        DataType::Utf8 => {
+            let strings = array.as_string::<i32>();
+            let (offsets, start, end) = rebase(strings.value_offsets());
+            wit::ColumnData::Utf8(wit::Utf8Data {
+                offsets,
+                bytes: strings.values()[start..end].to_vec(),
+            })
+        }
+        DataType::List(_) => {
+            let list = array.as_list::<i32>();
+            let (offsets, start, end) = rebase(list.value_offsets());
+            let values = list.values().as_primitive::<Float32Type>().values();
+            wit::ColumnData::Float32List(wit::Float32ListData {
+                offsets,
+                values: values[start..end].to_vec(),
+            })
+        }
+        other => unreachable!("conform_array never yields {other}"),
+    };
+    wit::Column {
+        name: name.to_owned(),
+        validity,
+        data,
+    }
+}
+
+/// Offsets shifted to start at zero, with the value range they cover.
+fn rebase(offsets: &[i32]) -> (Vec<u32>, usize, usize) {
+    let (start, end) = offset_range(offsets);
+    let base = start as i32;
+    let rebased = offsets.iter().map(|&o| (o - base) as u32).collect();
+    (rebased, start, end)
+}
+
+/// The bytes of column data in a contract batch: what the output-size cap measures.
+pub(crate) fn wit_batch_bytes(batch: &wit::Batch) -> usize {
+    batch
+        .columns
+        .iter()
+        .map(|c| {
+            let validity = c.validity.as_ref().map_or(0, Vec::len);
+            let data = match &c.data {
+                wit::ColumnData::Boolean(v) => v.len(),
+                wit::ColumnData::Int64(v) | wit::ColumnData::Timestamp(v) => v.len() * 8,
+                wit::ColumnData::Float64(v) => v.len() * 8,
+                wit::ColumnData::Utf8(s) => s.offsets.len() * 4 + s.bytes.len(),
+                wit::ColumnData::Float32List(l) => l.offsets.len() * 4 + l.values.len() * 4,
+            };
+            c.name.len() + validity + data
+        })
+        .sum()
+}
+
+/// Checks a contract batch against `specs` and `rows` and converts it to Arrow with
+/// `schema` (built from `specs`). Takes ownership so value buffers move, not copy.
+pub(crate) fn batch_from_wit(
+    batch: wit::Batch,
+    rows: usize,
+    specs: &[ColumnSpec],
+    schema: &SchemaRef,
+) -> Checked<RecordBatch> {
+    if batch.rows as usize != rows {
+        return Err(ColumnError::batch(format!(
+            "has {} rows, but the input had {rows}; a transform returns exactly one row per input row",
+            batch.rows
+        )));
+    }
+    if batch.columns.len() != specs.len() {
+        let got: Vec<&str> = batch.columns.iter().map(|c| c.name.as_str()).collect();
+        let want: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        return Err(ColumnError::batch(format!(
+            "has columns {got:?}, but the signature declares {want:?}"
+        )));
+    }
+    let mut arrays = Vec::with_capacity(specs.len());
+    for (column, spec) in batch.columns.into_iter().zip(specs) {
+        if column.name != spec.name {
+            return Err(ColumnError::new(
+                &spec.name,
+                format!(
+                    "expected here (signature order), found `{}` instead",
+                    column.name
+                ),
+            ));
+        }
+        arrays.push(column_from_wit(column, rows, spec)?);
+    }
+    RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        arrays,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(|e| ColumnError::batch(e.to_string()))
+}
+
+fn column_from_wit(column: wit::Column, rows: usize, spec: &ColumnSpec) -> Checked<ArrayRef> {
+    let name = spec.name.as_str();
+    let nulls = match column.validity {
+        None => None,
+        Some(bits) => {
+            let bits = bit_buffer(name, "validity bitmap", bits, rows)?;
+            Some(NullBuffer::new(bits)).filter(|n| n.null_count() > 0)
+        }
+    };
+    if !spec.nullable {
+        if let Some(nulls) = &nulls {
+            let row = nulls.iter().position(|v| !v).unwrap_or_default();
+            return Err(ColumnError::new(
+                name,
+                format!("is declared not null but row {row} is null"),
+            ));
+        }
+    }
+    let mismatch = |found: &str| {
+        ColumnError::new(
+            name,
+            format!("is declared {} but holds {found} data", spec.dtype),
+        )
+    };
+    let array: ArrayRef = match (spec.dtype, column.data) {
+        (DType::Bool, wit::ColumnData::Boolean(bits)) => Arc::new(BooleanArray::new(
+            bit_buffer(name, "boolean values", bits, rows)?,
+            nulls,
+        )),
+        (DType::Int64, wit::ColumnData::Int64(values)) => {
+            check_len(name, values.len(), rows)?;
+            Arc::new(Int64Array::new(ScalarBuffer::from(values), nulls))
+        }
+        (DType::Float64, wit::ColumnData::Float64(values)) => {
+            check_len(name, values.len(), rows)?;
+            Arc::new(Float64Array::new(ScalarBuffer::from(values), nulls))
+        }
+        (DType::Timestamp, wit::ColumnData::Timestamp(values)) => {
+            check_len(name, values.len(), rows)?;
+            Arc::new(
+                TimestampMicrosecondArray::new(ScalarBuffer::from(values), nulls)
+                    .with_timezone(skewless_core::UTC),
+            )
+        }
+        (DType::String, wit::ColumnData::Utf8(data)) => {
+            let offsets = offsets(name, &data.offsets, rows, data.bytes.len())?;
+            let array = StringArray::try_new(offsets, Buffer::from_vec(data.bytes), nulls)
+                .map_err(|e| ColumnError::new(name, e.to_string()))?;
+            Arc::new(array)
+        }
+        (DType::Float32List, wit::ColumnData::Float32List(data)) => {
+            let offsets = offsets(name, &data.offsets, rows, data.values.len())?;
+            let values = Float32Array::new(ScalarBuffer::from(data.values), None);
+            let item = Arc::new(Field::new_list_field(DataType::Float32, true));
+            let array = ListArray::try_new(item, offsets, Arc::new(values), nulls)
+                .map_err(|e| ColumnError::new(name, e.to_string()))?;
+            Arc::new(array)
+        }
+        (_, data) => return Err(mismatch(data_kind(&data))),
+    };
+    Ok(array)
+}
+
+fn data_kind(data: &wit::ColumnData) -> &'static str {
+    match data {
+        wit::ColumnData::Boolean(_) => "bool",
+        wit::ColumnData::Int64(_) => "int64",
+        wit::ColumnData::Float64(_) => "float64",
+        wit::ColumnData::Utf8(_) => "string",
+        wit::ColumnData::Timestamp(_) => "timestamp",
+        wit::ColumnData::Float32List(_) => "float32_list",
+    }
+}
+
+fn check_len(name: &str, len: usize, rows: usize) -> Checked<()> {
+    if len != rows {
+        return Err(ColumnError::new(
+            name,
+            format!("has {len} values for {rows} rows"),
+        ));
+    }
+    Ok(())
+}
+
+fn bit_buffer(name: &str, what: &str, bits: Vec<u8>, rows: usize) -> Checked<BooleanBuffer> {
+    let needed = rows.div_ceil(8);
+    if bits.len() < needed {
+        return Err(ColumnError::new(
+            name,
+            format!(
+                "{what} has {} bytes; {rows} rows need {needed}",
+                bits.len()
+            ),
+        ));
+    }
+    Ok(BooleanBuffer::new(Buffer::from_vec(bits), 0, rows))
+}
+
+/// Checks guest offsets before Arrow sees them (Arrow's constructors panic on bad ones).
+fn offsets(name: &str, raw: &[u32], rows: usize, values: usize) -> Checked<OffsetBuffer<i32>> {
+    if raw.len() != rows + 1 {
+        return Err(ColumnError::new(
+            name,
+            format!("has {} offsets for {rows} rows (needs rows + 1)", raw.len()),
+        ));
+    }
+    if raw[0] != 0 {
+        return Err(ColumnError::new(name, "offsets must start at 0"));
+    }
+    if let Some(row) = raw.windows(2).position(|w| w[1] < w[0]) {
+        return Err(ColumnError::new(
+            name,
+            format!("offsets decrease at row {row}"),
+        ));
+    }
+    let last = raw[rows] as usize;
+    if last != values {
+        return Err(ColumnError::new(
+            name,
+            format!("offsets end at {last} but the column holds {values} values"),
+        ));
+    }
+    if last > i32::MAX as usize {
+        return Err(ColumnError::new(
+            name,
+            format!("holds {last} values; at most {} fit in one batch", i32::MAX),
+        ));
+    }
+    let converted: Vec<i32> = raw.iter().map(|&o| o as i32).collect();
+    Ok(OffsetBuffer::new(ScalarBuffer::from(converted)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::builder::{Float32Builder, ListBuilder};
+    use arrow_schema::Schema;
+
+    fn every_dtype_with_nulls() -> (Vec<ColumnSpec>, Vec<ArrayRef>) {
+        let mut list = ListBuilder::new(Float32Builder::new());
+        list.append_value([Some(1.5), Some(-0.0)]);
+        list.append_null();
+        list.append_value([]);
+        list.append_value([Some(f32::NAN), Some(f32::INFINITY), Some(3.0)]);
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(BooleanArray::from(vec![Some(true), None, Some(false), Some(true)])),
+            Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(0), None, Some(i64::MAX)])),
+            Arc::new(Float64Array::from(vec![
+                Some(f64::NAN),
+                None,
+                Some(-0.0),
+                Some(1e308),
+            ])),
+            Arc::new(StringArray::from(vec![Some("héllo"), Some(""), None, Some("🦀")])),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![Some(-1), None, Some(0), Some(1_700_000_000_000_000)])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(list.finish()),
+        ];
+        let specs = DType::ALL
+            .iter()
+            .map(|d| ColumnSpec::new(format!("c_{}", d.name()), *d))
+            .collect();
+        (specs, arrays)
+    }
+
+    fn schema(specs: &[ColumnSpec]) -> SchemaRef {
+        Arc::new(Schema::new(
+            specs.iter().map(ColumnSpec::arrow_field).collect::<Vec<_>>(),
+        ))
+    }
+
+    fn bits_equal(a: &dyn Array, b: &dyn Array) -> bool {
+        // NaN != NaN under PartialEq; compare the canonical bit layout instead.
+        a.to_data() == b.to_data()
+            || format!("{:?}", a.to_data()) == format!("{:?}", b.to_data())
+    }
+
+    #[test]
+    fn every_dtype_round_trips_with_nulls() {
+        let (specs, arrays) = every_dtype_with_nulls();
+        let batch = RecordBatch::try_new(schema(&specs), arrays.clone()).unwrap();
+        let conformed = conform_input(&batch, &specs).unwrap();
+        let wit = batch_to_wit(4, &specs, &conformed);
+        let back = batch_from_wit(wit, 4, &specs, &schema(&specs)).unwrap();
+        for (i, (a, b)) in arrays.iter().zip(back.columns()).enumerate() {
+            assert_eq!(a.data_type(), b.data_type(), "column {i}");
+            assert_eq!(a.logical_nulls(), b.logical_nulls(), "column {i}");
+            assert!(bits_equal(a.as_ref(), b.as_ref()), "column {i}: {a:?} vs {b:?}");
+        }
+        let f = back.column(2).as_primitive::<Float64Type>();
+        assert!(f.value(0).is_nan());
+        assert_eq!(f.value(2).to_bits(), (-0.0f64).to_bits());
+    }
+
+    #[test]
+    fn sliced_arrays_round_trip() {
+        let (specs, arrays) = every_dtype_with_nulls();
+        let sliced: Vec<ArrayRef> = arrays.iter().map(|a| a.slice(1, 3)).collect();
+        let batch = RecordBatch::try_new(schema(&specs), sliced.clone()).unwrap();
+        let conformed = conform_input(&batch, &specs).unwrap();
+        let wit = batch_to_wit(3, &specs, &conformed);
+        let back = batch_from_wit(wit, 3, &specs, &schema(&specs)).unwrap();
+        for (a, b) in sliced.iter().zip(back.columns()) {
+            assert_eq!(a.logical_nulls(), b.logical_nulls());
+            assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        }
+    }
+
+    #[test]
+    fn input_checks_name_the_column() {
+        let spec = ColumnSpec::new("amount", DType::Float64);
+        let batch = RecordBatch::try_from_iter([(
+            "amt",
+            Arc::new(Float64Array::from(vec![1.0])) as ArrayRef,
+        )])
+        .unwrap();
+        let err = conform_input(&batch, std::slice::from_ref(&spec)).unwrap_err();
+        assert_eq!(err.column.as_deref(), Some("amount"));
+        assert!(err.reason.contains("missing"), "{}", err.reason);
+        assert!(err.reason.contains("amt"), "{}", err.reason);
+
+        let strings: ArrayRef = Arc::new(StringArray::from(vec!["1.0"]));
+        let err = conform_array(&strings, &spec).unwrap_err();
+        assert!(err.reason.contains("Utf8"), "{}", err.reason);
+
+        let strict = ColumnSpec {
+            nullable: false,
+            ..spec.clone()
+        };
+        let with_null: ArrayRef = Arc::new(Float64Array::from(vec![Some(1.0), None]));
+        let err = conform_array(&with_null, &strict).unwrap_err();
+        assert_eq!(err.reason, "is declared not null but row 1 is null");
+    }
+
+    #[test]
+    fn inputs_widen_losslessly() {
+        let ints: ArrayRef = Arc::new(arrow_array::Int32Array::from(vec![Some(7), None]));
+        let out = conform_array(&ints, &ColumnSpec::new("n", DType::Int64)).unwrap();
+        assert_eq!(out.data_type(), &DataType::Int64);
+        assert_eq!(out.null_count(), 1);
+
+        let millis: ArrayRef = Arc::new(arrow_array::TimestampMillisecondArray::from(vec![1_500]));
+        let out = conform_array(&millis, &ColumnSpec::new("t", DType::Timestamp)).unwrap();
+        assert_eq!(out.as_primitive::<TimestampMicrosecondType>().value(0), 1_500_000);
+    }
+
+    #[test]
+    fn hostile_outputs_are_refused_without_panicking() {
+        let spec = ColumnSpec::new("s", DType::String);
+        let specs = std::slice::from_ref(&spec);
+        let s = schema(specs);
+        let utf8 = |offsets: Vec<u32>, bytes: Vec<u8>| wit::Batch {
+            rows: 2,
+            columns: vec![wit::Column {
+                name: "s".into(),
+                validity: None,
+                data: wit::ColumnData::Utf8(wit::Utf8Data { offsets, bytes }),
+            }],
+        };
+        let cases = [
+            (utf8(vec![0, 1], b"a".to_vec()), "has 2 offsets for 2 rows"),
+            (utf8(vec![1, 1, 1], b"a".to_vec()), "offsets must start at 0"),
+            (utf8(vec![0, 2, 1], b"ab".to_vec()), "offsets decrease at row 1"),
+            (utf8(vec![0, 1, 9], b"ab".to_vec()), "offsets end at 9"),
+            (utf8(vec![0, 1, 2], vec![b'a', 0xff]), "utf-8"),
+        ];
+        for (batch, want) in cases {
+            let err = batch_from_wit(batch, 2, specs, &s).unwrap_err();
+            assert!(
+                err.reason.to_lowercase().contains(&want.to_lowercase()),
+                "{} should contain {want}",
+                err.reason
+            );
+        }
+
+        let f = ColumnSpec::new("f", DType::Float64);
+        let fs = std::slice::from_ref(&f);
+        let wrong_type = wit::Batch {
+            rows: 1,
+            columns: vec![wit::Column {
+                name: "f".into(),
+                validity: None,
+                data: wit::ColumnData::Int64(vec![1]),
+            }],
+        };
+        let err = batch_from_wit(wrong_type, 1, fs, &schema(fs)).unwrap_err();
+        assert_eq!(err.reason, "is declared float64 but holds int64 data");
+
+        let short_validity = wit::Batch {
+            rows: 9,
+            columns: vec![wit::Column {
+                name: "f".into(),
+                validity: Some(vec![0xff]),
+                data: wit::ColumnData::Float64(vec![0.0; 9]),
+            }],
+        };
+        let err = batch_from_wit(short_validity, 9, fs, &schema(fs)).unwrap_err();
+        assert!(err.reason.contains("validity bitmap has 1 bytes"), "{}", err.reason);
+    }
+}

@@ -1,0 +1,253 @@
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use skewless_core::{ColumnSpec, DType, Signature};
+use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
+
+use crate::bindings::{FeatureTransform, FeatureTransformPre, wit};
+use crate::convert::{self, ColumnError};
+use crate::sandbox::CallState;
+use crate::{Engine, Error, Result};
+
+/// A loaded, validated, compiled transform: call it from any thread, any number of times.
+///
+/// Every call instantiates the component afresh in its own `Store` from one shared
+/// `InstancePre`, runs it under the engine's [`Limits`](crate::Limits) and drops the
+/// `Store`: no state carries from one call to the next, a trap poisons nothing but its own
+/// call, and the same input always gives the same output bits.
+#[derive(Clone)]
+pub struct Transform {
+    inner: Arc<TransformInner>,
+}
+
+struct TransformInner {
+    engine: Engine,
+    label: String,
+    sha256: String,
+    signature: Signature,
+    output_schema: SchemaRef,
+    pre: FeatureTransformPre<CallState>,
+}
+
+impl std::fmt::Debug for Transform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transform")
+            .field("label", &self.inner.label)
+            .field("sha256", &self.inner.sha256)
+            .field("signature", &self.inner.signature.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transform {
+    pub(crate) fn new(
+        engine: Engine,
+        label: String,
+        sha256: String,
+        pre: FeatureTransformPre<CallState>,
+    ) -> Result<Self> {
+        let mut transform = TransformInner {
+            engine,
+            label,
+            sha256,
+            signature: Signature {
+                inputs: vec![],
+                outputs: vec![],
+            },
+            output_schema: Arc::new(arrow_schema::Schema::empty()),
+            pre,
+        };
+        let declared = transform.invoke(|store, guest| {
+            guest
+                .skewless_transform_transformer()
+                .call_describe(store)
+        })?;
+        let signature = Signature {
+            inputs: declared.inputs.into_iter().map(column_spec).collect(),
+            outputs: declared.outputs.into_iter().map(column_spec).collect(),
+        };
+        signature
+            .validate()
+            .map_err(|source| Error::InvalidSignature {
+                transform: transform.label.clone(),
+                source,
+            })?;
+        transform.output_schema = Arc::new(signature.output_schema());
+        transform.signature = signature;
+        Ok(Self {
+            inner: Arc::new(transform),
+        })
+    }
+
+    /// The label errors and logs name this transform by.
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    /// The lowercase hex sha256 of the component bytes: the version's identity.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// The signature the transform declared.
+    pub fn signature(&self) -> &Signature {
+        &self.inner.signature
+    }
+
+    /// The Arrow schema of every output batch.
+    pub fn output_schema(&self) -> &SchemaRef {
+        &self.inner.output_schema
+    }
+
+    /// Runs the transform over one batch.
+    ///
+    /// The declared inputs are taken from `input` by name (other columns are ignored),
+    /// checked and widened to their canonical types; the output is checked against the
+    /// declared outputs and the input's row count before it is returned.
+    pub fn call(&self, input: &RecordBatch) -> Result<RecordBatch> {
+        let t = &self.inner;
+        let rows = input.num_rows();
+        if u32::try_from(rows).is_err() {
+            return Err(Error::InvalidInput {
+                transform: t.label.clone(),
+                column: None,
+                reason: format!("{rows} rows; one call takes at most {} rows", u32::MAX),
+            });
+        }
+        let arrays = convert::conform_input(input, &t.signature.inputs)
+            .map_err(|e| t.column_error(e, true))?;
+        let batch = convert::batch_to_wit(rows, &t.signature.inputs, &arrays);
+        drop(arrays);
+        let output = t.invoke(|store, guest| {
+            guest
+                .skewless_transform_transformer()
+                .call_transform(store, &batch)
+        })?;
+        drop(batch);
+        let output = output.map_err(|e| t.guest_error(e))?;
+        let bytes = convert::wit_batch_bytes(&output);
+        let limit = t.engine.limits().max_output_bytes;
+        if bytes > limit {
+            return Err(Error::OutputTooLarge {
+                transform: t.label.clone(),
+                bytes,
+                limit,
+            });
+        }
+        convert::batch_from_wit(output, rows, &t.signature.outputs, &t.output_schema)
+            .map_err(|e| t.column_error(e, false))
+    }
+
+    /// Instantiates the component in a fresh `Store` and drops it, calling nothing: the
+    /// fixed cost every call pays. For benchmarks and health checks.
+    pub fn instantiate(&self) -> Result<()> {
+        self.inner.invoke(|_, _| Ok(()))
+    }
+}
+
+impl TransformInner {
+    /// Instantiates the component in a fresh, limited `Store` and runs `f` on it, mapping
+    /// every failure to an error that says who is at fault.
+    fn invoke<R>(
+        &self,
+        f: impl FnOnce(&mut Store<CallState>, &FeatureTransform) -> wasmtime::Result<R>,
+    ) -> Result<R> {
+        let inner = &self.engine.inner;
+        let limits = &inner.limits;
+        let mut store = Store::new(&inner.wasmtime, CallState::new(limits.memory_bytes));
+        store.limiter(|state| &mut state.limiter);
+        let tick = inner.epoch_tick.as_nanos().max(1);
+        let ticks = limits.deadline.as_nanos().div_ceil(tick) + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+
+        let guest = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.call_error(&store, e, true))?;
+        f(&mut store, &guest).map_err(|e| self.call_error(&store, e, false))
+    }
+
+    fn call_error(
+        &self,
+        store: &Store<CallState>,
+        error: wasmtime::Error,
+        instantiating: bool,
+    ) -> Error {
+        let transform = self.label.clone();
+        let limits = self.engine.limits();
+        if let Some(requested) = store.data().limiter.exceeded {
+            return Error::MemoryLimit {
+                transform,
+                limit: limits.memory_bytes,
+                requested,
+            };
+        }
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return Error::Timeout {
+                transform,
+                deadline: limits.deadline,
+            };
+        }
+        if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+            return Error::Capacity {
+                transform,
+                reason: format!("{error:#}"),
+            };
+        }
+        let stage = if instantiating { "while instantiating: " } else { "" };
+        Error::Trap {
+            transform,
+            message: format!("{stage}{error:#}"),
+            stderr: store.data().stderr.text(),
+        }
+    }
+
+    fn column_error(&self, e: ColumnError, input: bool) -> Error {
+        let transform = self.label.clone();
+        let ColumnError { column, reason } = e;
+        if input {
+            Error::InvalidInput {
+                transform,
+                column,
+                reason,
+            }
+        } else {
+            Error::InvalidOutput {
+                transform,
+                column,
+                reason,
+            }
+        }
+    }
+
+    fn guest_error(&self, e: wit::TransformError) -> Error {
+        let (kind, message) = match e {
+            wit::TransformError::InvalidInput(m) => ("invalid-input", m),
+            wit::TransformError::Computation(m) => ("computation", m),
+            wit::TransformError::Other(m) => ("other", m),
+        };
+        Error::Guest {
+            transform: self.label.clone(),
+            kind,
+            message,
+        }
+    }
+}
+
+fn column_spec(spec: wit::ColumnSpec) -> ColumnSpec {
+    let dtype = match spec.dtype {
+        wit::Dtype::Boolean => DType::Bool,
+        wit::Dtype::Int64 => DType::Int64,
+        wit::Dtype::Float64 => DType::Float64,
+        wit::Dtype::Utf8 => DType::String,
+        wit::Dtype::Timestamp => DType::Timestamp,
+        wit::Dtype::Float32List => DType::Float32List,
+    };
+    ColumnSpec {
+        name: spec.name,
+        dtype,
+        nullable: spec.nullable,
+    }
+}
