@@ -11,13 +11,17 @@
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::types::{
+    Float32Type, Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
+};
+use arrow_cast::CastOptions;
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, ListArray,
     RecordBatch, RecordBatchOptions, StringArray, TimestampMicrosecondArray,
 };
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow_schema::{DataType, Field, SchemaRef};
+use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
 use skewless_core::{ColumnSpec, DType};
 
 use crate::bindings::wit;
@@ -79,7 +83,7 @@ pub fn conform_array(array: &ArrayRef, spec: &ColumnSpec) -> Checked<ArrayRef> {
     let array = if *array.data_type() == canonical {
         Arc::clone(array)
     } else if spec.dtype.accepts(array.data_type()) {
-        arrow_cast::cast(array, &canonical).map_err(|e| {
+        widen(array, spec.dtype).map_err(|e| {
             ColumnError::new(
                 &spec.name,
                 format!("cannot convert {} to {}: {e}", array.data_type(), spec.dtype),
@@ -114,6 +118,47 @@ pub fn conform_array(array: &ArrayRef, spec: &ColumnSpec) -> Checked<ArrayRef> {
         }
     }
     Ok(array)
+}
+
+/// Converts an accepted variant to `dtype`'s canonical type. Overflow is an error, never
+/// a silent null.
+fn widen(array: &ArrayRef, dtype: DType) -> Result<ArrayRef, arrow_schema::ArrowError> {
+    let strict = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
+    if dtype != DType::Timestamp {
+        return arrow_cast::cast_with_options(array, &dtype.arrow_type(), &strict);
+    }
+    // Timestamps are instants: drop the (UTC or absent) zone without shifting values,
+    // change the unit, then label the result UTC. Casting with the zone in place would
+    // need a timezone database to parse "UTC".
+    let naive: ArrayRef = match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => Arc::new(
+            array.as_primitive::<TimestampSecondType>().clone().with_timezone_opt(None::<String>),
+        ),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Arc::new(
+            array.as_primitive::<TimestampMillisecondType>().clone().with_timezone_opt(None::<String>),
+        ),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => Arc::new(
+            array.as_primitive::<TimestampMicrosecondType>().clone().with_timezone_opt(None::<String>),
+        ),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => Arc::new(
+            array.as_primitive::<TimestampNanosecondType>().clone().with_timezone_opt(None::<String>),
+        ),
+        other => unreachable!("DType::Timestamp accepts only timestamps, not {other}"),
+    };
+    let micros = arrow_cast::cast_with_options(
+        &naive,
+        &DataType::Timestamp(TimeUnit::Microsecond, None),
+        &strict,
+    )?;
+    Ok(Arc::new(
+        micros
+            .as_primitive::<TimestampMicrosecondType>()
+            .clone()
+            .with_timezone(skewless_core::UTC),
+    ))
 }
 
 fn first_null(array: &dyn Array) -> Option<usize> {
@@ -506,7 +551,20 @@ mod tests {
 
         let millis: ArrayRef = Arc::new(arrow_array::TimestampMillisecondArray::from(vec![1_500]));
         let out = conform_array(&millis, &ColumnSpec::new("t", DType::Timestamp)).unwrap();
+        assert_eq!(out.data_type(), &DType::Timestamp.arrow_type());
         assert_eq!(out.as_primitive::<TimestampMicrosecondType>().value(0), 1_500_000);
+
+        // A UTC-labelled instant keeps its value: no zone shift.
+        let utc: ArrayRef = Arc::new(
+            arrow_array::TimestampNanosecondArray::from(vec![-5_000]).with_timezone("UTC"),
+        );
+        let out = conform_array(&utc, &ColumnSpec::new("t", DType::Timestamp)).unwrap();
+        assert_eq!(out.as_primitive::<TimestampMicrosecondType>().value(0), -5);
+
+        // Overflow is an error, not a silent null.
+        let seconds: ArrayRef = Arc::new(arrow_array::TimestampSecondArray::from(vec![i64::MAX / 10]));
+        let err = conform_array(&seconds, &ColumnSpec::new("t", DType::Timestamp)).unwrap_err();
+        assert!(err.reason.contains("cannot convert"), "{}", err.reason);
     }
 
     #[test]

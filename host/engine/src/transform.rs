@@ -196,6 +196,15 @@ impl TransformInner {
                 reason: format!("{error:#}"),
             };
         }
+        let is_trap = error.downcast_ref::<Trap>().is_some();
+        if instantiating && !is_trap {
+            // Not a guest fault: the component's exports do not have our types (checked
+            // lazily by wasmtime when the typed functions are looked up).
+            return Error::WrongWorld {
+                transform,
+                reason: format!("{error:#}"),
+            };
+        }
         let stage = if instantiating { "while instantiating: " } else { "" };
         Error::Trap {
             transform,

@@ -1,0 +1,9 @@
+//! Skewless end-to-end tests: one binary, a module per area.
+
+mod support;
+
+mod determinism;
+mod engine_errors;
+mod examples;
+mod round_trip;
+mod run_transform;

@@ -1,0 +1,1 @@
+//! `skewless run-transform` over real Parquet files.

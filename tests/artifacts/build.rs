@@ -1,0 +1,104 @@
+//! Builds the guest components tests and benches load, and writes their paths.
+
+use std::env;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// (constant, package, manifest relative to the repository root).
+const GUESTS: &[(&str, &str, &str)] = &[
+    ("FRAUD_RISK", "fraud-risk", "Cargo.toml"),
+    ("GEO_DISTANCE", "geo-distance", "Cargo.toml"),
+    ("MERCHANT_CATEGORY", "merchant-category", "Cargo.toml"),
+    ("BAD_SIGNATURE", "guest-bad-signature", "tests/guests/Cargo.toml"),
+    ("DETERMINISM", "guest-determinism", "tests/guests/Cargo.toml"),
+    ("ECHO", "guest-echo", "tests/guests/Cargo.toml"),
+    ("EXTRA_IMPORT", "guest-extra-import", "tests/guests/Cargo.toml"),
+    ("HOSTILE", "guest-hostile", "tests/guests/Cargo.toml"),
+    ("MISBEHAVE", "guest-misbehave", "tests/guests/Cargo.toml"),
+    ("OTHER_WORLD", "guest-other-world", "tests/guests/Cargo.toml"),
+    ("UNKNOWN_DTYPE", "guest-unknown-dtype", "tests/guests/Cargo.toml"),
+];
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.join("../..").canonicalize().unwrap();
+    for watched in ["wit", "sdk/rust", "example-transforms", "tests/guests", ".cargo", "Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    println!("cargo:rerun-if-env-changed=SKEWLESS_GUEST_TARGET_DIR");
+    let target_dir = env::var_os("SKEWLESS_GUEST_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/guests"));
+
+    check_target_installed();
+    for manifest in ["Cargo.toml", "tests/guests/Cargo.toml"] {
+        let packages: Vec<&str> = GUESTS
+            .iter()
+            .filter(|g| g.2 == manifest)
+            .map(|g| g.1)
+            .collect();
+        build(&root, &root.join(manifest), &target_dir, &packages);
+    }
+
+    let mut out = String::new();
+    for (constant, package, _) in GUESTS {
+        let file = target_dir
+            .join(TARGET)
+            .join("guest")
+            .join(format!("{}.wasm", package.replace('-', "_")));
+        assert!(file.exists(), "{} was not built", file.display());
+        writeln!(out, "/// The `{package}` component.").unwrap();
+        writeln!(out, "pub const {constant}: &str = {:?};", file.display().to_string()).unwrap();
+    }
+    let dest = PathBuf::from(env::var("OUT_DIR").unwrap()).join("artifacts.rs");
+    std::fs::write(dest, out).unwrap();
+}
+
+fn check_target_installed() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("running rustc --print sysroot");
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_owned();
+    let lib = Path::new(&sysroot).join("lib/rustlib").join(TARGET);
+    if !lib.exists() {
+        panic!(
+            "the {TARGET} target is not installed; run `rustup target add {TARGET}` \
+             (scripts/test does it for you)"
+        );
+    }
+}
+
+fn build(root: &Path, manifest: &Path, target_dir: &Path, packages: &[&str]) {
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(manifest)
+        .args(["--target", TARGET, "--profile", "guest", "--quiet"])
+        .arg("--target-dir")
+        .arg(target_dir);
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    // The outer build's settings are for the host, not for guests.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_LLVM_COV",
+        "LLVM_PROFILE_FILE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("running cargo to build guests");
+    assert!(status.success(), "building guests {packages:?} failed");
+}

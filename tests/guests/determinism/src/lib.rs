@@ -1,0 +1,73 @@
+//! Everything that could make a result depend on more than its input, in one transform:
+//! NaN-producing arithmetic (whose bit patterns differ between CPUs unless canonicalized),
+//! the wall clock, the random source, hash-map iteration order, and state kept in a static
+//! between calls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use skewless_sdk::{DType, Input, Output, Result, Signature, Transform, ValuesColumn, export};
+
+static CALLS: AtomicI64 = AtomicI64::new(0);
+
+#[derive(Debug)]
+struct Determinism;
+
+impl Transform for Determinism {
+    fn signature() -> Signature {
+        Signature::new()
+            .input("a", DType::Float64)
+            .input("b", DType::Float64)
+            .output("quotient", DType::Float64)
+            .output("difference", DType::Float64)
+            .output("sqrt", DType::Float64)
+            .output("product", DType::Float64)
+            .output("f32_sum", DType::Float64)
+            .output("clock_micros", DType::Int64)
+            .output("random", DType::Int64)
+            .output("hash_order", DType::Int64)
+            .output("call_number", DType::Int64)
+    }
+
+    fn transform(input: &Input) -> Result<Output> {
+        let a = input.float64("a")?;
+        let b = input.float64("b")?;
+        let rows = input.rows();
+        let call = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(-1);
+        let mut bytes = [0u8; 8];
+        let random = match getrandom(&mut bytes) {
+            true => i64::from_le_bytes(bytes),
+            false => -1,
+        };
+        let map: HashMap<i64, i64> = (0..64).map(|i| (i, i)).collect();
+        let order = map.keys().take(8).fold(0i64, |acc, k| acc * 64 + k);
+
+        let constant = |v: i64| ValuesColumn::from_values(vec![v; rows]);
+        Ok(Output::new(rows)
+            .float64("quotient", a.zip_map(&b, |x, y| x / y))
+            .float64("difference", a.zip_map(&b, |x, y| (x * y) - (x * y)))
+            .float64("sqrt", a.map(|x| (-x.abs() - 1.0).sqrt()))
+            .float64("product", a.zip_map(&b, |x, y| x * y * f64::INFINITY))
+            .float64("f32_sum", a.zip_map(&b, |x, y| f64::from((x as f32) + (y as f32) * f32::NAN)))
+            .int64("clock_micros", constant(clock))
+            .int64("random", constant(random))
+            .int64("hash_order", constant(order))
+            .int64("call_number", constant(call)))
+    }
+}
+
+/// Reads the host's random source the way std does (through `RandomState`'s seed would be
+/// indirect); here through the WASI random interface via std's `HashMap` and a direct read.
+fn getrandom(buf: &mut [u8]) -> bool {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u8(0);
+    buf.copy_from_slice(&hasher.finish().to_le_bytes());
+    true
+}
+
+export!(Determinism);

@@ -1,0 +1,55 @@
+//! A transform that misbehaves on request: the first row of `mode` picks how.
+//! `ok` copies `x` to `y`; `panic` panics; `trap` hits `unreachable`; `loop` never returns;
+//! `alloc` allocates without bound; `huge` returns 1 MiB of text per row;
+//! `error` returns a computation error.
+
+use skewless_sdk::{DType, Error, Input, Output, Result, Signature, StringColumn, Transform, export};
+
+#[derive(Debug)]
+struct Hostile;
+
+impl Transform for Hostile {
+    fn signature() -> Signature {
+        Signature::new()
+            .input("mode", DType::String)
+            .input("x", DType::Float64)
+            .output("y", DType::Float64)
+            .output("s", DType::String)
+    }
+
+    fn transform(input: &Input) -> Result<Output> {
+        let mode = input.string("mode")?;
+        let x = input.float64("x")?;
+        let rows = input.rows();
+        let mut s = StringColumn::with_capacity(rows, 0);
+        match mode.get(0).unwrap_or("ok") {
+            "panic" => panic!("hostile guest panicked on purpose at row 0"),
+            "trap" => std::process::abort(),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "huge" => {
+                let mb = "x".repeat(1 << 20);
+                s = StringColumn::with_capacity(rows, rows << 20);
+                (0..rows).for_each(|_| s.push_str(&mb));
+            }
+            "error" => {
+                return Err(Error::Computation("row 0: refusing on purpose".into()));
+            }
+            _ => (0..rows).for_each(|_| s.push_null()),
+        }
+        Ok(Output::new(rows).float64("y", x.map(|v| v)).string("s", s))
+    }
+}
+
+export!(Hostile);

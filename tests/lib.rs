@@ -1,0 +1,1 @@
+//! Skewless end-to-end tests live in `all/`.
