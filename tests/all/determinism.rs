@@ -38,12 +38,19 @@ fn nan_input() -> RecordBatch {
 }
 
 fn float_bits(batch: &RecordBatch, column: &str) -> Vec<u64> {
-    let array = batch.column_by_name(column).unwrap().as_primitive::<Float64Type>();
+    let array = batch
+        .column_by_name(column)
+        .unwrap()
+        .as_primitive::<Float64Type>();
     array.values().iter().map(|v| v.to_bits()).collect()
 }
 
 fn int(batch: &RecordBatch, column: &str) -> i64 {
-    batch.column_by_name(column).unwrap().as_primitive::<Int64Type>().value(0)
+    batch
+        .column_by_name(column)
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .value(0)
 }
 
 #[test]
@@ -54,7 +61,11 @@ fn nan_arithmetic_is_bit_identical_across_calls_and_engines() {
     for _ in 0..3 {
         let again = t.call(&input).unwrap();
         for column in ["quotient", "difference", "sqrt", "product", "f32_sum"] {
-            assert_eq!(float_bits(&first, column), float_bits(&again, column), "{column}");
+            assert_eq!(
+                float_bits(&first, column),
+                float_bits(&again, column),
+                "{column}"
+            );
         }
     }
     // A separately built engine (as another process or host would have) agrees too.
@@ -62,13 +73,20 @@ fn nan_arithmetic_is_bit_identical_across_calls_and_engines() {
     let t2 = other.load_file(artifacts::DETERMINISM).unwrap();
     let elsewhere = t2.call(&input).unwrap();
     for column in ["quotient", "difference", "sqrt", "product", "f32_sum"] {
-        assert_eq!(float_bits(&first, column), float_bits(&elsewhere, column), "{column}");
+        assert_eq!(
+            float_bits(&first, column),
+            float_bits(&elsewhere, column),
+            "{column}"
+        );
     }
     // And every NaN it produced is the canonical one.
     for column in ["quotient", "difference", "sqrt", "product", "f32_sum"] {
         for bits in float_bits(&first, column) {
             if f64::from_bits(bits).is_nan() {
-                assert_eq!(bits, 0x7ff8_0000_0000_0000, "{column}: non-canonical NaN {bits:#x}");
+                assert_eq!(
+                    bits, 0x7ff8_0000_0000_0000,
+                    "{column}: non-canonical NaN {bits:#x}"
+                );
             }
         }
     }
@@ -79,7 +97,11 @@ fn clock_random_and_hashing_are_constant() {
     let input = nan_input();
     let t = load(artifacts::DETERMINISM);
     let first = t.call(&input).unwrap();
-    assert_eq!(int(&first, "clock_micros"), 0, "the clock is frozen at the epoch");
+    assert_eq!(
+        int(&first, "clock_micros"),
+        0,
+        "the clock is frozen at the epoch"
+    );
     let second = t.call(&input).unwrap();
     for column in ["random", "hash_order"] {
         assert_eq!(int(&first, column), int(&second, column), "{column}");
@@ -93,7 +115,11 @@ fn no_state_survives_a_call() {
     let t = load(artifacts::DETERMINISM);
     for _ in 0..5 {
         let out = t.call(&input).unwrap();
-        assert_eq!(int(&out, "call_number"), 1, "a static counter must restart every call");
+        assert_eq!(
+            int(&out, "call_number"),
+            1,
+            "a static counter must restart every call"
+        );
     }
 }
 

@@ -19,7 +19,10 @@ fn not_wasm_is_refused() {
     let err = load_err("junk@1", b"PK\x03\x04 definitely a zip file");
     assert!(matches!(err, Error::NotWasm { .. }), "{err:?}");
     assert_eq!(err.fault(), Fault::Caller);
-    assert_eq!(err.to_string(), "junk@1: not a WebAssembly file (no `\\0asm` header)");
+    assert_eq!(
+        err.to_string(),
+        "junk@1: not a WebAssembly file (no `\\0asm` header)"
+    );
     assert!(matches!(load_err("empty@1", b""), Error::NotWasm { .. }));
 }
 
@@ -28,7 +31,10 @@ fn core_module_is_refused() {
     let core = wat_module();
     let err = load_err("core@1", &core);
     assert!(matches!(err, Error::NotAComponent { .. }), "{err:?}");
-    assert!(err.to_string().contains("core WebAssembly module, not a component"));
+    assert!(
+        err.to_string()
+            .contains("core WebAssembly module, not a component")
+    );
 }
 
 /// A minimal core module: `\0asm`, version 1, no sections.
@@ -41,7 +47,10 @@ fn truncated_component_is_refused() {
     let bytes = std::fs::read(artifacts::FRAUD_RISK).unwrap();
     let err = load_err("cut@1", &bytes[..bytes.len() / 2]);
     assert!(matches!(err, Error::InvalidComponent { .. }), "{err:?}");
-    assert!(err.to_string().starts_with("cut@1: invalid component:"), "{err}");
+    assert!(
+        err.to_string().starts_with("cut@1: invalid component:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -50,7 +59,10 @@ fn component_of_another_world_is_refused() {
     assert!(matches!(err, Error::WrongWorld { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("guest_other_world.wasm"), "{msg}");
-    assert!(msg.contains("skewless:transform/transformer@0.1.0"), "{msg}");
+    assert!(
+        msg.contains("skewless:transform/transformer@0.1.0"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -58,7 +70,10 @@ fn unknown_dtype_is_refused() {
     let err = engine().load_file(artifacts::UNKNOWN_DTYPE).unwrap_err();
     assert!(matches!(err, Error::WrongWorld { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("dtype"), "the error should name the mismatched type: {msg}");
+    assert!(
+        msg.contains("dtype"),
+        "the error should name the mismatched type: {msg}"
+    );
 }
 
 #[test]
@@ -99,10 +114,16 @@ fn missing_and_mistyped_inputs_are_refused_before_the_call() {
     }
 
     let mistyped = batch(vec![
-        ("amount", Arc::new(StringArray::from(vec!["12.5"])) as ArrayRef),
+        (
+            "amount",
+            Arc::new(StringArray::from(vec!["12.5"])) as ArrayRef,
+        ),
         ("txn_amount_avg_7d", amount.clone()),
         ("txn_amount_max_7d", amount.clone()),
-        ("account_age_days", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        (
+            "account_age_days",
+            Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+        ),
     ]);
     let err = t.call(&mistyped).unwrap_err();
     assert_eq!(
@@ -117,22 +138,43 @@ fn wrong_row_count_is_refused() {
     let err = t.call(&misbehave_input("rows")).unwrap_err();
     assert_eq!(err.fault(), Fault::Guest);
     assert!(matches!(err, Error::InvalidOutput { .. }), "{err:?}");
-    assert!(err.to_string().contains("has 4 rows, but the input had 3"), "{err}");
+    assert!(
+        err.to_string().contains("has 4 rows, but the input had 3"),
+        "{err}"
+    );
 }
 
 #[test]
 fn wrong_output_schema_is_refused() {
     let t = load(artifacts::MISBEHAVE);
     let cases = [
-        ("dtype", "column `y`: is declared float64 but holds int64 data"),
-        ("missing", "has columns [], but the signature declares [\"y\", \"s\"]"),
-        ("nulls", "column `y`: is declared not null but row 0 is null"),
-        ("utf8", "column `s`: Invalid argument error: Encountered non UTF-8 data"),
-        ("offsets", "column `s`: offsets end at 1003 but the column holds 3 values"),
+        (
+            "dtype",
+            "column `y`: is declared float64 but holds int64 data",
+        ),
+        (
+            "missing",
+            "has columns [], but the signature declares [\"y\", \"s\"]",
+        ),
+        (
+            "nulls",
+            "column `y`: is declared not null but row 0 is null",
+        ),
+        (
+            "utf8",
+            "column `s`: Invalid argument error: Encountered non UTF-8 data",
+        ),
+        (
+            "offsets",
+            "column `s`: offsets end at 1003 but the column holds 3 values",
+        ),
     ];
     for (mode, want) in cases {
         let err = t.call(&misbehave_input(mode)).unwrap_err();
-        assert!(matches!(err, Error::InvalidOutput { .. }), "{mode}: {err:?}");
+        assert!(
+            matches!(err, Error::InvalidOutput { .. }),
+            "{mode}: {err:?}"
+        );
         assert!(err.to_string().contains(want), "{mode}: {err}");
     }
     // The same component still answers a good call.
@@ -140,7 +182,10 @@ fn wrong_output_schema_is_refused() {
 }
 
 fn misbehave_input(mode: &str) -> RecordBatch {
-    batch(vec![("mode", Arc::new(StringArray::from(vec![mode; 3])) as ArrayRef)])
+    batch(vec![(
+        "mode",
+        Arc::new(StringArray::from(vec![mode; 3])) as ArrayRef,
+    )])
 }
 
 #[test]
@@ -150,11 +195,18 @@ fn panic_is_a_trap_with_the_panic_message() {
     assert_eq!(err.fault(), Fault::Guest);
     match &err {
         Error::Trap { stderr, .. } => {
-            assert!(stderr.contains("hostile guest panicked on purpose"), "{stderr}");
+            assert!(
+                stderr.contains("hostile guest panicked on purpose"),
+                "{stderr}"
+            );
         }
         other => panic!("expected Trap, got {other:?}"),
     }
-    assert!(err.to_string().starts_with("guest_hostile.wasm: the transform trapped"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("guest_hostile.wasm: the transform trapped"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -170,7 +222,10 @@ fn infinite_loop_hits_the_deadline() {
     let started = Instant::now();
     let err = t.call(&hostile_input("loop", 4)).unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-    assert!(err.to_string().contains("ran past its deadline of 500ms"), "{err}");
+    assert!(
+        err.to_string().contains("ran past its deadline of 500ms"),
+        "{err}"
+    );
     // Interrupted, not left to spin: generous bound, this is not a timing test.
     assert!(started.elapsed() < test_limits().deadline * 20);
 }
@@ -180,7 +235,9 @@ fn memory_bomb_hits_the_memory_cap() {
     let t = load(artifacts::HOSTILE);
     let err = t.call(&hostile_input("alloc", 4)).unwrap_err();
     match &err {
-        Error::MemoryLimit { limit, requested, .. } => {
+        Error::MemoryLimit {
+            limit, requested, ..
+        } => {
             assert_eq!(*limit, 64 << 20);
             assert!(requested > limit);
         }
@@ -215,8 +272,13 @@ fn transform_error_reaches_the_caller() {
 fn the_host_survives_every_hostile_call() {
     let t = load(artifacts::HOSTILE);
     for mode in ["panic", "trap", "loop", "alloc", "huge", "error"] {
-        assert!(t.call(&hostile_input(mode, 32)).is_err(), "{mode} must fail");
-        let ok = t.call(&hostile_input("ok", 8)).expect("the next call succeeds");
+        assert!(
+            t.call(&hostile_input(mode, 32)).is_err(),
+            "{mode} must fail"
+        );
+        let ok = t
+            .call(&hostile_input("ok", 8))
+            .expect("the next call succeeds");
         assert_eq!(ok.num_rows(), 8, "after {mode}");
     }
 }

@@ -14,21 +14,27 @@ pub fn fraud_input(rows: usize) -> RecordBatch {
     batch(vec![
         (
             "amount",
-            Arc::new(Float64Array::from_iter((0..rows).map(|i| {
-                (i % 11 != 0).then_some((i % 500) as f64 * 1.25 + 0.5)
-            }))) as ArrayRef,
+            Arc::new(Float64Array::from_iter(
+                (0..rows).map(|i| (i % 11 != 0).then_some((i % 500) as f64 * 1.25 + 0.5)),
+            )) as ArrayRef,
         ),
         (
             "txn_amount_avg_7d",
-            Arc::new(Float64Array::from_iter_values((0..rows).map(|i| (i % 90) as f64 + 0.25))),
+            Arc::new(Float64Array::from_iter_values(
+                (0..rows).map(|i| (i % 90) as f64 + 0.25),
+            )),
         ),
         (
             "txn_amount_max_7d",
-            Arc::new(Float64Array::from_iter_values((0..rows).map(|i| (i % 7) as f64 * 100.0))),
+            Arc::new(Float64Array::from_iter_values(
+                (0..rows).map(|i| (i % 7) as f64 * 100.0),
+            )),
         ),
         (
             "account_age_days",
-            Arc::new(Int64Array::from_iter_values((0..rows).map(|i| (i % 400) as i64))),
+            Arc::new(Int64Array::from_iter_values(
+                (0..rows).map(|i| (i % 400) as i64),
+            )),
         ),
     ])
 }
@@ -53,7 +59,10 @@ fn fraud_risk_matches_its_native_logic_bit_for_bit() {
     let log = out.column(3).as_primitive::<Float64Type>();
     for i in 0..input.num_rows() {
         if amount.is_null(i) {
-            assert!(z.is_null(i) && ratio.is_null(i) && log.is_null(i), "row {i}");
+            assert!(
+                z.is_null(i) && ratio.is_null(i) && log.is_null(i),
+                "row {i}"
+            );
             continue;
         }
         let a = amount.value(i);
@@ -89,10 +98,18 @@ fn geo_distance_matches_its_native_logic() {
     let col = |i: usize| input.column(i).as_primitive::<Float64Type>();
     let mut max_ulps = 0u64;
     for i in 0..rows {
-        let want = geo_distance::haversine_km(col(0).value(i), col(1).value(i), col(2).value(i), col(3).value(i));
+        let want = geo_distance::haversine_km(
+            col(0).value(i),
+            col(1).value(i),
+            col(2).value(i),
+            col(3).value(i),
+        );
         let got = d.value(i);
         max_ulps = max_ulps.max(want.to_bits().abs_diff(got.to_bits()));
-        assert_eq!(out.column(1).as_boolean().value(i), got > geo_distance::FAR_FROM_HOME_KM);
+        assert_eq!(
+            out.column(1).as_boolean().value(i),
+            got > geo_distance::FAR_FROM_HOME_KM
+        );
     }
     // sin/cos/asin come from the guest's libm, not the host's: allow a few ulps.
     assert!(max_ulps <= 4, "largest difference {max_ulps} ulps");
@@ -101,7 +118,13 @@ fn geo_distance_matches_its_native_logic() {
 #[test]
 fn merchant_category_matches_its_native_logic() {
     let t = load(artifacts::MERCHANT_CATEGORY);
-    let names = ["Joe's PIZZA #12", "", "  Shell  Oil ", "Ünïcode Market", "casino ROYALE"];
+    let names = [
+        "Joe's PIZZA #12",
+        "",
+        "  Shell  Oil ",
+        "Ünïcode Market",
+        "casino ROYALE",
+    ];
     let input = batch(vec![(
         "merchant_name",
         Arc::new(StringArray::from_iter(
@@ -116,7 +139,10 @@ fn merchant_category_matches_its_native_logic() {
         let n = merchant_category::normalize(name);
         assert_eq!(normalized.value(i), n);
         assert_eq!(category.value(i), merchant_category::category(&n));
-        assert_eq!(bucket.value(i) as u64, merchant_category::fnv1a(n.as_bytes()) % merchant_category::BUCKETS);
+        assert_eq!(
+            bucket.value(i) as u64,
+            merchant_category::fnv1a(n.as_bytes()) % merchant_category::BUCKETS
+        );
     }
     assert!(out.columns().iter().all(|c| c.is_null(names.len())));
 }

@@ -2,8 +2,8 @@
 
 mod support;
 
+mod cache;
 mod determinism;
 mod engine_errors;
 mod examples;
 mod round_trip;
-mod run_transform;

@@ -29,11 +29,15 @@ fn every_dtype(rows: usize) -> RecordBatch {
     batch(vec![
         (
             "b",
-            Arc::new(BooleanArray::from_iter((0..rows).map(|i| opt(i).then_some(i % 2 == 0)))) as ArrayRef,
+            Arc::new(BooleanArray::from_iter(
+                (0..rows).map(|i| opt(i).then_some(i % 2 == 0)),
+            )) as ArrayRef,
         ),
         (
             "i",
-            Arc::new(Int64Array::from_iter((0..rows).map(|i| opt(i).then_some(i as i64 * -7919)))),
+            Arc::new(Int64Array::from_iter(
+                (0..rows).map(|i| opt(i).then_some(i as i64 * -7919)),
+            )),
         ),
         (
             "f",
@@ -55,9 +59,9 @@ fn every_dtype(rows: usize) -> RecordBatch {
         (
             "t",
             Arc::new(
-                TimestampMicrosecondArray::from_iter((0..rows).map(|i| {
-                    opt(i).then_some(1_700_000_000_000_000 + i as i64)
-                }))
+                TimestampMicrosecondArray::from_iter(
+                    (0..rows).map(|i| opt(i).then_some(1_700_000_000_000_000 + i as i64)),
+                )
                 .with_timezone("UTC"),
             ),
         ),
@@ -74,10 +78,25 @@ fn every_dtype_round_trips_through_a_guest() {
         assert_eq!(output.num_rows(), rows);
         for (name, original) in input.schema().fields().iter().zip(input.columns()) {
             let back = output.column_by_name(name.name()).unwrap();
-            assert_eq!(original.data_type(), back.data_type(), "{rows} rows, {}", name.name());
-            assert_eq!(original.logical_nulls(), back.logical_nulls(), "{}", name.name());
+            assert_eq!(
+                original.data_type(),
+                back.data_type(),
+                "{rows} rows, {}",
+                name.name()
+            );
+            assert_eq!(
+                original.logical_nulls(),
+                back.logical_nulls(),
+                "{}",
+                name.name()
+            );
             // Debug output compares NaNs by their printed bits, unlike PartialEq.
-            assert_eq!(format!("{original:?}"), format!("{back:?}"), "{}", name.name());
+            assert_eq!(
+                format!("{original:?}"),
+                format!("{back:?}"),
+                "{}",
+                name.name()
+            );
         }
     }
 }
@@ -103,14 +122,39 @@ fn lossless_variants_are_widened_on_the_way_in() {
         .zip(canonical.columns())
         .map(|(f, c)| (f.name().as_str(), Arc::clone(c)))
         .collect();
-    columns[1].1 = Arc::new(Int32Array::from(vec![Some(1), None, Some(-3), Some(4), Some(5)]));
-    columns[3].1 = Arc::new(LargeStringArray::from(vec![Some("a"), None, Some(""), Some("d"), Some("e")]));
-    columns[4].1 = Arc::new(TimestampNanosecondArray::from(vec![Some(1_000), None, Some(0), Some(-5_000), Some(7_000)]));
+    columns[1].1 = Arc::new(Int32Array::from(vec![
+        Some(1),
+        None,
+        Some(-3),
+        Some(4),
+        Some(5),
+    ]));
+    columns[3].1 = Arc::new(LargeStringArray::from(vec![
+        Some("a"),
+        None,
+        Some(""),
+        Some("d"),
+        Some("e"),
+    ]));
+    columns[4].1 = Arc::new(TimestampNanosecondArray::from(vec![
+        Some(1_000),
+        None,
+        Some(0),
+        Some(-5_000),
+        Some(7_000),
+    ]));
     let output = t.call(&batch(columns)).unwrap();
     let i = output.column_by_name("i").unwrap();
-    assert_eq!(format!("{i:?}"), format!("{:?}", Int64Array::from(vec![Some(1), None, Some(-3), Some(4), Some(5)])));
+    assert_eq!(
+        format!("{i:?}"),
+        format!(
+            "{:?}",
+            Int64Array::from(vec![Some(1), None, Some(-3), Some(4), Some(5)])
+        )
+    );
     let ts = output.column_by_name("t").unwrap();
-    let want = TimestampMicrosecondArray::from(vec![Some(1), None, Some(0), Some(-5), Some(7)]).with_timezone("UTC");
+    let want = TimestampMicrosecondArray::from(vec![Some(1), None, Some(0), Some(-5), Some(7)])
+        .with_timezone("UTC");
     assert_eq!(format!("{ts:?}"), format!("{want:?}"));
     assert_eq!(output.column_by_name("s").unwrap().null_count(), 1);
 }

@@ -42,7 +42,10 @@ pub fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
 /// The hostile guest's input: `mode` in every row, and `x`.
 pub fn hostile_input(mode: &str, rows: usize) -> RecordBatch {
     batch(vec![
-        ("mode", Arc::new(StringArray::from(vec![mode; rows])) as ArrayRef),
+        (
+            "mode",
+            Arc::new(StringArray::from(vec![mode; rows])) as ArrayRef,
+        ),
         (
             "x",
             Arc::new(Float64Array::from_iter_values((0..rows).map(|i| i as f64))),

@@ -10,14 +10,34 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("FRAUD_RISK", "fraud-risk", "Cargo.toml"),
     ("GEO_DISTANCE", "geo-distance", "Cargo.toml"),
     ("MERCHANT_CATEGORY", "merchant-category", "Cargo.toml"),
-    ("BAD_SIGNATURE", "guest-bad-signature", "tests/guests/Cargo.toml"),
-    ("DETERMINISM", "guest-determinism", "tests/guests/Cargo.toml"),
+    (
+        "BAD_SIGNATURE",
+        "guest-bad-signature",
+        "tests/guests/Cargo.toml",
+    ),
+    (
+        "DETERMINISM",
+        "guest-determinism",
+        "tests/guests/Cargo.toml",
+    ),
     ("ECHO", "guest-echo", "tests/guests/Cargo.toml"),
-    ("EXTRA_IMPORT", "guest-extra-import", "tests/guests/Cargo.toml"),
+    (
+        "EXTRA_IMPORT",
+        "guest-extra-import",
+        "tests/guests/Cargo.toml",
+    ),
     ("HOSTILE", "guest-hostile", "tests/guests/Cargo.toml"),
     ("MISBEHAVE", "guest-misbehave", "tests/guests/Cargo.toml"),
-    ("OTHER_WORLD", "guest-other-world", "tests/guests/Cargo.toml"),
-    ("UNKNOWN_DTYPE", "guest-unknown-dtype", "tests/guests/Cargo.toml"),
+    (
+        "OTHER_WORLD",
+        "guest-other-world",
+        "tests/guests/Cargo.toml",
+    ),
+    (
+        "UNKNOWN_DTYPE",
+        "guest-unknown-dtype",
+        "tests/guests/Cargo.toml",
+    ),
 ];
 
 const TARGET: &str = "wasm32-wasip2";
@@ -25,7 +45,14 @@ const TARGET: &str = "wasm32-wasip2";
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.join("../..").canonicalize().unwrap();
-    for watched in ["wit", "sdk/rust", "example-transforms", "tests/guests", ".cargo", "Cargo.toml"] {
+    for watched in [
+        "wit",
+        "sdk/rust",
+        "example-transforms",
+        "tests/guests",
+        ".cargo",
+        "Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=SKEWLESS_GUEST_TARGET_DIR");
@@ -51,7 +78,12 @@ fn main() {
             .join(format!("{}.wasm", package.replace('-', "_")));
         assert!(file.exists(), "{} was not built", file.display());
         writeln!(out, "/// The `{package}` component.").unwrap();
-        writeln!(out, "pub const {constant}: &str = {:?};", file.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "pub const {constant}: &str = {:?};",
+            file.display().to_string()
+        )
+        .unwrap();
     }
     let dest = PathBuf::from(env::var("OUT_DIR").unwrap()).join("artifacts.rs");
     std::fs::write(dest, out).unwrap();

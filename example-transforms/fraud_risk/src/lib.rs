@@ -70,7 +70,11 @@ mod tests {
     #[test]
     fn formulas() {
         assert_eq!(amount_zscore_proxy(150.0, 50.0), 2.0);
-        assert_eq!(amount_zscore_proxy(0.5, 0.0), 0.5, "average below 1 divides by 1");
+        assert_eq!(
+            amount_zscore_proxy(0.5, 0.0),
+            0.5,
+            "average below 1 divides by 1"
+        );
         assert_eq!(amount_to_max_ratio(50.0, 200.0), Some(0.25));
         assert_eq!(amount_to_max_ratio(50.0, 0.0), None);
         assert_eq!(amount_to_max_ratio(50.0, f64::NAN), None);
@@ -79,16 +83,36 @@ mod tests {
     #[test]
     fn batch_with_nulls() {
         let input = Input::builder(3)
-            .float64("amount", ValuesColumn::from_options([Some(150.0), Some(10.0), None]))
-            .float64("txn_amount_avg_7d", ValuesColumn::from_values(vec![50.0, 10.0, 5.0]))
-            .float64("txn_amount_max_7d", ValuesColumn::from_values(vec![300.0, 0.0, 9.0]))
-            .int64("account_age_days", ValuesColumn::from_options([Some(400), Some(3), None]))
+            .float64(
+                "amount",
+                ValuesColumn::from_options([Some(150.0), Some(10.0), None]),
+            )
+            .float64(
+                "txn_amount_avg_7d",
+                ValuesColumn::from_values(vec![50.0, 10.0, 5.0]),
+            )
+            .float64(
+                "txn_amount_max_7d",
+                ValuesColumn::from_values(vec![300.0, 0.0, 9.0]),
+            )
+            .int64(
+                "account_age_days",
+                ValuesColumn::from_options([Some(400), Some(3), None]),
+            )
             .build()
             .unwrap();
         let out = FraudRisk::transform(&input).unwrap();
-        let z: Vec<_> = out.get_float64("amount_zscore_proxy").unwrap().iter().collect();
+        let z: Vec<_> = out
+            .get_float64("amount_zscore_proxy")
+            .unwrap()
+            .iter()
+            .collect();
         assert_eq!(z, [Some(2.0), Some(0.0), None]);
-        let ratio: Vec<_> = out.get_float64("amount_to_max_ratio").unwrap().iter().collect();
+        let ratio: Vec<_> = out
+            .get_float64("amount_to_max_ratio")
+            .unwrap()
+            .iter()
+            .collect();
         assert_eq!(ratio, [Some(0.5), None, None]);
         let new: Vec<_> = out.get_bool("is_new_account").unwrap().iter().collect();
         assert_eq!(new, [Some(false), Some(true), None]);

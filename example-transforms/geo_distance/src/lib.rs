@@ -73,7 +73,10 @@ mod tests {
         assert!((d - 343.9).abs() < 1.0, "{d}");
         // Antipodes: half the circumference, no NaN from rounding past 1.0.
         let d = haversine_km(0.0, 0.0, 0.0, 180.0);
-        assert!((d - std::f64::consts::PI * EARTH_RADIUS_KM).abs() < 1e-6, "{d}");
+        assert!(
+            (d - std::f64::consts::PI * EARTH_RADIUS_KM).abs() < 1e-6,
+            "{d}"
+        );
     }
 
     #[test]
@@ -81,13 +84,21 @@ mod tests {
         let input = Input::builder(2)
             .float64("lat", ValuesColumn::from_values(vec![48.8566, 0.0]))
             .float64("lon", ValuesColumn::from_values(vec![2.3522, 0.0]))
-            .float64("home_lat", ValuesColumn::from_options([Some(51.5074), None]))
+            .float64(
+                "home_lat",
+                ValuesColumn::from_options([Some(51.5074), None]),
+            )
             .float64("home_lon", ValuesColumn::from_values(vec![-0.1278, 0.0]))
             .build()
             .unwrap();
         let out = GeoDistance::transform(&input).unwrap();
         let far: Vec<_> = out.get_bool("is_far_from_home").unwrap().iter().collect();
         assert_eq!(far, [Some(true), None]);
-        assert!(out.get_float64("distance_from_home_km").unwrap().get(1).is_none());
+        assert!(
+            out.get_float64("distance_from_home_km")
+                .unwrap()
+                .get(1)
+                .is_none()
+        );
     }
 }

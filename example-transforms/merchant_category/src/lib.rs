@@ -5,18 +5,42 @@
 //! (FNV-1a, 64-bit) for use as a categorical feature. The hash is defined on the bytes of
 //! the normalized name, so it is the same in every language and on every host.
 
-use skewless_sdk::{DType, Input, Output, Result, Signature, StringColumn, Transform, ValuesColumn, export};
+use skewless_sdk::{
+    DType, Input, Output, Result, Signature, StringColumn, Transform, ValuesColumn, export,
+};
 
 /// The number of hash buckets.
 pub const BUCKETS: u64 = 1024;
 
 /// Keywords of each category, checked in order; the first match wins.
 const CATEGORIES: &[(&str, &[&str])] = &[
-    ("grocery", &["grocery", "market", "supermarket", "foods", "bakery"]),
-    ("travel", &["airline", "airways", "hotel", "rail", "taxi", "uber", "lyft"]),
+    (
+        "grocery",
+        &["grocery", "market", "supermarket", "foods", "bakery"],
+    ),
+    (
+        "travel",
+        &[
+            "airline", "airways", "hotel", "rail", "taxi", "uber", "lyft",
+        ],
+    ),
     ("fuel", &["fuel", "gas", "petrol", "shell", "esso"]),
-    ("restaurant", &["cafe", "coffee", "pizza", "restaurant", "grill", "burger"]),
-    ("digital", &["steam", "app", "store", "games", "netflix", "spotify"]),
+    (
+        "restaurant",
+        &[
+            "cafe",
+            "café",
+            "coffee",
+            "pizza",
+            "restaurant",
+            "grill",
+            "burger",
+        ],
+    ),
+    (
+        "digital",
+        &["steam", "app", "store", "games", "netflix", "spotify"],
+    ),
     ("gambling", &["casino", "bet", "poker", "lottery"]),
 ];
 
@@ -92,8 +116,14 @@ impl Transform for MerchantCategory {
         Ok(Output::new(rows)
             .string("merchant_normalized", normalized)
             .string("merchant_category", categories)
-            .int64("merchant_name_length", ValuesColumn::from_values(lengths).and_validity(validity))
-            .int64("merchant_hash_bucket", ValuesColumn::from_values(buckets).and_validity(validity)))
+            .int64(
+                "merchant_name_length",
+                ValuesColumn::from_values(lengths).and_validity(validity),
+            )
+            .int64(
+                "merchant_hash_bucket",
+                ValuesColumn::from_values(buckets).and_validity(validity),
+            ))
     }
 }
 
@@ -105,7 +135,10 @@ mod tests {
 
     #[test]
     fn normalizes_and_categorizes() {
-        assert_eq!(normalize("  STARBUCKS Coffee #1234!! "), "starbucks coffee 1234");
+        assert_eq!(
+            normalize("  STARBUCKS Coffee #1234!! "),
+            "starbucks coffee 1234"
+        );
         assert_eq!(normalize("Café-Überland"), "café überland");
         assert_eq!(normalize("***"), "");
         assert_eq!(category("starbucks coffee 1234"), "restaurant");
@@ -125,15 +158,33 @@ mod tests {
         let names: StringColumn = [Some("Joe's PIZZA"), None, Some("Ünïcode Market")]
             .into_iter()
             .collect();
-        let input = Input::builder(3).string("merchant_name", names).build().unwrap();
+        let input = Input::builder(3)
+            .string("merchant_name", names)
+            .build()
+            .unwrap();
         let out = MerchantCategory::transform(&input).unwrap();
-        let norm: Vec<_> = out.get_string("merchant_normalized").unwrap().iter().collect();
+        let norm: Vec<_> = out
+            .get_string("merchant_normalized")
+            .unwrap()
+            .iter()
+            .collect();
         assert_eq!(norm, [Some("joe s pizza"), None, Some("ünïcode market")]);
-        let cat: Vec<_> = out.get_string("merchant_category").unwrap().iter().collect();
+        let cat: Vec<_> = out
+            .get_string("merchant_category")
+            .unwrap()
+            .iter()
+            .collect();
         assert_eq!(cat, [Some("restaurant"), None, Some("grocery")]);
-        let len: Vec<_> = out.get_int64("merchant_name_length").unwrap().iter().collect();
+        let len: Vec<_> = out
+            .get_int64("merchant_name_length")
+            .unwrap()
+            .iter()
+            .collect();
         assert_eq!(len, [Some(11), None, Some(14)]);
         let bucket = out.get_int64("merchant_hash_bucket").unwrap();
-        assert_eq!(bucket.get(0), Some((fnv1a(b"joe s pizza") % BUCKETS) as i64));
+        assert_eq!(
+            bucket.get(0),
+            Some((fnv1a(b"joe s pizza") % BUCKETS) as i64)
+        );
     }
 }

@@ -165,9 +165,11 @@ mod tests {
             Some("Europe/Paris".into())
         )));
         assert!(DType::String.accepts(&DataType::LargeUtf8));
-        assert!(!DType::Float32List.accepts(&DataType::List(Arc::new(Field::new_list_field(
-            DataType::Float64,
-            true
-        )))));
+        assert!(
+            !DType::Float32List.accepts(&DataType::List(Arc::new(Field::new_list_field(
+                DataType::Float64,
+                true
+            ))))
+        );
     }
 }

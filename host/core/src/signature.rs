@@ -86,12 +86,22 @@ impl Signature {
 
     /// The Arrow schema of the batch a transform receives.
     pub fn input_schema(&self) -> Schema {
-        Schema::new(self.inputs.iter().map(ColumnSpec::arrow_field).collect::<Vec<_>>())
+        Schema::new(
+            self.inputs
+                .iter()
+                .map(ColumnSpec::arrow_field)
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// The Arrow schema of the batch a transform returns.
     pub fn output_schema(&self) -> Schema {
-        Schema::new(self.outputs.iter().map(ColumnSpec::arrow_field).collect::<Vec<_>>())
+        Schema::new(
+            self.outputs
+                .iter()
+                .map(ColumnSpec::arrow_field)
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
@@ -159,11 +169,23 @@ mod tests {
     fn each_rule_names_the_column() {
         let cases = [
             (sig(&["a"], &[]), "declares no output column"),
-            (sig(&["a", "a"], &["b"]), "input column `a` is declared twice"),
+            (
+                sig(&["a", "a"], &["b"]),
+                "input column `a` is declared twice",
+            ),
             (sig(&[], &["b", "b"]), "output column `b` is declared twice"),
-            (sig(&["1a"], &["b"]), "input column name \"1a\" is not an identifier"),
-            (sig(&[], &["b c"]), "output column name \"b c\" is not an identifier"),
-            (sig(&[""], &["b"]), "input column name \"\" is not an identifier"),
+            (
+                sig(&["1a"], &["b"]),
+                "input column name \"1a\" is not an identifier",
+            ),
+            (
+                sig(&[], &["b c"]),
+                "output column name \"b c\" is not an identifier",
+            ),
+            (
+                sig(&[""], &["b"]),
+                "input column name \"\" is not an identifier",
+            ),
         ];
         for (s, want) in cases {
             let got = s.validate().unwrap_err().to_string();
@@ -178,6 +200,9 @@ mod tests {
     fn serde_uses_definition_names() {
         let spec = ColumnSpec::new("emb", DType::Float32List);
         let json = serde_json::to_string(&spec).unwrap();
-        assert_eq!(json, r#"{"name":"emb","dtype":"float32_list","nullable":true}"#);
+        assert_eq!(
+            json,
+            r#"{"name":"emb","dtype":"float32_list","nullable":true}"#
+        );
     }
 }

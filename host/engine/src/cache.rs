@@ -64,7 +64,10 @@ impl CompileCache {
         if recorded.trim() == sha256_hex(&artifact) {
             Some(artifact)
         } else {
-            tracing::warn!(key, "compiled artifact does not match its recorded digest; recompiling");
+            tracing::warn!(
+                key,
+                "compiled artifact does not match its recorded digest; recompiling"
+            );
             None
         }
     }

@@ -15,12 +15,12 @@ use arrow_array::types::{
     Float32Type, Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
     TimestampNanosecondType, TimestampSecondType,
 };
-use arrow_cast::CastOptions;
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, ListArray,
-    RecordBatch, RecordBatchOptions, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, ListArray, RecordBatch,
+    RecordBatchOptions, StringArray, TimestampMicrosecondArray,
 };
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow_cast::CastOptions;
 use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
 use skewless_core::{ColumnSpec, DType};
 
@@ -69,7 +69,10 @@ pub fn conform_input(batch: &RecordBatch, specs: &[ColumnSpec]) -> Checked<Vec<A
                     .collect();
                 ColumnError::new(
                     &spec.name,
-                    format!("missing (expected {}; the batch has {present:?})", spec.dtype),
+                    format!(
+                        "missing (expected {}; the batch has {present:?})",
+                        spec.dtype
+                    ),
                 )
             })?;
             conform_array(array, spec)
@@ -86,7 +89,11 @@ pub fn conform_array(array: &ArrayRef, spec: &ColumnSpec) -> Checked<ArrayRef> {
         widen(array, spec.dtype).map_err(|e| {
             ColumnError::new(
                 &spec.name,
-                format!("cannot convert {} to {}: {e}", array.data_type(), spec.dtype),
+                format!(
+                    "cannot convert {} to {}: {e}",
+                    array.data_type(),
+                    spec.dtype
+                ),
             )
         })?
     } else {
@@ -99,13 +106,13 @@ pub fn conform_array(array: &ArrayRef, spec: &ColumnSpec) -> Checked<ArrayRef> {
             ),
         ));
     };
-    if !spec.nullable {
-        if let Some(row) = first_null(array.as_ref()) {
-            return Err(ColumnError::new(
-                &spec.name,
-                format!("is declared not null but row {row} is null"),
-            ));
-        }
+    if !spec.nullable
+        && let Some(row) = first_null(array.as_ref())
+    {
+        return Err(ColumnError::new(
+            &spec.name,
+            format!("is declared not null but row {row} is null"),
+        ));
     }
     if spec.dtype == DType::Float32List {
         let list = array.as_list::<i32>();
@@ -135,16 +142,28 @@ fn widen(array: &ArrayRef, dtype: DType) -> Result<ArrayRef, arrow_schema::Arrow
     // need a timezone database to parse "UTC".
     let naive: ArrayRef = match array.data_type() {
         DataType::Timestamp(TimeUnit::Second, _) => Arc::new(
-            array.as_primitive::<TimestampSecondType>().clone().with_timezone_opt(None::<String>),
+            array
+                .as_primitive::<TimestampSecondType>()
+                .clone()
+                .with_timezone_opt(None::<String>),
         ),
         DataType::Timestamp(TimeUnit::Millisecond, _) => Arc::new(
-            array.as_primitive::<TimestampMillisecondType>().clone().with_timezone_opt(None::<String>),
+            array
+                .as_primitive::<TimestampMillisecondType>()
+                .clone()
+                .with_timezone_opt(None::<String>),
         ),
         DataType::Timestamp(TimeUnit::Microsecond, _) => Arc::new(
-            array.as_primitive::<TimestampMicrosecondType>().clone().with_timezone_opt(None::<String>),
+            array
+                .as_primitive::<TimestampMicrosecondType>()
+                .clone()
+                .with_timezone_opt(None::<String>),
         ),
         DataType::Timestamp(TimeUnit::Nanosecond, _) => Arc::new(
-            array.as_primitive::<TimestampNanosecondType>().clone().with_timezone_opt(None::<String>),
+            array
+                .as_primitive::<TimestampNanosecondType>()
+                .clone()
+                .with_timezone_opt(None::<String>),
         ),
         other => unreachable!("DType::Timestamp accepts only timestamps, not {other}"),
     };
@@ -315,14 +334,14 @@ fn column_from_wit(column: wit::Column, rows: usize, spec: &ColumnSpec) -> Check
             Some(NullBuffer::new(bits)).filter(|n| n.null_count() > 0)
         }
     };
-    if !spec.nullable {
-        if let Some(nulls) = &nulls {
-            let row = nulls.iter().position(|v| !v).unwrap_or_default();
-            return Err(ColumnError::new(
-                name,
-                format!("is declared not null but row {row} is null"),
-            ));
-        }
+    if !spec.nullable
+        && let Some(nulls) = &nulls
+    {
+        let row = nulls.iter().position(|v| !v).unwrap_or_default();
+        return Err(ColumnError::new(
+            name,
+            format!("is declared not null but row {row} is null"),
+        ));
     }
     let mismatch = |found: &str| {
         ColumnError::new(
@@ -395,10 +414,7 @@ fn bit_buffer(name: &str, what: &str, bits: Vec<u8>, rows: usize) -> Checked<Boo
     if bits.len() < needed {
         return Err(ColumnError::new(
             name,
-            format!(
-                "{what} has {} bytes; {rows} rows need {needed}",
-                bits.len()
-            ),
+            format!("{what} has {} bytes; {rows} rows need {needed}", bits.len()),
         ));
     }
     Ok(BooleanBuffer::new(Buffer::from_vec(bits), 0, rows))
@@ -451,18 +467,38 @@ mod tests {
         list.append_value([]);
         list.append_value([Some(f32::NAN), Some(f32::INFINITY), Some(3.0)]);
         let arrays: Vec<ArrayRef> = vec![
-            Arc::new(BooleanArray::from(vec![Some(true), None, Some(false), Some(true)])),
-            Arc::new(Int64Array::from(vec![Some(i64::MIN), Some(0), None, Some(i64::MAX)])),
+            Arc::new(BooleanArray::from(vec![
+                Some(true),
+                None,
+                Some(false),
+                Some(true),
+            ])),
+            Arc::new(Int64Array::from(vec![
+                Some(i64::MIN),
+                Some(0),
+                None,
+                Some(i64::MAX),
+            ])),
             Arc::new(Float64Array::from(vec![
                 Some(f64::NAN),
                 None,
                 Some(-0.0),
                 Some(1e308),
             ])),
-            Arc::new(StringArray::from(vec![Some("héllo"), Some(""), None, Some("🦀")])),
+            Arc::new(StringArray::from(vec![
+                Some("héllo"),
+                Some(""),
+                None,
+                Some("🦀"),
+            ])),
             Arc::new(
-                TimestampMicrosecondArray::from(vec![Some(-1), None, Some(0), Some(1_700_000_000_000_000)])
-                    .with_timezone("UTC"),
+                TimestampMicrosecondArray::from(vec![
+                    Some(-1),
+                    None,
+                    Some(0),
+                    Some(1_700_000_000_000_000),
+                ])
+                .with_timezone("UTC"),
             ),
             Arc::new(list.finish()),
         ];
@@ -475,14 +511,16 @@ mod tests {
 
     fn schema(specs: &[ColumnSpec]) -> SchemaRef {
         Arc::new(Schema::new(
-            specs.iter().map(ColumnSpec::arrow_field).collect::<Vec<_>>(),
+            specs
+                .iter()
+                .map(ColumnSpec::arrow_field)
+                .collect::<Vec<_>>(),
         ))
     }
 
     fn bits_equal(a: &dyn Array, b: &dyn Array) -> bool {
         // NaN != NaN under PartialEq; compare the canonical bit layout instead.
-        a.to_data() == b.to_data()
-            || format!("{:?}", a.to_data()) == format!("{:?}", b.to_data())
+        a.to_data() == b.to_data() || format!("{:?}", a.to_data()) == format!("{:?}", b.to_data())
     }
 
     #[test]
@@ -495,7 +533,10 @@ mod tests {
         for (i, (a, b)) in arrays.iter().zip(back.columns()).enumerate() {
             assert_eq!(a.data_type(), b.data_type(), "column {i}");
             assert_eq!(a.logical_nulls(), b.logical_nulls(), "column {i}");
-            assert!(bits_equal(a.as_ref(), b.as_ref()), "column {i}: {a:?} vs {b:?}");
+            assert!(
+                bits_equal(a.as_ref(), b.as_ref()),
+                "column {i}: {a:?} vs {b:?}"
+            );
         }
         let f = back.column(2).as_primitive::<Float64Type>();
         assert!(f.value(0).is_nan());
@@ -552,7 +593,10 @@ mod tests {
         let millis: ArrayRef = Arc::new(arrow_array::TimestampMillisecondArray::from(vec![1_500]));
         let out = conform_array(&millis, &ColumnSpec::new("t", DType::Timestamp)).unwrap();
         assert_eq!(out.data_type(), &DType::Timestamp.arrow_type());
-        assert_eq!(out.as_primitive::<TimestampMicrosecondType>().value(0), 1_500_000);
+        assert_eq!(
+            out.as_primitive::<TimestampMicrosecondType>().value(0),
+            1_500_000
+        );
 
         // A UTC-labelled instant keeps its value: no zone shift.
         let utc: ArrayRef = Arc::new(
@@ -562,7 +606,8 @@ mod tests {
         assert_eq!(out.as_primitive::<TimestampMicrosecondType>().value(0), -5);
 
         // Overflow is an error, not a silent null.
-        let seconds: ArrayRef = Arc::new(arrow_array::TimestampSecondArray::from(vec![i64::MAX / 10]));
+        let seconds: ArrayRef =
+            Arc::new(arrow_array::TimestampSecondArray::from(vec![i64::MAX / 10]));
         let err = conform_array(&seconds, &ColumnSpec::new("t", DType::Timestamp)).unwrap_err();
         assert!(err.reason.contains("cannot convert"), "{}", err.reason);
     }
@@ -582,8 +627,14 @@ mod tests {
         };
         let cases = [
             (utf8(vec![0, 1], b"a".to_vec()), "has 2 offsets for 2 rows"),
-            (utf8(vec![1, 1, 1], b"a".to_vec()), "offsets must start at 0"),
-            (utf8(vec![0, 2, 1], b"ab".to_vec()), "offsets decrease at row 1"),
+            (
+                utf8(vec![1, 1, 1], b"a".to_vec()),
+                "offsets must start at 0",
+            ),
+            (
+                utf8(vec![0, 2, 1], b"ab".to_vec()),
+                "offsets decrease at row 1",
+            ),
             (utf8(vec![0, 1, 9], b"ab".to_vec()), "offsets end at 9"),
             (utf8(vec![0, 1, 2], vec![b'a', 0xff]), "utf-8"),
         ];
@@ -618,6 +669,10 @@ mod tests {
             }],
         };
         let err = batch_from_wit(short_validity, 9, fs, &schema(fs)).unwrap_err();
-        assert!(err.reason.contains("validity bitmap has 1 bytes"), "{}", err.reason);
+        assert!(
+            err.reason.contains("validity bitmap has 1 bytes"),
+            "{}",
+            err.reason
+        );
     }
 }

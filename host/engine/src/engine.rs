@@ -114,39 +114,44 @@ impl Engine {
     pub fn load(&self, label: &str, bytes: &[u8]) -> Result<Transform> {
         check_header(label, bytes)?;
         let sha256 = sha256_hex(bytes);
-        let component = self.compile(label, &sha256, bytes)?;
+        let (component, from_cache) = self.compile(label, &sha256, bytes)?;
         self.check_imports(label, &component)?;
-        let instance_pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| Error::UnsupportedImport {
+        let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            Error::UnsupportedImport {
                 transform: label.to_owned(),
                 imports: vec![format!("{e:#}")],
-            })?;
+            }
+        })?;
         let pre = FeatureTransformPre::new(instance_pre).map_err(|e| Error::WrongWorld {
             transform: label.to_owned(),
             reason: format!("{e:#}"),
         })?;
-        Transform::new(self.clone(), label.to_owned(), sha256, pre)
+        Transform::new(self.clone(), label.to_owned(), sha256, pre, from_cache)
     }
 
-    fn compile(&self, label: &str, sha256: &str, bytes: &[u8]) -> Result<Component> {
+    /// The compiled component, and whether it came from the cache.
+    fn compile(&self, label: &str, sha256: &str, bytes: &[u8]) -> Result<(Component, bool)> {
         let engine = &self.inner.wasmtime;
         let key = format!("{sha256}-{}", self.inner.fingerprint);
-        if let Some(cache) = &self.inner.cache {
-            if let Some(artifact) = cache.get(&key) {
-                // SAFETY: the cache hands back only bytes this host serialized itself
-                // (their digest is checked against the one recorded at write time), and
-                // wasmtime checks the version and settings they were compiled with.
-                #[expect(unsafe_code, reason = "deserializing our own compiled artifact")]
-                let loaded = unsafe { Component::deserialize(engine, &artifact) };
-                match loaded {
-                    Ok(component) => {
-                        tracing::debug!(transform = label, key, "loaded compiled component from cache");
-                        return Ok(component);
-                    }
-                    Err(e) => tracing::warn!(transform = label, key, error = %e, "cached artifact unusable; recompiling"),
+        if let Some(cache) = &self.inner.cache
+            && let Some(artifact) = cache.get(&key)
+        {
+            // SAFETY: the cache hands back only bytes this host serialized itself
+            // (their digest is checked against the one recorded at write time), and
+            // wasmtime checks the version and settings they were compiled with.
+            #[expect(unsafe_code, reason = "deserializing our own compiled artifact")]
+            let loaded = unsafe { Component::deserialize(engine, &artifact) };
+            match loaded {
+                Ok(component) => {
+                    tracing::debug!(
+                        transform = label,
+                        key,
+                        "loaded compiled component from cache"
+                    );
+                    return Ok((component, true));
+                }
+                Err(e) => {
+                    tracing::warn!(transform = label, key, error = %e, "cached artifact unusable; recompiling")
                 }
             }
         }
@@ -167,7 +172,7 @@ impl Engine {
                 .map_err(|e| Error::Internal(format!("serializing {label}: {e:#}")))?;
             cache.put(&key, &artifact)?;
         }
-        Ok(component)
+        Ok((component, false))
     }
 
     fn check_imports(&self, label: &str, component: &Component) -> Result<()> {
@@ -190,7 +195,10 @@ impl Engine {
 }
 
 fn is_allowed_import(name: &str) -> bool {
-    ALLOWED_IMPORTS.iter().any(|prefix| name.starts_with(prefix)) && name.contains("@0.2.")
+    ALLOWED_IMPORTS
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        && name.contains("@0.2.")
 }
 
 /// Tells apart "not wasm", "a core module" and "a component" from the 8-byte header.
@@ -279,8 +287,14 @@ mod tests {
     fn header_tells_core_modules_from_components() {
         let core = [0, b'a', b's', b'm', 1, 0, 0, 0];
         let component = [0, b'a', b's', b'm', 0x0d, 0, 1, 0];
-        assert!(matches!(check_header("x", b"hello"), Err(Error::NotWasm { .. })));
-        assert!(matches!(check_header("x", &core), Err(Error::NotAComponent { .. })));
+        assert!(matches!(
+            check_header("x", b"hello"),
+            Err(Error::NotWasm { .. })
+        ));
+        assert!(matches!(
+            check_header("x", &core),
+            Err(Error::NotAComponent { .. })
+        ));
         assert!(check_header("x", &component).is_ok());
     }
 

@@ -28,6 +28,7 @@ struct TransformInner {
     signature: Signature,
     output_schema: SchemaRef,
     pre: FeatureTransformPre<CallState>,
+    from_cache: bool,
 }
 
 impl std::fmt::Debug for Transform {
@@ -46,6 +47,7 @@ impl Transform {
         label: String,
         sha256: String,
         pre: FeatureTransformPre<CallState>,
+        from_cache: bool,
     ) -> Result<Self> {
         let mut transform = TransformInner {
             engine,
@@ -57,12 +59,10 @@ impl Transform {
             },
             output_schema: Arc::new(arrow_schema::Schema::empty()),
             pre,
+            from_cache,
         };
-        let declared = transform.invoke(|store, guest| {
-            guest
-                .skewless_transform_transformer()
-                .call_describe(store)
-        })?;
+        let declared = transform
+            .invoke(|store, guest| guest.skewless_transform_transformer().call_describe(store))?;
         let signature = Signature {
             inputs: declared.inputs.into_iter().map(column_spec).collect(),
             outputs: declared.outputs.into_iter().map(column_spec).collect(),
@@ -93,6 +93,11 @@ impl Transform {
     /// The signature the transform declared.
     pub fn signature(&self) -> &Signature {
         &self.inner.signature
+    }
+
+    /// Whether the compiled code came from the compile cache rather than a compilation.
+    pub fn loaded_from_cache(&self) -> bool {
+        self.inner.from_cache
     }
 
     /// The Arrow schema of every output batch.
@@ -205,7 +210,11 @@ impl TransformInner {
                 reason: format!("{error:#}"),
             };
         }
-        let stage = if instantiating { "while instantiating: " } else { "" };
+        let stage = if instantiating {
+            "while instantiating: "
+        } else {
+            ""
+        };
         Error::Trap {
             transform,
             message: format!("{stage}{error:#}"),

@@ -64,7 +64,7 @@ impl BitBuilder {
 
     #[inline]
     fn push(&mut self, bit: bool) {
-        if self.len % 8 == 0 {
+        if self.len.is_multiple_of(8) {
             self.bytes.push(0);
         }
         if bit {
@@ -527,7 +527,13 @@ impl Input {
     /// A float64 input column.
     pub fn float64(&self, name: &str) -> Result<Values<'_, f64>> {
         match self.column(name, DType::Float64)? {
-            (_, c @ wit::Column { data: wit::ColumnData::Float64(v), .. }) => {
+            (
+                _,
+                c @ wit::Column {
+                    data: wit::ColumnData::Float64(v),
+                    ..
+                },
+            ) => {
                 self.check_len(name, v.len())?;
                 Ok(Values::new(&v[..], self.validity(c)))
             }
@@ -538,7 +544,13 @@ impl Input {
     /// An int64 input column.
     pub fn int64(&self, name: &str) -> Result<Values<'_, i64>> {
         match self.column(name, DType::Int64)? {
-            (_, c @ wit::Column { data: wit::ColumnData::Int64(v), .. }) => {
+            (
+                _,
+                c @ wit::Column {
+                    data: wit::ColumnData::Int64(v),
+                    ..
+                },
+            ) => {
                 self.check_len(name, v.len())?;
                 Ok(Values::new(&v[..], self.validity(c)))
             }
@@ -549,7 +561,13 @@ impl Input {
     /// A timestamp input column, as microseconds since the Unix epoch (UTC).
     pub fn timestamp(&self, name: &str) -> Result<Values<'_, i64>> {
         match self.column(name, DType::Timestamp)? {
-            (_, c @ wit::Column { data: wit::ColumnData::Timestamp(v), .. }) => {
+            (
+                _,
+                c @ wit::Column {
+                    data: wit::ColumnData::Timestamp(v),
+                    ..
+                },
+            ) => {
                 self.check_len(name, v.len())?;
                 Ok(Values::new(&v[..], self.validity(c)))
             }
@@ -560,7 +578,13 @@ impl Input {
     /// A bool input column (unpacked from its bitmap).
     pub fn bool(&self, name: &str) -> Result<Values<'_, bool>> {
         match self.column(name, DType::Bool)? {
-            (_, c @ wit::Column { data: wit::ColumnData::Boolean(bits), .. }) => {
+            (
+                _,
+                c @ wit::Column {
+                    data: wit::ColumnData::Boolean(bits),
+                    ..
+                },
+            ) => {
                 if bits.len() < self.rows.div_ceil(8) {
                     return Err(Error::InvalidInput(format!(
                         "input column `{name}` has too few bits for {} rows",
@@ -579,7 +603,13 @@ impl Input {
     /// A string input column.
     pub fn string(&self, name: &str) -> Result<Strings<'_>> {
         match self.column(name, DType::String)? {
-            (index, c @ wit::Column { data: wit::ColumnData::Utf8(data), .. }) => {
+            (
+                index,
+                c @ wit::Column {
+                    data: wit::ColumnData::Utf8(data),
+                    ..
+                },
+            ) => {
                 let text = self.texts[index].as_deref().unwrap_or_default();
                 check_offsets(name, &data.offsets, self.rows, text.len())?;
                 Ok(Strings {
@@ -595,7 +625,13 @@ impl Input {
     /// A float32-list input column.
     pub fn float32_list(&self, name: &str) -> Result<Float32Lists<'_>> {
         match self.column(name, DType::Float32List)? {
-            (_, c @ wit::Column { data: wit::ColumnData::Float32List(data), .. }) => {
+            (
+                _,
+                c @ wit::Column {
+                    data: wit::ColumnData::Float32List(data),
+                    ..
+                },
+            ) => {
                 check_offsets(name, &data.offsets, self.rows, data.values.len())?;
                 Ok(Float32Lists {
                     values: &data.values,
@@ -649,7 +685,11 @@ impl Output {
 
     /// Sets a float64 output column.
     pub fn float64(self, name: &str, column: ValuesColumn<f64>) -> Self {
-        self.with(name, column.validity, wit::ColumnData::Float64(column.values))
+        self.with(
+            name,
+            column.validity,
+            wit::ColumnData::Float64(column.values),
+        )
     }
 
     /// Sets an int64 output column.
@@ -659,7 +699,11 @@ impl Output {
 
     /// Sets a timestamp output column (microseconds since the Unix epoch, UTC).
     pub fn timestamp(self, name: &str, column: ValuesColumn<i64>) -> Self {
-        self.with(name, column.validity, wit::ColumnData::Timestamp(column.values))
+        self.with(
+            name,
+            column.validity,
+            wit::ColumnData::Timestamp(column.values),
+        )
     }
 
     /// Sets a bool output column.
@@ -702,7 +746,10 @@ impl Output {
                 .iter()
                 .position(|c| c.name == spec.name)
                 .ok_or_else(|| {
-                    Error::Other(format!("declared output column `{}` was not set", spec.name))
+                    Error::Other(format!(
+                        "declared output column `{}` was not set",
+                        spec.name
+                    ))
                 })?;
             let column = self.columns.swap_remove(index);
             let len = match &column.data {
@@ -743,7 +790,10 @@ mod tests {
         let b = Values::new(&[10.0, 20.0, 30.0][..], Validity(Some(&[0b011])));
         let sum = a.zip_map(&b, |x, y| x + y);
         let view = sum.view();
-        assert_eq!(view.iter().collect::<Vec<_>>(), vec![Some(11.0), None, None]);
+        assert_eq!(
+            view.iter().collect::<Vec<_>>(),
+            vec![Some(11.0), None, None]
+        );
     }
 
     #[test]
@@ -751,7 +801,10 @@ mod tests {
         let all = ValuesColumn::from_options([Some(1i64), Some(2)]);
         assert!(all.view().validity().all_valid());
         let some = ValuesColumn::from_options([Some(1i64), None, Some(3)]);
-        assert_eq!(some.view().iter().collect::<Vec<_>>(), vec![Some(1), None, Some(3)]);
+        assert_eq!(
+            some.view().iter().collect::<Vec<_>>(),
+            vec![Some(1), None, Some(3)]
+        );
     }
 
     #[test]
@@ -776,7 +829,13 @@ mod tests {
         let short = Output::new(2)
             .float64("a", ValuesColumn::from_values(vec![1.0]))
             .string("b", StringColumn::default());
-        assert!(short.into_wit(2, &specs).unwrap_err().to_string().contains("has 1 rows"));
+        assert!(
+            short
+                .into_wit(2, &specs)
+                .unwrap_err()
+                .to_string()
+                .contains("has 1 rows")
+        );
     }
 
     #[test]
@@ -784,7 +843,10 @@ mod tests {
         let mut c = ValuesColumn::from_values(vec![1.0, 2.0, 3.0]);
         c.set_null(1);
         let c = c.and_validity(Validity(Some(&[0b110])));
-        assert_eq!(c.view().iter().collect::<Vec<_>>(), vec![None, None, Some(3.0)]);
+        assert_eq!(
+            c.view().iter().collect::<Vec<_>>(),
+            vec![None, None, Some(3.0)]
+        );
     }
 }
 
@@ -861,9 +923,10 @@ impl Output {
     /// Reads back a float64 output column, for tests.
     pub fn get_float64(&self, name: &str) -> Option<Values<'_, f64>> {
         match self.find(name)? {
-            c @ wit::Column { data: wit::ColumnData::Float64(v), .. } => {
-                Some(Values::new(&v[..], Validity(c.validity.as_deref())))
-            }
+            c @ wit::Column {
+                data: wit::ColumnData::Float64(v),
+                ..
+            } => Some(Values::new(&v[..], Validity(c.validity.as_deref()))),
             _ => None,
         }
     }
@@ -871,9 +934,10 @@ impl Output {
     /// Reads back an int64 output column, for tests.
     pub fn get_int64(&self, name: &str) -> Option<Values<'_, i64>> {
         match self.find(name)? {
-            c @ wit::Column { data: wit::ColumnData::Int64(v), .. } => {
-                Some(Values::new(&v[..], Validity(c.validity.as_deref())))
-            }
+            c @ wit::Column {
+                data: wit::ColumnData::Int64(v),
+                ..
+            } => Some(Values::new(&v[..], Validity(c.validity.as_deref()))),
             _ => None,
         }
     }
@@ -881,7 +945,10 @@ impl Output {
     /// Reads back a bool output column, for tests.
     pub fn get_bool(&self, name: &str) -> Option<Values<'_, bool>> {
         match self.find(name)? {
-            c @ wit::Column { data: wit::ColumnData::Boolean(bits), .. } => {
+            c @ wit::Column {
+                data: wit::ColumnData::Boolean(bits),
+                ..
+            } => {
                 let values: Vec<bool> = (0..self.rows)
                     .map(|i| bits[i / 8] & (1 << (i % 8)) != 0)
                     .collect();
@@ -894,7 +961,10 @@ impl Output {
     /// Reads back a string output column, for tests.
     pub fn get_string(&self, name: &str) -> Option<Strings<'_>> {
         match self.find(name)? {
-            c @ wit::Column { data: wit::ColumnData::Utf8(data), .. } => Some(Strings {
+            c @ wit::Column {
+                data: wit::ColumnData::Utf8(data),
+                ..
+            } => Some(Strings {
                 text: std::str::from_utf8(&data.bytes).ok()?,
                 offsets: &data.offsets,
                 validity: Validity(c.validity.as_deref()),

@@ -56,9 +56,7 @@ pub fn run<T: Transform>(batch: wit::Batch) -> Result<wit::Batch, wit::Transform
     let rows = batch.rows as usize;
     let input = Input::new(batch, &signature.inputs).map_err(to_wit)?;
     let output = T::transform(&input).map_err(to_wit)?;
-    output
-        .into_wit(rows, &signature.outputs)
-        .map_err(to_wit)
+    output.into_wit(rows, &signature.outputs).map_err(to_wit)
 }
 
 fn to_wit(e: Error) -> wit::TransformError {

@@ -37,8 +37,8 @@ mod contract;
 mod signature;
 
 pub use columns::{
-    Float32ListColumn, Float32Lists, Input, InputBuilder, Output, StringColumn, Strings, Validity, Values,
-    ValuesColumn,
+    Float32ListColumn, Float32Lists, Input, InputBuilder, Output, StringColumn, Strings, Validity,
+    Values, ValuesColumn,
 };
 pub use signature::{DType, Signature};
 

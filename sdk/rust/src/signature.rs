@@ -89,11 +89,15 @@ impl Signature {
 
     /// The declared input columns as `(name, dtype, nullable)`.
     pub fn inputs(&self) -> impl Iterator<Item = (&str, DType, bool)> {
-        self.inputs.iter().map(|s| (s.name.as_str(), s.dtype, s.nullable))
+        self.inputs
+            .iter()
+            .map(|s| (s.name.as_str(), s.dtype, s.nullable))
     }
 
     /// The declared output columns as `(name, dtype, nullable)`.
     pub fn outputs(&self) -> impl Iterator<Item = (&str, DType, bool)> {
-        self.outputs.iter().map(|s| (s.name.as_str(), s.dtype, s.nullable))
+        self.outputs
+            .iter()
+            .map(|s| (s.name.as_str(), s.dtype, s.nullable))
     }
 }

@@ -1,1 +1,0 @@
-//! `skewless run-transform` over real Parquet files.
