@@ -7,38 +7,22 @@ use std::process::Command;
 
 /// (constant, package, manifest relative to the repository root).
 const GUESTS: &[(&str, &str, &str)] = &[
-    ("FRAUD_RISK", "fraud-risk", "Cargo.toml"),
-    ("GEO_DISTANCE", "geo-distance", "Cargo.toml"),
-    ("MERCHANT_CATEGORY", "merchant-category", "Cargo.toml"),
-    (
-        "BAD_SIGNATURE",
-        "guest-bad-signature",
-        "tests/guests/Cargo.toml",
-    ),
-    (
-        "DETERMINISM",
-        "guest-determinism",
-        "tests/guests/Cargo.toml",
-    ),
-    ("ECHO", "guest-echo", "tests/guests/Cargo.toml"),
-    (
-        "EXTRA_IMPORT",
-        "guest-extra-import",
-        "tests/guests/Cargo.toml",
-    ),
-    ("HOSTILE", "guest-hostile", "tests/guests/Cargo.toml"),
-    ("MISBEHAVE", "guest-misbehave", "tests/guests/Cargo.toml"),
-    (
-        "OTHER_WORLD",
-        "guest-other-world",
-        "tests/guests/Cargo.toml",
-    ),
-    (
-        "UNKNOWN_DTYPE",
-        "guest-unknown-dtype",
-        "tests/guests/Cargo.toml",
-    ),
+    ("FRAUD_RISK", "fraud-risk", ROOT),
+    ("GEO_DISTANCE", "geo-distance", ROOT),
+    ("MERCHANT_CATEGORY", "merchant-category", ROOT),
+    ("BAD_SIGNATURE", "guest-bad-signature", FIXTURES),
+    ("BENCH_F64", "guest-bench-f64", FIXTURES),
+    ("BENCH_STRING", "guest-bench-string", FIXTURES),
+    ("DETERMINISM", "guest-determinism", FIXTURES),
+    ("ECHO", "guest-echo", FIXTURES),
+    ("EXTRA_IMPORT", "guest-extra-import", FIXTURES),
+    ("HOSTILE", "guest-hostile", FIXTURES),
+    ("MISBEHAVE", "guest-misbehave", FIXTURES),
+    ("OTHER_WORLD", "guest-other-world", FIXTURES),
+    ("UNKNOWN_DTYPE", "guest-unknown-dtype", FIXTURES),
 ];
+const ROOT: &str = "Cargo.toml";
+const FIXTURES: &str = "tests/guests/Cargo.toml";
 
 const TARGET: &str = "wasm32-wasip2";
 
@@ -61,7 +45,7 @@ fn main() {
         .unwrap_or_else(|| root.join("target/guests"));
 
     check_target_installed();
-    for manifest in ["Cargo.toml", "tests/guests/Cargo.toml"] {
+    for manifest in [ROOT, FIXTURES] {
         let packages: Vec<&str> = GUESTS
             .iter()
             .filter(|g| g.2 == manifest)

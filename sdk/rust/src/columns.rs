@@ -265,6 +265,14 @@ impl<'a> Strings<'a> {
         self.validity
     }
 
+    /// The bytes of text in the column, over all rows: a capacity hint for outputs.
+    pub fn total_bytes(&self) -> usize {
+        match (self.offsets.first(), self.offsets.last()) {
+            (Some(&first), Some(&last)) => (last - first) as usize,
+            _ => 0,
+        }
+    }
+
     /// Row `i`'s string, whether or not the row is null (a null row's string is empty).
     #[inline]
     pub fn value(&self, i: usize) -> &'a str {
