@@ -147,10 +147,10 @@ pub fn native_fraud(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
         amount.values().iter().map(|a| a.ln_1p()).collect(),
         amount.nulls().cloned(),
     );
-    Ok(RecordBatch::try_from_iter([
-        ("amount_zscore_proxy", Arc::new(zscore) as ArrayRef),
-        ("amount_to_max_ratio", Arc::new(ratio)),
-        ("is_new_account", Arc::new(is_new)),
-        ("amount_log1p", Arc::new(log1p)),
+    Ok(RecordBatch::try_from_iter_with_nullable([
+        ("amount_zscore_proxy", Arc::new(zscore) as ArrayRef, true),
+        ("amount_to_max_ratio", Arc::new(ratio), true),
+        ("is_new_account", Arc::new(is_new), true),
+        ("amount_log1p", Arc::new(log1p), true),
     ])?)
 }
