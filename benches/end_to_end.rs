@@ -3,6 +3,9 @@
 //! natively. Same reader, same writer, one thread each, so the difference is the cost of
 //! running the transform in the sandbox (ABI copies, instantiation, NaN canonicalization).
 //!
+//! The same for the float64 kernel (`y = x * 1.5 + 2.0`), where the transform itself costs
+//! almost nothing and what remains is the cost of crossing into the sandbox.
+//!
 //! 10M rows under `cargo bench`; 50k rows as a smoke test under `cargo test --benches`.
 
 use std::fs::File;
@@ -15,7 +18,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use skewless_benches::{fraud_input, measuring, native_fraud};
+use std::sync::Arc;
+
+use arrow_array::ArrayRef;
+use skewless_benches::{fraud_input, kernel_input, measuring, native_f64, native_fraud};
 use skewless_engine::{Engine, EngineConfig};
 use skewless_test_artifacts as artifacts;
 
@@ -25,18 +31,17 @@ fn rows() -> usize {
     if measuring() { 10_000_000 } else { 50_000 }
 }
 
-/// The input file, generated once and kept under target/ between runs.
-fn input_file(rows: usize) -> PathBuf {
+/// An input file, generated once and kept under target/ between runs.
+fn input_file(name: &str, rows: usize, make: fn(usize, usize) -> RecordBatch) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("fraud_{rows}.parquet"));
+    let path = dir.join(format!("{name}_{rows}.parquet"));
     if !path.exists() {
         let tmp = path.with_extension("tmp");
-        let schema = fraud_input(1, 0).schema();
+        let schema = make(1, 0).schema();
         let mut w = ArrowWriter::try_new(File::create(&tmp).unwrap(), schema, None).unwrap();
         for offset in (0..rows).step_by(BATCH) {
-            w.write(&fraud_input(BATCH.min(rows - offset), offset))
-                .unwrap();
+            w.write(&make(BATCH.min(rows - offset), offset)).unwrap();
         }
         w.close().unwrap();
         std::fs::rename(tmp, &path).unwrap();
@@ -74,10 +79,12 @@ fn run(input: &Path, output: &Path, f: &dyn Fn(&RecordBatch) -> Result<RecordBat
 
 fn end_to_end(c: &mut Criterion) {
     let rows = rows();
-    let input = input_file(rows);
+    let input = input_file("fraud", rows, fraud_input);
+    let kernel_in = input_file("f64", rows, |n, _| kernel_input(n).project(&[0]).unwrap());
     let out_dir = tempfile_dir();
     let engine = Engine::new(EngineConfig::default()).unwrap();
     let wasm = engine.load_file(artifacts::FRAUD_RISK).unwrap();
+    let wasm_f64 = engine.load_file(artifacts::BENCH_F64).unwrap();
     let sample = fraud_input(10_000, 0);
     assert_eq!(
         wasm.call(&sample).unwrap(),
@@ -97,6 +104,25 @@ fn end_to_end(c: &mut Criterion) {
     });
     group.bench_function(format!("native/fraud_risk/{rows}"), |b| {
         b.iter(|| run(&input, &out_dir.join("native.parquet"), &native_fraud))
+    });
+    group.bench_function(format!("wasm/f64_kernel/{rows}"), |b| {
+        b.iter(|| {
+            run(&kernel_in, &out_dir.join("wasm_f64.parquet"), &|batch| {
+                Ok(wasm_f64.call(batch)?)
+            })
+        })
+    });
+    group.bench_function(format!("native/f64_kernel/{rows}"), |b| {
+        b.iter(|| {
+            run(&kernel_in, &out_dir.join("native_f64.parquet"), &|batch| {
+                let y = native_f64(batch.column(0));
+                Ok(RecordBatch::try_from_iter_with_nullable([(
+                    "y",
+                    Arc::new(y) as ArrayRef,
+                    true,
+                )])?)
+            })
+        })
     });
     group.finish();
 }
