@@ -78,6 +78,37 @@ fn read_parquet(path: &Path) -> RecordBatch {
     arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap()
 }
 
+/// A temporary directory holding `in.parquet`, and where `out.parquet` goes.
+struct Scratch {
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    output: PathBuf,
+}
+
+impl Scratch {
+    fn with_input(batch: &RecordBatch) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.parquet");
+        let output = dir.path().join("out.parquet");
+        write_parquet(&input, batch);
+        Self { dir, input, output }
+    }
+
+    /// `skewless run-transform MODULES -i in.parquet -o out.parquet EXTRA`.
+    fn run(&self, modules: &[&str], extra: &[&str]) -> Output {
+        let mut args = vec!["run-transform"];
+        args.extend_from_slice(modules);
+        args.extend([
+            "-i",
+            self.input.to_str().unwrap(),
+            "-o",
+            self.output.to_str().unwrap(),
+        ]);
+        args.extend_from_slice(extra);
+        skewless(&args)
+    }
+}
+
 fn dir_entries(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -89,25 +120,12 @@ fn dir_entries(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn output_equals_direct_calls_whatever_the_batching() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.parquet");
-    let output = dir.path().join("out.parquet");
     let data = transactions(10_000);
-    write_parquet(&input, &data);
-
-    let out = skewless(&[
-        "run-transform",
-        artifacts::FRAUD_RISK,
-        artifacts::MERCHANT_CATEGORY,
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-        "--batch-size",
-        "777",
-        "--threads",
-        "2",
-    ]);
+    let scratch = Scratch::with_input(&data);
+    let out = scratch.run(
+        &[artifacts::FRAUD_RISK, artifacts::MERCHANT_CATEGORY],
+        &["--batch-size", "777", "--threads", "2"],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -115,7 +133,7 @@ fn output_equals_direct_calls_whatever_the_batching() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("wrote 10000 rows"));
 
-    let written = read_parquet(&output);
+    let written = read_parquet(&scratch.output);
     assert_eq!(written.num_rows(), 10_000);
     let names: Vec<String> = written
         .schema()
@@ -145,63 +163,34 @@ fn output_equals_direct_calls_whatever_the_batching() {
     // The same transforms called once over the whole input give the same values, in the
     // same row order: batching and threads change nothing.
     let engine = Engine::new(EngineConfig::default()).unwrap();
-    let fraud = engine
-        .load_file(artifacts::FRAUD_RISK)
-        .unwrap()
-        .call(&data)
-        .unwrap();
-    let merchant = engine
-        .load_file(artifacts::MERCHANT_CATEGORY)
-        .unwrap()
-        .call(&data)
-        .unwrap();
-    for (name, column) in fraud.schema().fields().iter().zip(fraud.columns()) {
-        assert_eq!(
-            written.column_by_name(name.name()).unwrap(),
-            column,
-            "{}",
-            name.name()
-        );
-    }
-    for (name, column) in merchant.schema().fields().iter().zip(merchant.columns()) {
-        assert_eq!(
-            written.column_by_name(name.name()).unwrap(),
-            column,
-            "{}",
-            name.name()
-        );
+    for module in [artifacts::FRAUD_RISK, artifacts::MERCHANT_CATEGORY] {
+        let direct = engine.load_file(module).unwrap().call(&data).unwrap();
+        for (name, column) in direct.schema().fields().iter().zip(direct.columns()) {
+            assert_eq!(
+                written.column_by_name(name.name()).unwrap(),
+                column,
+                "{}",
+                name.name()
+            );
+        }
     }
     assert_eq!(written.column(0), data.column(0));
 }
 
 #[test]
 fn only_outputs_writes_just_the_features() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.parquet");
-    let output = dir.path().join("out.parquet");
-    write_parquet(&input, &transactions(100));
-    let out = skewless(&[
-        "run-transform",
-        artifacts::MERCHANT_CATEGORY,
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--only-outputs",
-    ]);
+    let scratch = Scratch::with_input(&transactions(100));
+    let out = scratch.run(&[artifacts::MERCHANT_CATEGORY], &["--only-outputs"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(read_parquet(&output).num_columns(), 4);
+    assert_eq!(read_parquet(&scratch.output).num_columns(), 4);
 }
 
 #[test]
 fn a_failing_transform_leaves_no_output_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.parquet");
-    let output = dir.path().join("out.parquet");
     let batch = RecordBatch::try_from_iter([
         (
             "mode",
@@ -210,15 +199,8 @@ fn a_failing_transform_leaves_no_output_file() {
         ("x", Arc::new(Float64Array::from(vec![1.0; 10]))),
     ])
     .unwrap();
-    write_parquet(&input, &batch);
-    let out = skewless(&[
-        "run-transform",
-        artifacts::HOSTILE,
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
+    let scratch = Scratch::with_input(&batch);
+    let out = scratch.run(&[artifacts::HOSTILE], &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("rows 0..10 of the input"), "{stderr}");
@@ -231,34 +213,23 @@ fn a_failing_transform_leaves_no_output_file() {
         "{stderr}"
     );
     assert_eq!(
-        dir_entries(dir.path()),
-        [input],
+        dir_entries(scratch.dir.path()),
+        std::slice::from_ref(&scratch.input),
         "no output and no temporary file left"
     );
 }
 
 #[test]
 fn a_missing_input_column_is_named_before_any_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.parquet");
-    let output = dir.path().join("out.parquet");
-    let batch = transactions(10).project(&[0, 1]).unwrap();
-    write_parquet(&input, &batch);
-    let out = skewless(&[
-        "run-transform",
-        artifacts::FRAUD_RISK,
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
+    let scratch = Scratch::with_input(&transactions(10).project(&[0, 1]).unwrap());
+    let out = scratch.run(&[artifacts::FRAUD_RISK], &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("fraud_risk.wasm: input column `txn_amount_avg_7d` (float64) is neither in the input file nor an output of an earlier transform"),
         "{stderr}"
     );
-    assert!(!output.exists());
+    assert!(!scratch.output.exists());
 }
 
 #[test]

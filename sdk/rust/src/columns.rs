@@ -20,7 +20,7 @@ impl<'a> Validity<'a> {
     pub fn is_valid(&self, i: usize) -> bool {
         match self.0 {
             None => true,
-            Some(bits) => bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0),
+            Some(bits) => bit(bits, i),
         }
     }
 
@@ -43,6 +43,12 @@ impl<'a> Validity<'a> {
             (Some(a), Some(b)) => Some(a.iter().zip(b).take(bytes).map(|(x, y)| x & y).collect()),
         }
     }
+}
+
+/// Bit `i` of an LSB-first bitmap; bits past its end read as unset.
+#[inline]
+fn bit(bits: &[u8], i: usize) -> bool {
+    bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
 }
 
 /// A growable validity bitmap.
@@ -599,9 +605,7 @@ impl Input {
                         self.rows
                     )));
                 }
-                let values: Vec<bool> = (0..self.rows)
-                    .map(|i| bits[i / 8] & (1 << (i % 8)) != 0)
-                    .collect();
+                let values: Vec<bool> = (0..self.rows).map(|i| bit(bits, i)).collect();
                 Ok(Values::new(values, self.validity(c)))
             }
             _ => unreachable!("dtype checked by Input::column"),
@@ -957,9 +961,7 @@ impl Output {
                 data: wit::ColumnData::Boolean(bits),
                 ..
             } => {
-                let values: Vec<bool> = (0..self.rows)
-                    .map(|i| bits[i / 8] & (1 << (i % 8)) != 0)
-                    .collect();
+                let values: Vec<bool> = (0..self.rows).map(|i| bit(bits, i)).collect();
                 Some(Values::new(values, Validity(c.validity.as_deref())))
             }
             _ => None,
