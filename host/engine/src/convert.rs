@@ -23,6 +23,7 @@ use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer
 use arrow_cast::CastOptions;
 use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
 use skewless_core::{ColumnSpec, DType};
+use wasmtime::component::{ComponentType, Lower};
 
 use crate::bindings::wit;
 
@@ -193,75 +194,153 @@ fn offset_range(offsets: &[i32]) -> (usize, usize) {
     (first, last)
 }
 
-/// Builds the contract batch from arrays already in canonical form (see
-/// [`conform_input`]), named by `specs`.
-pub(crate) fn batch_to_wit(rows: usize, specs: &[ColumnSpec], arrays: &[ArrayRef]) -> wit::Batch {
-    wit::Batch {
+/// The input batch as the guest receives it, borrowing Arrow's buffers: lowering copies
+/// each buffer once, straight into guest memory. Mirrors `batch` in `wit/`; wasmtime
+/// checks the mirror against the component's types on every call.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct BatchIn<'a> {
+    rows: u32,
+    columns: Vec<ColumnIn<'a>>,
+}
+
+/// Mirrors `column`.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct ColumnIn<'a> {
+    name: &'a str,
+    validity: Option<&'a [u8]>,
+    data: DataIn<'a>,
+}
+
+/// Mirrors `column-data`.
+#[derive(ComponentType, Lower)]
+#[component(variant)]
+pub(crate) enum DataIn<'a> {
+    #[component(name = "boolean")]
+    Boolean(&'a [u8]),
+    #[component(name = "int64")]
+    Int64(&'a [i64]),
+    #[component(name = "float64")]
+    Float64(&'a [f64]),
+    #[component(name = "utf8")]
+    Utf8(Utf8In<'a>),
+    #[component(name = "timestamp")]
+    Timestamp(&'a [i64]),
+    #[component(name = "float32-list")]
+    Float32List(Float32ListIn<'a>),
+}
+
+/// Mirrors `utf8-data`.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct Utf8In<'a> {
+    offsets: &'a [u32],
+    bytes: &'a [u8],
+}
+
+/// Mirrors `float32-list-data`.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+pub(crate) struct Float32ListIn<'a> {
+    offsets: &'a [u32],
+    values: &'a [f32],
+}
+
+/// One conformed input column and the little that cannot be borrowed from it as is:
+/// bitmaps realigned to start at bit 0 (a copy only for arrays sliced mid-byte) and
+/// offsets rebased to 0 as `u32` (one copy of the offsets, never of the values).
+pub(crate) struct Staged {
+    array: ArrayRef,
+    validity: Option<Buffer>,
+    bits: Option<Buffer>,
+    offsets: Vec<u32>,
+    range: (usize, usize),
+}
+
+/// Prepares conformed arrays (see [`conform_input`]) for [`batch_in`].
+pub(crate) fn stage(arrays: Vec<ArrayRef>) -> Vec<Staged> {
+    arrays
+        .into_iter()
+        .map(|array| {
+            let validity = array
+                .nulls()
+                .filter(|nulls| nulls.null_count() > 0)
+                .map(|nulls| nulls.inner().sliced());
+            let bits = (*array.data_type() == DataType::Boolean)
+                .then(|| array.as_boolean().values().sliced());
+            let raw_offsets = match array.data_type() {
+                DataType::Utf8 => Some(array.as_string::<i32>().value_offsets()),
+                DataType::List(_) => Some(array.as_list::<i32>().value_offsets()),
+                _ => None,
+            };
+            let (offsets, range) = match raw_offsets {
+                Some(raw) => {
+                    let range = offset_range(raw);
+                    let base = range.0 as i32;
+                    (raw.iter().map(|&o| (o - base) as u32).collect(), range)
+                }
+                None => (Vec::new(), (0, 0)),
+            };
+            Staged {
+                array,
+                validity,
+                bits,
+                offsets,
+                range,
+            }
+        })
+        .collect()
+}
+
+/// The contract batch over staged columns, named by `specs`.
+pub(crate) fn batch_in<'a>(
+    rows: usize,
+    specs: &'a [ColumnSpec],
+    staged: &'a [Staged],
+) -> BatchIn<'a> {
+    let bitmap = |buffer: &'a Buffer| &buffer.as_slice()[..rows.div_ceil(8)];
+    BatchIn {
         rows: rows as u32,
         columns: specs
             .iter()
-            .zip(arrays)
-            .map(|(spec, array)| column_to_wit(&spec.name, array.as_ref()))
+            .zip(staged)
+            .map(|(spec, column)| {
+                let array = column.array.as_ref();
+                let (start, end) = column.range;
+                let data = match array.data_type() {
+                    DataType::Boolean => {
+                        DataIn::Boolean(bitmap(column.bits.as_ref().expect("staged bits")))
+                    }
+                    DataType::Int64 => DataIn::Int64(array.as_primitive::<Int64Type>().values()),
+                    DataType::Float64 => {
+                        DataIn::Float64(array.as_primitive::<Float64Type>().values())
+                    }
+                    DataType::Timestamp(..) => {
+                        DataIn::Timestamp(array.as_primitive::<TimestampMicrosecondType>().values())
+                    }
+                    DataType::Utf8 => DataIn::Utf8(Utf8In {
+                        offsets: &column.offsets,
+                        bytes: &array.as_string::<i32>().values()[start..end],
+                    }),
+                    DataType::List(_) => DataIn::Float32List(Float32ListIn {
+                        offsets: &column.offsets,
+                        values: &array
+                            .as_list::<i32>()
+                            .values()
+                            .as_primitive::<Float32Type>()
+                            .values()[start..end],
+                    }),
+                    other => unreachable!("conform_array never yields {other}"),
+                };
+                ColumnIn {
+                    name: &spec.name,
+                    validity: column.validity.as_ref().map(bitmap),
+                    data,
+                }
+            })
             .collect(),
     }
-}
-
-fn bitmap(buffer: &BooleanBuffer) -> Vec<u8> {
-    let bytes = buffer.len().div_ceil(8);
-    buffer.sliced().as_slice()[..bytes].to_vec()
-}
-
-fn column_to_wit(name: &str, array: &dyn Array) -> wit::Column {
-    let validity = array
-        .nulls()
-        .filter(|nulls| nulls.null_count() > 0)
-        .map(|nulls| bitmap(nulls.inner()));
-    let data = match array.data_type() {
-        DataType::Boolean => wit::ColumnData::Boolean(bitmap(array.as_boolean().values())),
-        DataType::Int64 => {
-            wit::ColumnData::Int64(array.as_primitive::<Int64Type>().values().to_vec())
-        }
-        DataType::Float64 => {
-            wit::ColumnData::Float64(array.as_primitive::<Float64Type>().values().to_vec())
-        }
-        DataType::Timestamp(..) => wit::ColumnData::Timestamp(
-            array
-                .as_primitive::<TimestampMicrosecondType>()
-                .values()
-                .to_vec(),
-        ),
-        DataType::Utf8 => {
-            let strings = array.as_string::<i32>();
-            let (offsets, start, end) = rebase(strings.value_offsets());
-            wit::ColumnData::Utf8(wit::Utf8Data {
-                offsets,
-                bytes: strings.values()[start..end].to_vec(),
-            })
-        }
-        DataType::List(_) => {
-            let list = array.as_list::<i32>();
-            let (offsets, start, end) = rebase(list.value_offsets());
-            let values = list.values().as_primitive::<Float32Type>().values();
-            wit::ColumnData::Float32List(wit::Float32ListData {
-                offsets,
-                values: values[start..end].to_vec(),
-            })
-        }
-        other => unreachable!("conform_array never yields {other}"),
-    };
-    wit::Column {
-        name: name.to_owned(),
-        validity,
-        data,
-    }
-}
-
-/// Offsets shifted to start at zero, with the value range they cover.
-fn rebase(offsets: &[i32]) -> (Vec<u32>, usize, usize) {
-    let (start, end) = offset_range(offsets);
-    let base = start as i32;
-    let rebased = offsets.iter().map(|&o| (o - base) as u32).collect();
-    (rebased, start, end)
 }
 
 /// The bytes of column data in a contract batch: what the output-size cap measures.
@@ -509,6 +588,36 @@ mod tests {
         (specs, arrays)
     }
 
+    /// What the guest would lift from the lowered batch, built on the host.
+    fn to_wit(batch: &BatchIn<'_>) -> wit::Batch {
+        let columns = batch
+            .columns
+            .iter()
+            .map(|c| wit::Column {
+                name: c.name.to_owned(),
+                validity: c.validity.map(<[u8]>::to_vec),
+                data: match &c.data {
+                    DataIn::Boolean(v) => wit::ColumnData::Boolean(v.to_vec()),
+                    DataIn::Int64(v) => wit::ColumnData::Int64(v.to_vec()),
+                    DataIn::Float64(v) => wit::ColumnData::Float64(v.to_vec()),
+                    DataIn::Timestamp(v) => wit::ColumnData::Timestamp(v.to_vec()),
+                    DataIn::Utf8(u) => wit::ColumnData::Utf8(wit::Utf8Data {
+                        offsets: u.offsets.to_vec(),
+                        bytes: u.bytes.to_vec(),
+                    }),
+                    DataIn::Float32List(l) => wit::ColumnData::Float32List(wit::Float32ListData {
+                        offsets: l.offsets.to_vec(),
+                        values: l.values.to_vec(),
+                    }),
+                },
+            })
+            .collect();
+        wit::Batch {
+            rows: batch.rows,
+            columns,
+        }
+    }
+
     fn schema(specs: &[ColumnSpec]) -> SchemaRef {
         Arc::new(Schema::new(
             specs
@@ -528,7 +637,8 @@ mod tests {
         let (specs, arrays) = every_dtype_with_nulls();
         let batch = RecordBatch::try_new(schema(&specs), arrays.clone()).unwrap();
         let conformed = conform_input(&batch, &specs).unwrap();
-        let wit = batch_to_wit(4, &specs, &conformed);
+        let staged = stage(conformed);
+        let wit = to_wit(&batch_in(4, &specs, &staged));
         let back = batch_from_wit(wit, 4, &specs, &schema(&specs)).unwrap();
         for (i, (a, b)) in arrays.iter().zip(back.columns()).enumerate() {
             assert_eq!(a.data_type(), b.data_type(), "column {i}");
@@ -549,7 +659,8 @@ mod tests {
         let sliced: Vec<ArrayRef> = arrays.iter().map(|a| a.slice(1, 3)).collect();
         let batch = RecordBatch::try_new(schema(&specs), sliced.clone()).unwrap();
         let conformed = conform_input(&batch, &specs).unwrap();
-        let wit = batch_to_wit(3, &specs, &conformed);
+        let staged = stage(conformed);
+        let wit = to_wit(&batch_in(3, &specs, &staged));
         let back = batch_from_wit(wit, 3, &specs, &schema(&specs)).unwrap();
         for (a, b) in sliced.iter().zip(back.columns()) {
             assert_eq!(a.logical_nulls(), b.logical_nulls());

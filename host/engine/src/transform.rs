@@ -3,9 +3,13 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use skewless_core::{ColumnSpec, DType, Signature};
+use wasmtime::component::{ComponentExportIndex, Instance};
 use wasmtime::{PoolConcurrencyLimitError, Store, Trap};
 
 use crate::bindings::{FeatureTransform, FeatureTransformPre, wit};
+
+/// The exported interface every transform implements.
+const TRANSFORMER: &str = "skewless:transform/transformer@0.1.0";
 use crate::convert::{self, ColumnError};
 use crate::sandbox::CallState;
 use crate::{Engine, Error, Result};
@@ -28,6 +32,8 @@ struct TransformInner {
     signature: Signature,
     output_schema: SchemaRef,
     pre: FeatureTransformPre<CallState>,
+    /// `transformer.transform`, looked up once at load.
+    transform_fn: ComponentExportIndex,
     from_cache: bool,
 }
 
@@ -49,6 +55,14 @@ impl Transform {
         pre: FeatureTransformPre<CallState>,
         from_cache: bool,
     ) -> Result<Self> {
+        let component = pre.instance_pre().component();
+        let transform_fn = component
+            .get_export_index(None, TRANSFORMER)
+            .and_then(|iface| component.get_export_index(Some(&iface), "transform"))
+            .ok_or_else(|| Error::WrongWorld {
+                transform: label.clone(),
+                reason: format!("no `transform` function in `{TRANSFORMER}`"),
+            })?;
         let mut transform = TransformInner {
             engine,
             label,
@@ -59,10 +73,29 @@ impl Transform {
             },
             output_schema: Arc::new(arrow_schema::Schema::empty()),
             pre,
+            transform_fn,
             from_cache,
         };
+        // wasmtime checks export types when typed functions are looked up: do it for both
+        // functions now, so that a component of another contract fails here, at load.
         let declared = transform
-            .invoke(|store, guest| guest.skewless_transform_transformer().call_describe(store))?;
+            .invoke(|store, instance| {
+                let typed = FeatureTransform::new(&mut *store, instance).and_then(|guest| {
+                    typed_transform(store, instance, &transform_fn)?;
+                    Ok(guest)
+                });
+                match typed {
+                    Ok(guest) => guest
+                        .skewless_transform_transformer()
+                        .call_describe(store)
+                        .map(Ok),
+                    Err(mismatch) => Ok(Err(format!("{mismatch:#}"))),
+                }
+            })?
+            .map_err(|reason| Error::WrongWorld {
+                transform: transform.label.clone(),
+                reason,
+            })?;
         let signature = Signature {
             inputs: declared.inputs.into_iter().map(column_spec).collect(),
             outputs: declared.outputs.into_iter().map(column_spec).collect(),
@@ -122,14 +155,14 @@ impl Transform {
         }
         let arrays = convert::conform_input(input, &t.signature.inputs)
             .map_err(|e| t.column_error(e, true))?;
-        let batch = convert::batch_to_wit(rows, &t.signature.inputs, &arrays);
-        drop(arrays);
-        let output = t.invoke(|store, guest| {
-            guest
-                .skewless_transform_transformer()
-                .call_transform(store, &batch)
+        let staged = convert::stage(arrays);
+        let batch = convert::batch_in(rows, &t.signature.inputs, &staged);
+        let output = t.invoke(|store, instance| {
+            let func = typed_transform(store, instance, &t.transform_fn)?;
+            Ok(func.call(store, (&batch,))?.0)
         })?;
         drop(batch);
+        drop(staged);
         let output = output.map_err(|e| t.guest_error(e))?;
         let bytes = convert::wit_batch_bytes(&output);
         let limit = t.engine.limits().max_output_bytes;
@@ -156,7 +189,7 @@ impl TransformInner {
     /// every failure to an error that says who is at fault.
     fn invoke<R>(
         &self,
-        f: impl FnOnce(&mut Store<CallState>, &FeatureTransform) -> wasmtime::Result<R>,
+        f: impl FnOnce(&mut Store<CallState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R> {
         let inner = &self.engine.inner;
         let limits = &inner.limits;
@@ -167,11 +200,12 @@ impl TransformInner {
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
 
-        let guest = self
+        let instance = self
             .pre
+            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| self.call_error(&store, e, true))?;
-        f(&mut store, &guest).map_err(|e| self.call_error(&store, e, false))
+        f(&mut store, &instance).map_err(|e| self.call_error(&store, e, false))
     }
 
     fn call_error(
@@ -197,15 +231,6 @@ impl TransformInner {
         }
         if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
             return Error::Capacity {
-                transform,
-                reason: format!("{error:#}"),
-            };
-        }
-        let is_trap = error.downcast_ref::<Trap>().is_some();
-        if instantiating && !is_trap {
-            // Not a guest fault: the component's exports do not have our types (checked
-            // lazily by wasmtime when the typed functions are looked up).
-            return Error::WrongWorld {
                 transform,
                 reason: format!("{error:#}"),
             };
@@ -252,6 +277,20 @@ impl TransformInner {
             message,
         }
     }
+}
+
+/// The exported `transform`, typed with the borrowed input batch it is called with.
+type TransformFn<'a> = wasmtime::component::TypedFunc<
+    (&'a convert::BatchIn<'a>,),
+    (Result<wit::Batch, wit::TransformError>,),
+>;
+
+fn typed_transform<'a>(
+    store: &mut Store<CallState>,
+    instance: &Instance,
+    index: &ComponentExportIndex,
+) -> wasmtime::Result<TransformFn<'a>> {
+    instance.get_typed_func(store, index)
 }
 
 fn column_spec(spec: wit::ColumnSpec) -> ColumnSpec {
