@@ -301,3 +301,28 @@ fn hostile_calls_do_not_disturb_concurrent_good_ones() {
         bad.join().unwrap();
     });
 }
+
+#[test]
+fn more_concurrent_calls_than_slots_get_a_capacity_error() {
+    let engine = skewless_engine::Engine::new(skewless_engine::EngineConfig {
+        limits: skewless_engine::Limits {
+            deadline: std::time::Duration::from_secs(3),
+            ..test_limits()
+        },
+        max_concurrent_calls: 1,
+        ..skewless_engine::EngineConfig::default()
+    })
+    .unwrap();
+    let hostile = engine.load_file(artifacts::HOSTILE).unwrap();
+    std::thread::scope(|s| {
+        // Holds the only slot until its deadline.
+        let busy = s.spawn(|| hostile.call(&hostile_input("loop", 1)));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let err = hostile.call(&hostile_input("ok", 1)).unwrap_err();
+        assert!(matches!(err, Error::Capacity { .. }), "{err:?}");
+        assert_eq!(err.fault(), Fault::Host);
+        assert!(matches!(busy.join().unwrap(), Err(Error::Timeout { .. })));
+    });
+    // The slot is free again.
+    assert_eq!(hostile.call(&hostile_input("ok", 3)).unwrap().num_rows(), 3);
+}
