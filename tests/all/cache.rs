@@ -64,3 +64,17 @@ fn tampered_artifact_is_recompiled_not_loaded() {
         reloaded.call(&input).unwrap()
     );
 }
+
+#[test]
+fn refused_components_are_not_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with_cache(dir.path());
+    for refused in [
+        artifacts::OTHER_WORLD,
+        artifacts::BAD_SIGNATURE,
+        artifacts::EXTRA_IMPORT,
+    ] {
+        assert!(engine.load_file(refused).is_err());
+    }
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+}

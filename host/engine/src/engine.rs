@@ -126,13 +126,17 @@ impl Engine {
             transform: label.to_owned(),
             reason: format!("{e:#}"),
         })?;
-        Transform::new(self.clone(), label.to_owned(), sha256, pre, from_cache)
+        let transform = Transform::new(self.clone(), label.to_owned(), sha256, pre, from_cache)?;
+        if !from_cache {
+            self.remember(label, transform.sha256(), &component)?;
+        }
+        Ok(transform)
     }
 
     /// The compiled component, and whether it came from the cache.
     fn compile(&self, label: &str, sha256: &str, bytes: &[u8]) -> Result<(Component, bool)> {
         let engine = &self.inner.wasmtime;
-        let key = format!("{sha256}-{}", self.inner.fingerprint);
+        let key = self.cache_key(sha256);
         if let Some(cache) = &self.inner.cache
             && let Some(artifact) = cache.get(&key)
         {
@@ -166,13 +170,23 @@ impl Engine {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "compiled component"
         );
-        if let Some(cache) = &self.inner.cache {
-            let artifact = component
-                .serialize()
-                .map_err(|e| Error::Internal(format!("serializing {label}: {e:#}")))?;
-            cache.put(&key, &artifact)?;
-        }
         Ok((component, false))
+    }
+
+    /// Caches a freshly compiled component. Called only once the component has passed
+    /// every check, so refused uploads never take cache space.
+    fn remember(&self, label: &str, sha256: &str, component: &Component) -> Result<()> {
+        let Some(cache) = &self.inner.cache else {
+            return Ok(());
+        };
+        let artifact = component
+            .serialize()
+            .map_err(|e| Error::Internal(format!("serializing {label}: {e:#}")))?;
+        cache.put(&self.cache_key(sha256), &artifact)
+    }
+
+    fn cache_key(&self, sha256: &str) -> String {
+        format!("{sha256}-{}", self.inner.fingerprint)
     }
 
     fn check_imports(&self, label: &str, component: &Component) -> Result<()> {
