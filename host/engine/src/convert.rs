@@ -11,10 +11,7 @@
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Float32Type, Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
-};
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, ListArray, RecordBatch,
     RecordBatchOptions, StringArray, TimestampMicrosecondArray,
@@ -141,33 +138,19 @@ fn widen(array: &ArrayRef, dtype: DType) -> Result<ArrayRef, arrow_schema::Arrow
     // Timestamps are instants: drop the (UTC or absent) zone without shifting values,
     // change the unit, then label the result UTC. Casting with the zone in place would
     // need a timezone database to parse "UTC".
-    let naive: ArrayRef = match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => Arc::new(
-            array
-                .as_primitive::<TimestampSecondType>()
-                .clone()
-                .with_timezone_opt(None::<String>),
-        ),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => Arc::new(
-            array
-                .as_primitive::<TimestampMillisecondType>()
-                .clone()
-                .with_timezone_opt(None::<String>),
-        ),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => Arc::new(
-            array
-                .as_primitive::<TimestampMicrosecondType>()
-                .clone()
-                .with_timezone_opt(None::<String>),
-        ),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => Arc::new(
-            array
-                .as_primitive::<TimestampNanosecondType>()
-                .clone()
-                .with_timezone_opt(None::<String>),
-        ),
-        other => unreachable!("DType::Timestamp accepts only timestamps, not {other}"),
+    let DataType::Timestamp(unit, _) = array.data_type() else {
+        unreachable!(
+            "DType::Timestamp accepts only timestamps, not {}",
+            array.data_type()
+        );
     };
+    let naive = arrow_array::make_array(
+        array
+            .to_data()
+            .into_builder()
+            .data_type(DataType::Timestamp(*unit, None))
+            .build()?,
+    );
     let micros = arrow_cast::cast_with_options(
         &naive,
         &DataType::Timestamp(TimeUnit::Microsecond, None),

@@ -38,11 +38,7 @@ impl Transform for Determinism {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as i64)
             .unwrap_or(-1);
-        let mut bytes = [0u8; 8];
-        let random = match getrandom(&mut bytes) {
-            true => i64::from_le_bytes(bytes),
-            false => -1,
-        };
+        let random = random_keyed_hash();
         let map: HashMap<i64, i64> = (0..64).map(|i| (i, i)).collect();
         let order = map.keys().take(8).fold(0i64, |acc, k| acc * 64 + k);
 
@@ -60,14 +56,13 @@ impl Transform for Determinism {
     }
 }
 
-/// Reads the host's random source the way std does (through `RandomState`'s seed would be
-/// indirect); here through the WASI random interface via std's `HashMap` and a direct read.
-fn getrandom(buf: &mut [u8]) -> bool {
+/// A hash under fresh `RandomState` keys, which std draws from the WASI random source:
+/// it changes whenever that source does.
+fn random_keyed_hash() -> i64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u8(0);
-    buf.copy_from_slice(&hasher.finish().to_le_bytes());
-    true
+    hasher.finish() as i64
 }
 
 export!(Determinism);
