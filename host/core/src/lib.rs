@@ -1,16 +1,22 @@
 //! Skewless domain types: the column data types a transform may read or produce, the
 //! declared signature of a transform, and the rules that make a signature valid.
 //!
-//! This crate owns *what* a column and a signature are, and how they map onto Arrow. It
+//! This crate owns *what* a column, a signature, an entity key and a project's definitions
+//! are, how they map onto Arrow, and the one TTL rule both serving and training apply. It
 //! knows nothing of WebAssembly (that is `skewless-engine`), of storage, or of HTTP.
 
 #![deny(missing_docs)]
 
+pub mod definitions;
 mod dtype;
+pub mod key;
 mod signature;
+mod ttl;
 
+pub use definitions::{DefinitionErrors, Definitions, Project};
 pub use dtype::{DType, UTC};
-pub use signature::{ColumnSpec, Signature};
+pub use signature::{ColumnSpec, Signature, is_identifier};
+pub use ttl::Ttl;
 
 /// A Skewless domain error: always the caller's fault (an invalid definition or signature).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -45,7 +45,7 @@ impl fmt::Display for ColumnSpec {
 }
 
 /// What a transform reads and what it produces, as the transform itself declares it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Signature {
     /// The input columns, in the order the transform receives them.
     pub inputs: Vec<ColumnSpec>,
@@ -118,13 +118,22 @@ impl fmt::Display for Signature {
     }
 }
 
-fn check_name(side: &str, name: &str) -> Result<()> {
+/// Whether `name` is an identifier (`[A-Za-z_][A-Za-z0-9_]*`) of at most
+/// [`MAX_NAME_LEN`] bytes: the rule for every column and definition name.
+pub fn is_identifier(name: &str) -> bool {
+    well_formed(name) && name.len() <= MAX_NAME_LEN
+}
+
+fn well_formed(name: &str) -> bool {
     let mut chars = name.chars();
-    let well_formed = chars
+    chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !well_formed {
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn check_name(side: &str, name: &str) -> Result<()> {
+    if !well_formed(name) {
         return Err(Error::InvalidSignature(format!(
             "{side} column name {name:?} is not an identifier ([A-Za-z_][A-Za-z0-9_]*)"
         )));
