@@ -7,8 +7,10 @@
 
 #![deny(missing_docs)]
 
+pub mod assemble;
 pub mod definitions;
 mod dtype;
+pub mod fs;
 pub mod key;
 mod signature;
 mod ttl;

@@ -29,6 +29,7 @@ mod error;
 pub mod sandbox;
 mod transform;
 
+pub use cache::sha256_hex;
 pub use config::{EngineConfig, Limits};
 pub use engine::Engine;
 pub use error::{Error, Fault, Result};

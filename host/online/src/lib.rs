@@ -1,0 +1,175 @@
+//! The Skewless online store: the latest row per (feature view, entity key), read at
+//! request time.
+//!
+//! [`OnlineStore`] is the trait the server and materialization write and read through;
+//! [`LocalStore`] is the in-process implementation: one sharded map ([`dashmap`]) per
+//! view, compact rows (one allocation per row, see `row.rs`), a write-ahead log with group
+//! commit, and periodic snapshots. A write is acknowledged only after its log record is
+//! fsynced, so after `kill -9` and a restart no acknowledged write is lost.
+//!
+//! Ordering: a row replaces the stored one only if `(event_ts, created_ts, write order)`
+//! is larger, so an older write never overwrites a newer value, and replaying the log over
+//! a snapshot is idempotent.
+//!
+//! The store knows nothing of transforms, plans or HTTP. TTL is applied by the shared
+//! [`ViewColumnsBuilder`] it fills.
+
+#![deny(missing_docs)]
+
+mod row;
+mod store;
+mod wal;
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::ArrayRef;
+use skewless_core::DType;
+use skewless_core::assemble::ViewColumnsBuilder;
+
+pub use store::{LocalStore, StoreOptions};
+
+/// An online-store error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The view is not declared (or not online).
+    #[error("feature view `{0}` is not in the online store")]
+    UnknownView(String),
+    /// The view's features changed since the caller planned (a concurrent apply).
+    #[error("feature view `{0}` changed while the request ran; retry")]
+    SchemaChanged(String),
+    /// A write batch that does not match the view (the caller's fault).
+    #[error("feature view `{view}`: {reason}")]
+    InvalidBatch {
+        /// The view.
+        view: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The log or a snapshot could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A damaged file in the data directory.
+    #[error("{path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An earlier log write failed; the store refuses writes until it is reopened, since
+    /// what reached the disk is unknown.
+    #[error("the online store stopped accepting writes after a write-ahead log failure: {0}")]
+    Failed(String),
+    /// Another process holds the data directory.
+    #[error("{0} is in use by another Skewless process")]
+    Locked(PathBuf),
+}
+
+impl Error {
+    /// Whether the caller is at fault (a 4xx), rather than the host (a 5xx).
+    pub fn is_caller_fault(&self) -> bool {
+        matches!(self, Error::UnknownView(_) | Error::InvalidBatch { .. })
+    }
+}
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What the store needs to know of a view: its name and feature dtypes, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewSchema {
+    /// The view name.
+    pub name: String,
+    /// The features: names and dtypes, in the view's order.
+    pub features: Vec<(String, DType)>,
+}
+
+impl ViewSchema {
+    /// A stable hash of the features' names and dtypes: rows written under another
+    /// fingerprint are not read back under this one.
+    pub fn fingerprint(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for (name, dtype) in &self.features {
+            eat(name.as_bytes());
+            eat(b":");
+            eat(dtype.name().as_bytes());
+            eat(b";");
+        }
+        hash
+    }
+
+    /// The feature dtypes, in order.
+    pub fn dtypes(&self) -> Vec<DType> {
+        self.features.iter().map(|(_, d)| *d).collect()
+    }
+}
+
+/// Rows to write to one view.
+#[derive(Debug, Clone)]
+pub struct WriteBatch {
+    /// Each row's encoded entity key ([`skewless_core::key::KeyBuf`]).
+    pub keys: Vec<Box<[u8]>>,
+    /// Each row's event time, microseconds since the Unix epoch.
+    pub event_ts: Vec<i64>,
+    /// Each row's created time, if the source has one.
+    pub created_ts: Option<Vec<i64>>,
+    /// One array per view feature, in the view's order, of the canonical Arrow types.
+    pub features: Vec<ArrayRef>,
+}
+
+/// Counts for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    /// Rows held per view.
+    pub rows: Vec<(String, u64)>,
+    /// Log bytes written since the last snapshot began: what a restart replays.
+    pub wal_bytes_since_snapshot: u64,
+    /// Writes waiting for the log.
+    pub wal_pending_writes: u64,
+    /// Snapshots completed since start.
+    pub snapshots: u64,
+}
+
+/// An online store. Methods are batch-first: one call per request or per chunk.
+pub trait OnlineStore: Send + Sync + std::fmt::Debug {
+    /// Declares the current views. A view that is new starts empty; one whose features
+    /// changed, or that is gone, loses its rows.
+    fn set_views(&self, views: &[ViewSchema]) -> Result<()>;
+
+    /// Writes rows; returns once they are durable. A row older than the stored one for
+    /// its key is ignored.
+    fn write(&self, view: &str, batch: WriteBatch) -> Result<()>;
+
+    /// Reads the rows of `keys` into `out`, one row per key, as of time `at`;
+    /// `fingerprint` is the caller's idea of the view's schema.
+    fn read(
+        &self,
+        view: &str,
+        fingerprint: u64,
+        keys: &[&[u8]],
+        at: i64,
+        out: &mut ViewColumnsBuilder,
+    ) -> Result<()>;
+
+    /// Counts for metrics.
+    fn stats(&self) -> StoreStats;
+}

@@ -1,0 +1,505 @@
+//! The one path. A [`ServicePlan`] says, for a feature service (or an ad-hoc feature
+//! list), which views to read, which transforms to run in which order, and where each
+//! transform input and each output feature comes from. [`ServicePlan::run`] then takes
+//! the views' columns as of each row's time (from the online store when serving, from the
+//! point-in-time join when training) and the request fields, runs the transforms as one
+//! batch each, and shapes the output. Serving and training call this same function.
+//!
+//! This crate does not read stores or Parquet and does not speak HTTP; it reaches guests
+//! only through [`skewless_engine::Transform`].
+
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, ArrayRef, RecordBatch, new_null_array};
+use arrow_schema::{Field, Schema, SchemaRef};
+use skewless_core::Project;
+use skewless_core::assemble::{Status, ViewColumns};
+use skewless_core::definitions::{
+    Feature, JoinKey, ModuleRef, Owner, REQUEST_SCOPE, ServedFeature, expand_reference,
+};
+use skewless_core::{DType, Ttl};
+use skewless_engine::Transform;
+
+/// A planning error: the caller asked for something the project does not have, or a
+/// module the project names is not loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No such feature service.
+    #[error("unknown feature service `{0}`")]
+    UnknownService(String),
+    /// A feature reference that does not resolve.
+    #[error("{0}")]
+    UnknownFeature(String),
+    /// An empty feature list.
+    #[error("no features requested: give a `feature_service` or a non-empty `features` list")]
+    NoFeatures,
+    /// A module the definitions pin is not loaded (a registry inconsistency: our fault).
+    #[error("module {0} is not loaded")]
+    ModuleNotLoaded(ModuleRef),
+}
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where an output feature comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureSource {
+    /// Feature `feature` of `plan.views[view]`.
+    View {
+        /// Index into [`ServicePlan::views`].
+        view: usize,
+        /// Index into the view's features.
+        feature: usize,
+    },
+    /// Output `output` of `plan.transforms[transform]`.
+    Transform {
+        /// Index into [`ServicePlan::transforms`].
+        transform: usize,
+        /// Index into the transform's outputs.
+        output: usize,
+    },
+}
+
+/// Where a transform input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputSource {
+    /// A view feature, as [`FeatureSource::View`].
+    View {
+        /// Index into [`ServicePlan::views`].
+        view: usize,
+        /// Index into the view's features.
+        feature: usize,
+    },
+    /// `plan.request_fields[i]`.
+    Request(usize),
+    /// An earlier transform's output.
+    Transform {
+        /// Index into [`ServicePlan::transforms`] (always an earlier one).
+        transform: usize,
+        /// Index into that transform's outputs.
+        output: usize,
+    },
+}
+
+/// One output feature.
+#[derive(Debug, Clone)]
+pub struct PlannedFeature {
+    /// `owner:name`, the name in responses.
+    pub qualified: String,
+    /// The feature name alone.
+    pub name: String,
+    /// Its dtype.
+    pub dtype: DType,
+    /// Where it comes from.
+    pub source: FeatureSource,
+}
+
+/// A view the plan reads: all of its features, keyed by some of the plan's join keys.
+#[derive(Debug, Clone)]
+pub struct ViewPlan {
+    /// The view name.
+    pub name: String,
+    /// Its index in the project's `feature_views`.
+    pub index: usize,
+    /// Its source name.
+    pub source: String,
+    /// Its TTL.
+    pub ttl: Ttl,
+    /// Whether it is kept online.
+    pub online: bool,
+    /// All of its features, in the view's order.
+    pub features: Vec<Feature>,
+    /// Its join keys, in key order, as indices into [`ServicePlan::join_keys`].
+    pub key_columns: Vec<usize>,
+}
+
+/// A transform the plan runs.
+#[derive(Debug, Clone)]
+pub struct TransformPlan {
+    /// The transform's name in the definitions.
+    pub name: String,
+    /// The module version it runs.
+    pub module: ModuleRef,
+    /// The loaded transform.
+    pub transform: Transform,
+    /// One source per declared input, in the signature's order.
+    pub inputs: Vec<InputSource>,
+    input_schema: SchemaRef,
+}
+
+/// How one transform call went, for metrics and logs.
+#[derive(Debug)]
+pub struct CallRecord {
+    /// Index into [`ServicePlan::transforms`].
+    pub transform: usize,
+    /// Wall time of the call.
+    pub elapsed: Duration,
+    /// The error, when it failed (or was skipped because an input transform failed).
+    pub error: Option<Arc<skewless_engine::Error>>,
+}
+
+/// A feature service's plan, built once when definitions are applied.
+#[derive(Debug, Clone)]
+pub struct ServicePlan {
+    /// The service name, or `features` for an ad-hoc list.
+    pub name: String,
+    /// The output features, in output order.
+    pub features: Vec<PlannedFeature>,
+    /// The views read (served or feeding a transform).
+    pub views: Vec<ViewPlan>,
+    /// The transforms run, in dependency order.
+    pub transforms: Vec<TransformPlan>,
+    /// The join keys a request or entity frame must give, in first-use order.
+    pub join_keys: Vec<JoinKey>,
+    /// The request fields the transforms need, in first-use order.
+    pub request_fields: Vec<Feature>,
+}
+
+/// The output of [`ServicePlan::run`] for a batch of rows.
+#[derive(Debug)]
+pub struct ServiceOutput {
+    /// One array per planned feature, in output order, of the canonical Arrow type.
+    pub columns: Vec<ArrayRef>,
+    /// The views' row statuses and event times, as given.
+    pub views: Vec<ViewColumns>,
+    /// Per transform: whether it produced output.
+    pub transform_ok: Vec<bool>,
+    /// One record per transform.
+    pub calls: Vec<CallRecord>,
+}
+
+impl ServiceOutput {
+    /// The status of feature `feature` (an index into the plan's features) at `row`.
+    pub fn status(&self, plan: &ServicePlan, feature: usize, row: usize) -> Status {
+        let value_status = || {
+            if self.columns[feature].is_null(row) {
+                Status::NullValue
+            } else {
+                Status::Present
+            }
+        };
+        match plan.features[feature].source {
+            FeatureSource::View { view, .. } => match self.views[view].status[row] {
+                Status::Present => value_status(),
+                other => other,
+            },
+            FeatureSource::Transform { transform, .. } => {
+                if self.transform_ok[transform] {
+                    value_status()
+                } else {
+                    Status::TransformError
+                }
+            }
+        }
+    }
+
+    /// The event time behind feature `feature` at `row`: the stored row's for a view
+    /// feature, none for a computed one.
+    pub fn event_ts(&self, plan: &ServicePlan, feature: usize, row: usize) -> Option<i64> {
+        match plan.features[feature].source {
+            FeatureSource::View { view, .. } => self.views[view].event_ts[row],
+            FeatureSource::Transform { .. } => None,
+        }
+    }
+}
+
+impl ServicePlan {
+    /// Plans feature service `name` of `project`; `modules` hands out loaded transforms.
+    pub fn for_service(
+        project: &Project,
+        name: &str,
+        modules: &dyn Fn(&ModuleRef) -> Option<Transform>,
+    ) -> Result<Self> {
+        let served = project
+            .services
+            .get(name)
+            .ok_or_else(|| Error::UnknownService(name.to_owned()))?;
+        Self::build(project, name, served, modules)
+    }
+
+    /// Plans an ad-hoc list of feature references (`view:feature`, `view:*`, ...).
+    pub fn for_features(
+        project: &Project,
+        references: &[String],
+        modules: &dyn Fn(&ModuleRef) -> Option<Transform>,
+    ) -> Result<Self> {
+        if references.is_empty() {
+            return Err(Error::NoFeatures);
+        }
+        let mut served = Vec::new();
+        for reference in references {
+            served.extend(expand_reference(project, reference).map_err(Error::UnknownFeature)?);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in &served {
+            if !seen.insert(f.qualified()) {
+                return Err(Error::UnknownFeature(format!(
+                    "feature `{}` is requested twice",
+                    f.qualified()
+                )));
+            }
+        }
+        Self::build(project, "features", &served, modules)
+    }
+
+    fn build(
+        project: &Project,
+        name: &str,
+        served: &[ServedFeature],
+        modules: &dyn Fn(&ModuleRef) -> Option<Transform>,
+    ) -> Result<Self> {
+        let defs = &project.definitions;
+        // Which transforms are needed: those served, and everything they read.
+        let mut needed = vec![false; defs.transforms.len()];
+        let mut stack: Vec<usize> = served
+            .iter()
+            .filter_map(|f| match f.owner {
+                Owner::Transform(t) => Some(t),
+                Owner::View(_) => None,
+            })
+            .collect();
+        while let Some(t) = stack.pop() {
+            if std::mem::replace(&mut needed[t], true) {
+                continue;
+            }
+            stack.extend(
+                defs.transforms[t]
+                    .inputs
+                    .iter()
+                    .filter_map(|i| defs.transform_index(&i.scope)),
+            );
+        }
+        let mut plan = ServicePlan {
+            name: name.to_owned(),
+            features: Vec::new(),
+            views: Vec::new(),
+            transforms: Vec::new(),
+            join_keys: Vec::new(),
+            request_fields: Vec::new(),
+        };
+        let mut transform_slot = vec![usize::MAX; defs.transforms.len()];
+        for &t in project.transform_order.iter().filter(|&&t| needed[t]) {
+            let def = &defs.transforms[t];
+            let transform =
+                modules(&def.module).ok_or_else(|| Error::ModuleNotLoaded(def.module.clone()))?;
+            let signature = transform.signature().clone();
+            let mut inputs = Vec::with_capacity(signature.inputs.len());
+            for spec in &signature.inputs {
+                // Validation guarantees exactly one declared input feeds each spec.
+                let Some(input) = def.inputs.iter().find(|i| i.name == spec.name) else {
+                    return Err(Error::UnknownFeature(format!(
+                        "transform `{}` has no input feeding `{}`",
+                        def.name, spec.name
+                    )));
+                };
+                let source = if input.scope == REQUEST_SCOPE {
+                    let field = def
+                        .request_schema
+                        .iter()
+                        .find(|f| f.name == input.name)
+                        .cloned()
+                        .unwrap_or_else(|| Feature {
+                            name: input.name.clone(),
+                            dtype: spec.dtype,
+                            description: None,
+                        });
+                    InputSource::Request(plan.request_field(field))
+                } else if let Some(v) = defs.view_index(&input.scope) {
+                    let view = plan.view(project, v);
+                    let feature = plan.views[view]
+                        .features
+                        .iter()
+                        .position(|f| f.name == input.name)
+                        .unwrap_or(0);
+                    InputSource::View { view, feature }
+                } else {
+                    let other = defs.transform_index(&input.scope).unwrap_or(0);
+                    let slot = transform_slot[other];
+                    let output = plan.transforms[slot]
+                        .transform
+                        .signature()
+                        .outputs
+                        .iter()
+                        .position(|o| o.name == input.name)
+                        .unwrap_or(0);
+                    InputSource::Transform {
+                        transform: slot,
+                        output,
+                    }
+                };
+                inputs.push(source);
+            }
+            transform_slot[t] = plan.transforms.len();
+            plan.transforms.push(TransformPlan {
+                name: def.name.clone(),
+                module: def.module.clone(),
+                input_schema: Arc::new(signature.input_schema()),
+                transform,
+                inputs,
+            });
+        }
+        for f in served {
+            let source = match f.owner {
+                Owner::View(v) => {
+                    let view = plan.view(project, v);
+                    let feature = plan.views[view]
+                        .features
+                        .iter()
+                        .position(|x| x.name == f.name)
+                        .unwrap_or(0);
+                    FeatureSource::View { view, feature }
+                }
+                Owner::Transform(t) => {
+                    let transform = transform_slot[t];
+                    let output = plan.transforms[transform]
+                        .transform
+                        .signature()
+                        .outputs
+                        .iter()
+                        .position(|o| o.name == f.name)
+                        .unwrap_or(0);
+                    FeatureSource::Transform { transform, output }
+                }
+            };
+            plan.features.push(PlannedFeature {
+                qualified: f.qualified(),
+                name: f.name.clone(),
+                dtype: f.dtype,
+                source,
+            });
+        }
+        Ok(plan)
+    }
+
+    fn request_field(&mut self, field: Feature) -> usize {
+        match self
+            .request_fields
+            .iter()
+            .position(|f| f.name == field.name)
+        {
+            Some(i) => i,
+            None => {
+                self.request_fields.push(field);
+                self.request_fields.len() - 1
+            }
+        }
+    }
+
+    fn view(&mut self, project: &Project, index: usize) -> usize {
+        if let Some(i) = self.views.iter().position(|v| v.index == index) {
+            return i;
+        }
+        let defs = &project.definitions;
+        let view = &defs.feature_views[index];
+        let key_columns = defs
+            .view_join_keys(view)
+            .into_iter()
+            .map(
+                |key| match self.join_keys.iter().position(|k| k.name == key.name) {
+                    Some(i) => i,
+                    None => {
+                        self.join_keys.push(key);
+                        self.join_keys.len() - 1
+                    }
+                },
+            )
+            .collect();
+        self.views.push(ViewPlan {
+            name: view.name.clone(),
+            index,
+            source: view.source.clone(),
+            ttl: view.ttl,
+            online: view.online,
+            features: view.features.clone(),
+            key_columns,
+        });
+        self.views.len() - 1
+    }
+
+    /// The Arrow schema of the output columns, named `owner:feature`.
+    pub fn output_schema(&self) -> Schema {
+        Schema::new(
+            self.features
+                .iter()
+                .map(|f| Field::new(&f.qualified, f.dtype.arrow_type(), true))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Runs the plan over `rows` rows: `views` holds each planned view's columns as of
+    /// each row's time (aligned with [`ServicePlan::views`]), `request` each request
+    /// field's array (aligned with [`ServicePlan::request_fields`], of the field's
+    /// canonical type). Each transform runs once over the whole batch; a transform that
+    /// fails, and every transform that reads it, yields nulls with
+    /// [`Status::TransformError`] while the rest of the output stands.
+    pub fn run(&self, rows: usize, views: Vec<ViewColumns>, request: &[ArrayRef]) -> ServiceOutput {
+        let mut outputs: Vec<Option<RecordBatch>> = Vec::with_capacity(self.transforms.len());
+        let mut calls = Vec::with_capacity(self.transforms.len());
+        for (t, plan) in self.transforms.iter().enumerate() {
+            let started = Instant::now();
+            let upstream_failed = plan.inputs.iter().any(|i| {
+                matches!(i, InputSource::Transform { transform, .. } if outputs[*transform].is_none())
+            });
+            if upstream_failed {
+                outputs.push(None);
+                calls.push(CallRecord {
+                    transform: t,
+                    elapsed: Duration::ZERO,
+                    error: None,
+                });
+                continue;
+            }
+            let columns: Vec<ArrayRef> = plan
+                .inputs
+                .iter()
+                .map(|source| match *source {
+                    InputSource::View { view, feature } => views[view].columns[feature].clone(),
+                    InputSource::Request(i) => request[i].clone(),
+                    InputSource::Transform { transform, output } => outputs[transform]
+                        .as_ref()
+                        .map(|batch| batch.column(output).clone())
+                        .unwrap_or_else(|| new_null_array(&arrow_schema::DataType::Null, rows)),
+                })
+                .collect();
+            let result = RecordBatch::try_new(plan.input_schema.clone(), columns)
+                .map_err(|e| {
+                    skewless_engine::Error::Internal(format!(
+                        "assembling the input of {}: {e}",
+                        plan.module
+                    ))
+                })
+                .and_then(|batch| plan.transform.call(&batch));
+            let (output, error) = match result {
+                Ok(batch) => (Some(batch), None),
+                Err(e) => (None, Some(Arc::new(e))),
+            };
+            outputs.push(output);
+            calls.push(CallRecord {
+                transform: t,
+                elapsed: started.elapsed(),
+                error,
+            });
+        }
+        let columns = self
+            .features
+            .iter()
+            .map(|f| match f.source {
+                FeatureSource::View { view, feature } => views[view].columns[feature].clone(),
+                FeatureSource::Transform { transform, output } => match &outputs[transform] {
+                    Some(batch) => batch.column(output).clone(),
+                    None => new_null_array(&f.dtype.arrow_type(), rows),
+                },
+            })
+            .collect();
+        ServiceOutput {
+            columns,
+            views,
+            transform_ok: outputs.iter().map(Option::is_some).collect(),
+            calls,
+        }
+    }
+}
