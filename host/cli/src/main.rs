@@ -1,9 +1,11 @@
 //! `skewless`: the command-line entry point.
 //!
-//! Today it runs transforms over Parquet files (`run-transform`), describes a component
-//! (`inspect`), and runs the quickstart (`quickstart`). Wiring only: the work happens in
-//! `skewless-engine` and in this crate's `pipeline` module.
+//! It serves features (`serve`), feeds a server (`upload`, `apply`), runs transforms over
+//! Parquet files (`run-transform`), describes a component (`inspect`), and runs the
+//! quickstart (`quickstart`). Wiring only: the work happens in the library crates and in
+//! this crate's `pipeline` module.
 
+mod client;
 mod pipeline;
 mod progress;
 mod quickstart;
@@ -55,6 +57,71 @@ enum Command {
     },
     /// Generate a realistic transactions file and run the example transforms over it.
     Quickstart(quickstart::QuickstartArgs),
+    /// Run the feature server: module upload, definitions, push, the serving endpoint
+    /// (`POST /v1/features`), `/healthz` and `/metrics`. See docs/api.md.
+    ///
+    /// State lives in DATA_DIR: the registry (modules and definitions) and the online
+    /// store (write-ahead log and snapshots); a restart picks up where it stopped.
+    Serve(ServeArgs),
+    /// Upload a transform component to a running server as NAME@VERSION. Versions are
+    /// immutable: the same bytes again are accepted, other bytes are refused.
+    Upload {
+        /// The component (.wasm).
+        module: PathBuf,
+        /// The module name.
+        #[arg(long)]
+        name: String,
+        /// The version, such as 1.0.0.
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Validate and apply a definitions file (YAML) on a running server, atomically.
+    Apply {
+        /// The definitions file.
+        definitions: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Where a running server is.
+#[derive(Debug, Clone, Args)]
+struct ServerArgs {
+    /// The server's base URL.
+    #[arg(long, env = "SKEWLESS_SERVER", default_value = "http://127.0.0.1:6566")]
+    server: String,
+    /// The bearer token for writes.
+    #[arg(long, env = "SKEWLESS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The data directory (registry, online store, compiled modules).
+    #[arg(long, env = "SKEWLESS_DATA_DIR", default_value = "skewless-data")]
+    data_dir: PathBuf,
+    /// The address to listen on. A non-loopback address needs --token.
+    #[arg(long, env = "SKEWLESS_LISTEN", default_value = "127.0.0.1:6566")]
+    listen: std::net::SocketAddr,
+    /// The bearer token that writes (upload, apply, push) must carry.
+    #[arg(long, env = "SKEWLESS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The largest request body, except module uploads, in MiB.
+    #[arg(long, default_value_t = 16)]
+    max_body_mib: usize,
+    /// The largest module upload, in MiB.
+    #[arg(long, default_value_t = 256)]
+    max_module_mib: usize,
+    /// Snapshot the online store after this many MiB of write-ahead log.
+    #[arg(long, default_value_t = 256)]
+    snapshot_after_mib: u64,
+    /// Snapshot the online store at least this often while there are writes, in seconds.
+    #[arg(long, default_value_t = 300)]
+    snapshot_interval_secs: u64,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -80,9 +147,10 @@ struct EngineArgs {
     /// Largest linear memory one call may use, in MiB.
     #[arg(long, default_value_t = 512)]
     memory_limit_mib: usize,
-    /// How long one call may run, in milliseconds.
-    #[arg(long, default_value_t = 30_000)]
-    deadline_ms: u64,
+    /// How long one call may run, in milliseconds [default: 1000 for serve, 30000 for
+    /// batch commands].
+    #[arg(long)]
+    deadline_ms: Option<u64>,
     /// Largest output one call may return, in MiB.
     #[arg(long, default_value_t = 1024)]
     max_output_mib: usize,
@@ -97,15 +165,19 @@ struct EngineArgs {
 
 impl EngineArgs {
     fn engine(&self) -> Result<Engine> {
+        self.engine_with(30_000, default_cache_dir())
+    }
+
+    fn engine_with(&self, deadline_ms: u64, cache_dir: Option<PathBuf>) -> Result<Engine> {
         let cache_dir = if self.no_cache {
             None
         } else {
-            self.cache_dir.clone().or_else(default_cache_dir)
+            self.cache_dir.clone().or(cache_dir)
         };
         let config = EngineConfig {
             limits: Limits {
                 memory_bytes: self.memory_limit_mib << 20,
-                deadline: Duration::from_millis(self.deadline_ms),
+                deadline: Duration::from_millis(self.deadline_ms.unwrap_or(deadline_ms)),
                 max_output_bytes: self.max_output_mib << 20,
                 ..Limits::default()
             },
@@ -180,5 +252,110 @@ fn run(command: Command) -> Result<()> {
             let engine = args.engine.engine()?;
             quickstart::run(&engine, &args)
         }
+        Command::Serve(args) => serve(args),
+        Command::Upload {
+            module,
+            name,
+            version,
+            server,
+        } => {
+            let bytes =
+                std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
+            let url = format!(
+                "{}/v1/transforms/{name}/{version}",
+                server.server.trim_end_matches('/')
+            );
+            let (status, body) = client::send(
+                "PUT",
+                &url,
+                server.token.as_deref(),
+                "application/wasm",
+                bytes,
+            )?;
+            let info: serde_json::Value = serde_json::from_str(&body)?;
+            let verb = if status == 201 {
+                "uploaded"
+            } else {
+                "already present (same bytes)"
+            };
+            println!(
+                "{name}@{version} {verb}: sha256 {}",
+                info["sha256"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
+        Command::Apply {
+            definitions,
+            server,
+        } => {
+            let yaml = std::fs::read(&definitions)
+                .with_context(|| format!("reading {}", definitions.display()))?;
+            let url = format!("{}/v1/definitions", server.server.trim_end_matches('/'));
+            let (_, body) = client::send(
+                "PUT",
+                &url,
+                server.token.as_deref(),
+                "application/yaml",
+                yaml,
+            )?;
+            let summary: serde_json::Value = serde_json::from_str(&body)?;
+            println!(
+                "applied project `{}`: feature services {}",
+                summary["project"].as_str().unwrap_or("?"),
+                summary["feature_services"]
+            );
+            Ok(())
+        }
     }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let engine = args
+        .engine
+        .engine_with(1_000, Some(args.data_dir.join("compiled")))?;
+    let config = skewless_server::ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        token: args.token.clone(),
+        max_body_bytes: args.max_body_mib << 20,
+        max_module_bytes: args.max_module_mib << 20,
+        store: skewless_online::StoreOptions {
+            snapshot_after_bytes: args.snapshot_after_mib << 20,
+            snapshot_interval: Duration::from_secs(args.snapshot_interval_secs),
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("skewless-http")
+        .build()?;
+    runtime.block_on(async move {
+        let server = skewless_server::Server::bind(config, engine).await?;
+        // Tests and scripts read this line to learn the port when listening on :0.
+        println!("listening on http://{}", server.local_addr());
+        server.run(shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
 }

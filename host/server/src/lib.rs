@@ -1,1 +1,148 @@
-//! placeholder
+//! The Skewless HTTP server: module upload, definitions, push ingestion, the serving
+//! endpoint, discovery, health and metrics (see `docs/api.md`).
+//!
+//! It wires the registry, the online store and the plans together and owns the mapping of
+//! errors to HTTP statuses. It reaches guests only through [`skewless_plan`]: the serving
+//! endpoint assembles one input batch per request and runs the same
+//! [`ServicePlan::run`](skewless_plan::ServicePlan::run) that backfills use.
+
+#![deny(missing_docs)]
+
+mod error;
+pub mod json;
+mod metrics;
+mod routes;
+mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use skewless_engine::Engine;
+use skewless_online::{LocalStore, OnlineStore, StoreOptions};
+use skewless_registry::Registry;
+
+pub use error::ApiError;
+pub use state::{Serving, view_schemas};
+
+/// How to run a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The data directory: `registry/` and `online/` live here.
+    pub data_dir: PathBuf,
+    /// The bearer token writes must carry; required unless listening on loopback.
+    pub token: Option<String>,
+    /// The largest request body, except module uploads, in bytes.
+    pub max_body_bytes: usize,
+    /// The largest module upload, in bytes.
+    pub max_module_bytes: usize,
+    /// When the online store snapshots.
+    pub store: StoreOptions,
+}
+
+impl ServerConfig {
+    /// Defaults for `data_dir` on 127.0.0.1:6566.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6566)),
+            data_dir: data_dir.into(),
+            token: None,
+            max_body_bytes: 16 << 20,
+            max_module_bytes: 256 << 20,
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A non-loopback address without a token.
+    #[error(
+        "refusing to listen on {0} without a token: writes would be open to the network; pass --token (or SKEWLESS_TOKEN), or listen on 127.0.0.1"
+    )]
+    Insecure(SocketAddr),
+    /// The registry could not be opened.
+    #[error("registry: {0}")]
+    Registry(#[from] skewless_registry::Error),
+    /// The online store could not be opened.
+    #[error("online store: {0}")]
+    Store(#[from] skewless_online::Error),
+    /// The applied definitions could not be planned.
+    #[error("planning the applied definitions: {0}")]
+    Plan(#[from] skewless_plan::Error),
+    /// The address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What failed.
+        source: std::io::Error,
+    },
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    state: Arc<state::AppState>,
+    listener: tokio::net::TcpListener,
+}
+
+impl Server {
+    /// Opens the data directory (registry, then the online store with the applied views,
+    /// replaying its log) and binds the address.
+    pub async fn bind(config: ServerConfig, engine: Engine) -> Result<Self, StartError> {
+        if !config.listen.ip().is_loopback() && config.token.as_deref().is_none_or(str::is_empty) {
+            return Err(StartError::Insecure(config.listen));
+        }
+        let data_dir = config.data_dir.clone();
+        let store_options = config.store.clone();
+        let (registry, store, serving) = tokio::task::spawn_blocking(move || {
+            let registry = Arc::new(Registry::open(&data_dir, engine)?);
+            let project = registry.project();
+            let schemas = project.as_deref().map(view_schemas).unwrap_or_default();
+            let store: Arc<dyn OnlineStore> = Arc::new(LocalStore::open(
+                &data_dir.join("online"),
+                &schemas,
+                store_options,
+            )?);
+            let serving = match &project {
+                Some(p) => Serving::build(p, &registry)?,
+                None => Serving::empty(),
+            };
+            Ok::<_, StartError>((registry, store, serving))
+        })
+        .await
+        .map_err(|e| StartError::Registry(skewless_registry::Error::NotFound(e.to_string())))??;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let state = Arc::new(state::AppState::new(config, registry, store, serving));
+        Ok(Server { state, listener })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| self.state.config.listen)
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = routes::router(self.state.clone());
+        tracing::info!(addr = %self.local_addr(), "serving");
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

@@ -1,0 +1,93 @@
+//! Errors → HTTP. Only this crate picks status codes; 4xx are the caller's and are not
+//! logged as errors; a 5xx answers with a generic body and logs the detail.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// An error answered over HTTP.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The status.
+    pub status: StatusCode,
+    /// The message for the caller (4xx) or the log (5xx).
+    pub message: String,
+}
+
+impl ApiError {
+    /// A 400 naming what is wrong.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// A 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// A 500; the message is logged, not sent.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// Any status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<skewless_registry::Error> for ApiError {
+    fn from(e: skewless_registry::Error) -> Self {
+        use skewless_registry::Error as E;
+        let status = match &e {
+            E::Conflict { .. } => StatusCode::CONFLICT,
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            _ if e.is_caller_fault() => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<skewless_online::Error> for ApiError {
+    fn from(e: skewless_online::Error) -> Self {
+        let status = match &e {
+            skewless_online::Error::SchemaChanged(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ if e.is_caller_fault() => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl From<skewless_plan::Error> for ApiError {
+    fn from(e: skewless_plan::Error) -> Self {
+        match &e {
+            skewless_plan::Error::ModuleNotLoaded(_) => Self::internal(e.to_string()),
+            skewless_plan::Error::UnknownService(_) => Self::not_found(e.to_string()),
+            _ => Self::bad_request(e.to_string()),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        Self::new(e.status(), format!("request body: {}", e.body_text()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = if self.status.is_server_error() {
+            tracing::error!(status = self.status.as_u16(), error = %self.message, "request failed");
+            "internal error; the detail is in the server log".to_owned()
+        } else {
+            tracing::debug!(status = self.status.as_u16(), error = %self.message, "request refused");
+            self.message
+        };
+        let body = serde_json::json!({ "error": message });
+        (self.status, axum::Json(body)).into_response()
+    }
+}

@@ -1,0 +1,254 @@
+//! JSON ⇄ Arrow for requests, pushes and responses, by dtype.
+//!
+//! Timestamps are RFC 3339 strings (`2024-05-01T12:00:00Z`; without an offset they are
+//! taken as UTC) or integers of microseconds since the Unix epoch. Non-finite floats are
+//! the strings `"NaN"`, `"Infinity"` and `"-Infinity"`, both ways, so every float64 bit
+//! pattern but NaN payloads survives the trip (NaN is canonical in the engine anyway).
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, ArrayRef};
+use serde_json::Value as Json;
+use skewless_core::DType;
+use skewless_core::assemble::{ColumnBuilder, Value};
+use skewless_core::key::{KeyBuf, KeyType};
+
+/// Parses a timestamp given as an RFC 3339 string or integer microseconds.
+pub fn parse_timestamp(value: &Json) -> Result<i64, String> {
+    match value {
+        Json::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| format!("timestamp {n} is not an integer number of microseconds")),
+        Json::String(text) => parse_timestamp_text(text),
+        other => Err(format!(
+            "expected a timestamp (RFC 3339 string or integer microseconds), got {}",
+            kind(other)
+        )),
+    }
+}
+
+fn parse_timestamp_text(text: &str) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_micros());
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Ok(t.and_utc().timestamp_micros());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .map_or(0, |t| t.and_utc().timestamp_micros()));
+    }
+    Err(format!("`{text}` is not an RFC 3339 timestamp"))
+}
+
+/// Formats microseconds since the epoch as RFC 3339 UTC with microseconds.
+pub fn format_timestamp(micros: i64) -> String {
+    match chrono::DateTime::from_timestamp_micros(micros) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        None => micros.to_string(),
+    }
+}
+
+/// The JSON type of a value, for messages.
+pub fn kind(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a bool",
+        Json::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Json::Number(_) => "a float",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+fn float(value: &Json) -> Option<f64> {
+    match value {
+        Json::Number(n) => n.as_f64(),
+        Json::String(s) => match s.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Builds an array of `dtype` from JSON values; the error names the row and what was
+/// found.
+pub fn column(values: &[Json], dtype: DType) -> Result<ArrayRef, String> {
+    let mut builder = ColumnBuilder::new(dtype, values.len());
+    let mut list = Vec::new();
+    for (row, value) in values.iter().enumerate() {
+        if value.is_null() {
+            builder.push_null();
+            continue;
+        }
+        let bad = || format!("[{row}]: expected {dtype}, got {}", kind(value));
+        let parsed = match dtype {
+            DType::Bool => Value::Bool(value.as_bool().ok_or_else(bad)?),
+            DType::Int64 => Value::Int64(value.as_i64().ok_or_else(bad)?),
+            DType::Float64 => Value::Float64(float(value).ok_or_else(bad)?),
+            DType::String => Value::String(value.as_str().ok_or_else(bad)?),
+            DType::Timestamp => {
+                Value::Timestamp(parse_timestamp(value).map_err(|e| format!("[{row}]: {e}"))?)
+            }
+            DType::Float32List => {
+                let items = value.as_array().ok_or_else(bad)?;
+                list.clear();
+                for item in items {
+                    // Narrowing to binary32 rounds to nearest, as every language does.
+                    let item = float(item).ok_or_else(bad)? as f32;
+                    list.extend_from_slice(&item.to_le_bytes());
+                }
+                Value::Float32List(&list)
+            }
+        };
+        builder.push(parsed);
+    }
+    Ok(builder.finish())
+}
+
+/// Appends the encoding of `value` as a key part of `key_type` to `key`.
+pub fn push_key(key: &mut KeyBuf, value: &Json, key_type: KeyType) -> Result<(), String> {
+    match (key_type, value) {
+        (KeyType::Int64, Json::Number(n)) if n.as_i64().is_some() => {
+            key.push_int(n.as_i64().unwrap_or_default());
+            Ok(())
+        }
+        (KeyType::String, Json::String(s)) => {
+            key.push_str(s);
+            Ok(())
+        }
+        _ => Err(format!("expected {}, got {}", key_type.name(), kind(value))),
+    }
+}
+
+/// Writes row `row` of `array` as JSON.
+pub fn write_value(out: &mut Vec<u8>, array: &ArrayRef, dtype: DType, row: usize) {
+    if array.is_null(row) {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    match dtype {
+        DType::Bool => out.extend_from_slice(if array.as_boolean().value(row) {
+            b"true"
+        } else {
+            b"false"
+        }),
+        DType::Int64 => {
+            let v = array.as_primitive::<Int64Type>().value(row);
+            out.extend_from_slice(v.to_string().as_bytes());
+        }
+        DType::Float64 => write_float(out, array.as_primitive::<Float64Type>().value(row)),
+        DType::String => write_str(out, array.as_string::<i32>().value(row)),
+        DType::Timestamp => {
+            let v = array.as_primitive::<TimestampMicrosecondType>().value(row);
+            write_str(out, &format_timestamp(v));
+        }
+        DType::Float32List => {
+            let list = array.as_list::<i32>();
+            let items = list.value(row);
+            let items = items.as_primitive::<Float32Type>();
+            out.push(b'[');
+            for (i, v) in items.values().iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_float32(out, *v);
+            }
+            out.push(b']');
+        }
+    }
+}
+
+/// Writes a float64 in the shortest form that reads back to the same bits.
+pub fn write_float(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        let _ = serde_json::to_writer(&mut *out, &v);
+    } else {
+        write_non_finite(out, v.is_nan(), v > 0.0);
+    }
+}
+
+fn write_float32(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        let _ = serde_json::to_writer(&mut *out, &v);
+    } else {
+        write_non_finite(out, v.is_nan(), v > 0.0);
+    }
+}
+
+fn write_non_finite(out: &mut Vec<u8>, nan: bool, positive: bool) {
+    out.extend_from_slice(match (nan, positive) {
+        (true, _) => b"\"NaN\"".as_slice(),
+        (false, true) => b"\"Infinity\"",
+        (false, false) => b"\"-Infinity\"",
+    });
+}
+
+/// Writes a JSON string.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn floats_round_trip_bit_for_bit() {
+        let values = [
+            0.1,
+            -0.0,
+            5e-324,
+            1.7976931348623157e308,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        let array = column(
+            &values
+                .iter()
+                .map(|v| {
+                    let mut out = Vec::new();
+                    write_float(&mut out, *v);
+                    serde_json::from_slice(&out).unwrap()
+                })
+                .collect::<Vec<Json>>(),
+            DType::Float64,
+        )
+        .unwrap();
+        let back = array.as_primitive::<Float64Type>();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(back.value(i).to_bits(), v.to_bits(), "{v}");
+        }
+    }
+
+    #[test]
+    fn timestamps_and_type_errors() {
+        assert_eq!(
+            parse_timestamp(&json!("1970-01-01T00:00:01Z")).unwrap(),
+            1_000_000
+        );
+        assert_eq!(
+            parse_timestamp(&json!("1970-01-01T00:00:01")).unwrap(),
+            1_000_000
+        );
+        assert_eq!(
+            parse_timestamp(&json!("1970-01-01T01:00:01+01:00")).unwrap(),
+            1_000_000
+        );
+        assert_eq!(parse_timestamp(&json!(7)).unwrap(), 7);
+        assert!(parse_timestamp(&json!("yesterday")).is_err());
+        assert_eq!(format_timestamp(1_000_000), "1970-01-01T00:00:01.000000Z");
+        let error = column(&[json!(1), json!("x")], DType::Int64).unwrap_err();
+        assert_eq!(error, "[1]: expected int64, got a string");
+    }
+}
