@@ -7,3 +7,4 @@ mod determinism;
 mod engine_errors;
 mod examples;
 mod round_trip;
+mod server;

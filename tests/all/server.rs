@@ -1,0 +1,445 @@
+//! The server over real HTTP on 127.0.0.1: upload → apply → push → features, every
+//! refusal a 4xx that changes nothing, hostile transforms, hot swap, restart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use skewless_test_artifacts::{ECHO, FRAUD_RISK, HOSTILE};
+
+use crate::support::TestServer;
+
+const DEFS: &str = r#"
+project: fraud
+entities:   [{name: user, join_keys: [user_id]}]
+sources:    [{name: user_stats, timestamp_field: event_timestamp, created_timestamp_field: created}]
+feature_views:
+  - {name: user_stats, entities: [user], source: user_stats, ttl: 7d, online: true,
+     owner: risk-team, description: 7-day card statistics,
+     features: [{name: txn_amount_avg_7d, dtype: float64}, {name: txn_amount_max_7d, dtype: float64},
+                {name: account_age_days, dtype: int64}]}
+transforms:
+  - {name: txn_risk, module: fraud_risk@1.0.0,
+     inputs: [user_stats:txn_amount_avg_7d, user_stats:txn_amount_max_7d, user_stats:account_age_days, request:amount],
+     request_schema: [{name: amount, dtype: float64}]}
+feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
+"#;
+
+/// 2026-11-20T00:00:00Z in microseconds.
+const T0: i64 = 1_795_132_800_000_000;
+const DAY: i64 = 86_400_000_000;
+
+fn read(path: &str) -> Vec<u8> {
+    std::fs::read(path).expect("fixture exists")
+}
+
+fn setup(server: &TestServer) {
+    let (status, body) = server.call(
+        "PUT",
+        "/v1/transforms/fraud_risk/1.0.0",
+        &read(FRAUD_RISK),
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server.call("PUT", "/v1/definitions", DEFS.as_bytes(), None);
+    assert_eq!(status, 200, "{body}");
+}
+
+fn push_users(server: &TestServer) {
+    let (status, body) = server.json(
+        "POST",
+        "/v1/push/user_stats",
+        &json!({"columns": {
+            "user_id": [1, 2, 3],
+            "event_timestamp": [T0, T0 - 8 * DAY, "2026-11-19T00:00:00Z"],
+            "created": [0, 0, 0],
+            "txn_amount_avg_7d": [50.0, 20.0, 0.5],
+            "txn_amount_max_7d": [200.0, 40.0, null],
+            "account_age_days": [10, 400, 31],
+        }}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], 3);
+}
+
+fn features(server: &TestServer, users: Value, amounts: Value) -> (u16, Value) {
+    server.json(
+        "POST",
+        "/v1/features",
+        &json!({"feature_service": "fraud_v1", "entities": {"user_id": users},
+                "request_data": {"amount": amounts}, "request_time": T0 + 1}),
+    )
+}
+
+fn column<'a>(response: &'a Value, name: &str) -> &'a Value {
+    let names = response["metadata"]["feature_names"]
+        .as_array()
+        .expect("feature names");
+    let i = names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no {name} in {names:?}"));
+    &response["results"][i]
+}
+
+#[test]
+fn upload_apply_push_serve_gives_the_transform_arithmetic() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None);
+    setup(&server);
+    push_users(&server);
+    let (status, body) = features(
+        &server,
+        json!([1, 2, 3, 99]),
+        json!([150.0, 10.0, 7.0, 5.0]),
+    );
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body["metadata"]["feature_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "user_stats:txn_amount_avg_7d",
+            "user_stats:txn_amount_max_7d",
+            "user_stats:account_age_days",
+            "txn_risk:amount_zscore_proxy",
+            "txn_risk:amount_to_max_ratio",
+            "txn_risk:is_new_account",
+            "txn_risk:amount_log1p",
+        ],
+        "names and order are fixed by the service"
+    );
+    let avg = column(&body, "user_stats:txn_amount_avg_7d");
+    assert_eq!(avg["values"], json!([50.0, null, 0.5, null]));
+    assert_eq!(
+        avg["statuses"],
+        json!(["PRESENT", "OUTSIDE_MAX_AGE", "PRESENT", "NOT_FOUND"]),
+        "user 2's row is 8 days old under a 7-day TTL"
+    );
+    assert_eq!(avg["event_timestamps"][0], "2026-11-20T00:00:00.000000Z");
+    let z = column(&body, "txn_risk:amount_zscore_proxy");
+    assert_eq!(
+        z["values"][0],
+        json!(fraud_risk::amount_zscore_proxy(150.0, 50.0))
+    );
+    assert_eq!(
+        z["values"][2],
+        json!(fraud_risk::amount_zscore_proxy(7.0, 0.5))
+    );
+    assert_eq!(
+        z["statuses"],
+        json!(["PRESENT", "NULL_VALUE", "PRESENT", "NULL_VALUE"])
+    );
+    let ratio = column(&body, "txn_risk:amount_to_max_ratio");
+    assert_eq!(ratio["values"], json!([0.75, null, null, null]));
+    let new = column(&body, "txn_risk:is_new_account");
+    assert_eq!(new["values"], json!([true, null, false, null]));
+    let log = column(&body, "txn_risk:amount_log1p");
+    assert_eq!(
+        log["values"][3].as_f64().unwrap().to_bits(),
+        5f64.ln_1p().to_bits()
+    );
+
+    // An older write does not overwrite a newer one; a newer one does.
+    let (status, _) = server.json(
+        "POST",
+        "/v1/push/user_stats",
+        &json!({"columns": {"user_id": [1, 3], "event_timestamp": [T0 - DAY, T0],
+            "txn_amount_avg_7d": [999.0, 2.5], "txn_amount_max_7d": [1.0, 1.0], "account_age_days": [1, 1]}}),
+    );
+    assert_eq!(status, 200);
+    let (_, body) = features(&server, json!([1, 3]), json!([1.0, 1.0]));
+    assert_eq!(
+        column(&body, "user_stats:txn_amount_avg_7d")["values"],
+        json!([50.0, 2.5])
+    );
+
+    // Ad-hoc feature lists, discovery, health and metrics.
+    let (status, body) = server.json(
+        "POST",
+        "/v1/features",
+        &json!({"features": ["user_stats:account_age_days"], "entities": {"user_id": [3]}, "request_time": T0}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["values"], json!([1]));
+    let (_, views) = server.json("GET", "/v1/feature-views", &json!(null));
+    assert_eq!(views["feature_views"][0]["owner"], "risk-team");
+    assert_eq!(views["feature_views"][0]["online_rows"], 3);
+    let (_, services) = server.json("GET", "/v1/feature-services", &json!(null));
+    assert_eq!(
+        services["feature_services"][0]["transforms"][0]["module"],
+        "fraud_risk@1.0.0"
+    );
+    assert_eq!(
+        services["feature_services"][0]["request_schema"][0]["name"],
+        "amount"
+    );
+    let (status, _) = server.call("GET", "/healthz", b"", None);
+    assert_eq!(status, 200);
+    let (_, metrics) = server.call("GET", "/metrics", b"", None);
+    for needle in [
+        "skewless_requests_total{service=\"fraud_v1\",code=\"200\"}",
+        "skewless_request_duration_seconds_bucket{service=\"fraud_v1\",le=",
+        "skewless_transform_call_duration_seconds_count{transform=\"txn_risk\",module=\"fraud_risk@1.0.0\"}",
+        "skewless_online_rows{view=\"user_stats\"} 3",
+        "skewless_wal_bytes_since_snapshot",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle}:\n{metrics}"
+        );
+    }
+}
+
+#[test]
+fn every_refusal_is_a_4xx_naming_the_problem_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None);
+    setup(&server);
+    push_users(&server);
+    let definitions_before = server.call("GET", "/v1/definitions", b"", None);
+    let modules_before = server.call("GET", "/v1/transforms", b"", None);
+
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        ("POST", "/v1/features", b"{not json".to_vec(), 400, "invalid JSON body"),
+        ("POST", "/v1/features", br#"{"feature_service": "nope", "entities": {}}"#.to_vec(), 404, "unknown feature service `nope`"),
+        ("POST", "/v1/features", br#"{"features": [], "entities": {}}"#.to_vec(), 400, "no features requested"),
+        ("POST", "/v1/features", br#"{"features": ["user_stats:nope"], "entities": {}}"#.to_vec(), 400, "has no feature `nope`"),
+        ("POST", "/v1/features", br#"{"feature_service": "fraud_v1", "entities": {"user_id": ["a"]}, "request_data": {"amount": [1.0]}}"#.to_vec(), 400, "entities.user_id[0]: expected int64, got a string"),
+        ("POST", "/v1/features", br#"{"feature_service": "fraud_v1", "entities": {"user_id": [1, 2]}, "request_data": {"amount": [1.0]}}"#.to_vec(), 400, "request_data.amount has 1 values"),
+        ("POST", "/v1/features", br#"{"feature_service": "fraud_v1", "entities": {"user_id": [1]}}"#.to_vec(), 400, "request_data.amount is missing"),
+        ("POST", "/v1/features", br#"{"feature_service": "fraud_v1", "entities": {"user": [1]}, "request_data": {"amount": [1.0]}}"#.to_vec(), 400, "entities.user_id is missing"),
+        ("POST", "/v1/features", br#"{"feature_service": "fraud_v1", "entities": {"user_id": [1]}, "request_data": {"amount": ["x"]}}"#.to_vec(), 400, "request_data.amount[0]: expected float64, got a string"),
+        ("POST", "/v1/features", br#"{"feature_service": "fraud_v1", "entity": {}}"#.to_vec(), 400, "unknown field `entity`"),
+        ("POST", "/v1/features", vec![b' '; 2 << 20], 413, ""),
+        ("PUT", "/v1/definitions", b"project: [".to_vec(), 422, "line"),
+        ("PUT", "/v1/definitions", DEFS.replace("fraud_risk@1.0.0", "fraud_risk@9.9.9").into_bytes(), 422, "module `fraud_risk@9.9.9` is not uploaded"),
+        ("PUT", "/v1/definitions", DEFS.replace("dtype: int64}]}", "dtype: float64}]}").into_bytes(), 422, "declares input `account_age_days` as int64"),
+        ("PUT", "/v1/transforms/bad/1.0.0", b"not wasm at all".to_vec(), 422, "not a WebAssembly file"),
+        ("PUT", "/v1/transforms/other/1.0.0", read(skewless_test_artifacts::OTHER_WORLD), 422, "does not implement"),
+        ("PUT", "/v1/transforms/fraud_risk/1.0.0", read(ECHO), 409, "already exists with sha256"),
+        ("PUT", "/v1/transforms/-bad/1", read(ECHO), 422, "module name `-bad`"),
+        ("POST", "/v1/push/nope", br#"{"columns": {}}"#.to_vec(), 404, "unknown source `nope`"),
+        ("POST", "/v1/push/user_stats", br#"{"columns": {"user_id": [1], "event_timestamp": ["soon"]}}"#.to_vec(), 400, "columns.event_timestamp[0]: `soon` is not an RFC 3339 timestamp"),
+        ("POST", "/v1/push/user_stats", br#"{"columns": {"user_id": [1], "event_timestamp": [1], "txn_amount_avg_7d": [1.0]}}"#.to_vec(), 400, "columns.txn_amount_max_7d is missing"),
+        ("POST", "/v1/push/user_stats", br#"{"columns": {"user_id": [1, 2], "event_timestamp": [1]}}"#.to_vec(), 400, "every column needs one value per row"),
+        ("POST", "/v1/push/user_stats", br#"{"columns": {"user_id": [1], "event_timestamp": [1], "txn_amount_avg_7d": [1.0], "txn_amount_max_7d": [1.0], "account_age_days": [1], "colour": ["red"]}}"#.to_vec(), 400, "columns.colour is not a join key"),
+        ("GET", "/v1/transforms/nope", Vec::new(), 404, "no module `nope`"),
+        ("GET", "/v2/nothing", Vec::new(), 404, "no such route"),
+    ];
+    for (method, path, body, status, needle) in cases {
+        let (got, text) = server.call(method, path, &body, None);
+        assert_eq!(got, status, "{method} {path}: {text}");
+        assert!(
+            text.contains(needle),
+            "{method} {path}: {text:?} lacks {needle:?}"
+        );
+        if !text.is_empty() {
+            let parsed: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+            assert!(
+                parsed["error"].is_string(),
+                "one JSON error message: {text}"
+            );
+        }
+    }
+    assert_eq!(
+        server.call("GET", "/v1/definitions", b"", None),
+        definitions_before
+    );
+    assert_eq!(
+        server.call("GET", "/v1/transforms", b"", None),
+        modules_before
+    );
+    // Nothing pushed by a refused push.
+    let (_, body) = features(&server, json!([1]), json!([1.0]));
+    assert_eq!(
+        column(&body, "user_stats:txn_amount_avg_7d")["values"],
+        json!([50.0])
+    );
+    // The same bytes again are fine.
+    let (status, _) = server.call(
+        "PUT",
+        "/v1/transforms/fraud_risk/1.0.0",
+        &read(FRAUD_RISK),
+        None,
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn writes_need_the_token_and_open_addresses_need_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), Some("s3cret"));
+    let module = read(FRAUD_RISK);
+    for token in [None, Some("wrong")] {
+        let (status, body) = server.call("PUT", "/v1/transforms/fraud_risk/1.0.0", &module, token);
+        assert_eq!(status, 401, "{body}");
+        let (status, _) = server.call("PUT", "/v1/definitions", DEFS.as_bytes(), token);
+        assert_eq!(status, 401);
+        let (status, _) = server.call("POST", "/v1/push/user_stats", b"{}", token);
+        assert_eq!(status, 401);
+    }
+    assert_eq!(
+        server.call("GET", "/v1/transforms", b"", None).1,
+        r#"{"transforms":[]}"#
+    );
+    let (status, _) = server.call(
+        "PUT",
+        "/v1/transforms/fraud_risk/1.0.0",
+        &module,
+        Some("s3cret"),
+    );
+    assert_eq!(status, 201);
+
+    let mut config = skewless_server::ServerConfig::new(dir.path().join("other"));
+    config.listen = "0.0.0.0:0".parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let refused = runtime.block_on(skewless_server::Server::bind(
+        config,
+        crate::support::engine().clone(),
+    ));
+    assert!(matches!(
+        refused,
+        Err(skewless_server::StartError::Insecure(_))
+    ));
+}
+
+const HOSTILE_DEFS: &str = r#"
+project: hostile
+entities: [{name: user, join_keys: [user_id]}]
+sources: [{name: s}]
+feature_views:
+  - {name: v, entities: [user], source: s, features: [{name: x, dtype: float64}]}
+transforms:
+  - {name: h, module: hostile@1, inputs: [request:mode, v:x], request_schema: [{name: mode, dtype: string}]}
+feature_services: [{name: svc, features: ["v:x", "h:y"]}]
+"#;
+
+#[test]
+fn a_failing_transform_gives_transform_error_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None);
+    assert_eq!(
+        server
+            .call("PUT", "/v1/transforms/hostile/1", &read(HOSTILE), None)
+            .0,
+        201
+    );
+    let (status, body) = server.call("PUT", "/v1/definitions", HOSTILE_DEFS.as_bytes(), None);
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = server.json(
+        "POST",
+        "/v1/push/s",
+        &json!({"columns": {"user_id": [1], "event_timestamp": [1], "x": [4.5]}}),
+    );
+    assert_eq!(status, 200);
+    for mode in ["panic", "trap", "loop", "alloc", "error", "ok"] {
+        let (status, body) = server.json(
+            "POST",
+            "/v1/features",
+            &json!({"feature_service": "svc", "entities": {"user_id": [1, 2]},
+                    "request_data": {"mode": [mode, mode]}, "request_time": 10}),
+        );
+        assert_eq!(status, 200, "{mode}: {body}");
+        assert_eq!(
+            body["results"][0]["values"],
+            json!([4.5, null]),
+            "{mode}: stored features stand"
+        );
+        let expected = if mode == "ok" {
+            json!(["PRESENT", "NULL_VALUE"])
+        } else {
+            json!(["TRANSFORM_ERROR", "TRANSFORM_ERROR"])
+        };
+        assert_eq!(body["results"][1]["statuses"], expected, "{mode}: {body}");
+    }
+    let (_, metrics) = server.call("GET", "/metrics", b"", None);
+    assert!(
+        metrics.contains("skewless_transform_errors_total{transform=\"h\",module=\"hostile@1\"} 5"),
+        "{metrics}"
+    );
+}
+
+/// A valid component with other bytes: the same code plus a custom section.
+fn with_custom_section(mut bytes: Vec<u8>, tag: &str) -> Vec<u8> {
+    let name = b"skewless-test";
+    let payload_len = 1 + name.len() + tag.len();
+    bytes.push(0);
+    bytes.push(payload_len as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(tag.as_bytes());
+    bytes
+}
+
+#[test]
+fn a_new_version_goes_live_under_load_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Arc::new(TestServer::start(dir.path(), None));
+    setup(&server);
+    push_users(&server);
+    let v2 = with_custom_section(read(FRAUD_RISK), "v2");
+    let (status, body) = server.call("PUT", "/v1/transforms/fraud_risk/2.0.0", &v2, None);
+    assert_eq!(status, 201, "{body}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, stop, served) = (server.clone(), stop.clone(), served.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) = features(&server, json!([1]), json!([150.0]));
+                    assert_eq!(status, 200, "{body}");
+                    assert_eq!(
+                        column(&body, "txn_risk:amount_zscore_proxy")["values"],
+                        json!([2.0])
+                    );
+                    served.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let v2_defs = DEFS.replace("fraud_risk@1.0.0", "fraud_risk@2.0.0");
+    for round in 0..10 {
+        let defs = if round % 2 == 0 { &v2_defs } else { DEFS };
+        let (status, body) = server.call("PUT", "/v1/definitions", defs.as_bytes(), None);
+        assert_eq!(status, 200, "{body}");
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().expect("no request failed");
+    }
+    assert!(
+        served.load(Ordering::Relaxed) > 20,
+        "requests ran during the swaps"
+    );
+    let (_, services) = server.json("GET", "/v1/feature-services", &json!(null));
+    assert_eq!(
+        services["feature_services"][0]["transforms"][0]["module"],
+        "fraud_risk@1.0.0"
+    );
+}
+
+#[test]
+fn a_restart_keeps_the_registry_and_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let server = TestServer::start(dir.path(), None);
+        setup(&server);
+        push_users(&server);
+        features(&server, json!([1, 2, 3]), json!([1.0, 2.0, 3.0])).1
+    };
+    let server = TestServer::start(dir.path(), None);
+    let after = features(&server, json!([1, 2, 3]), json!([1.0, 2.0, 3.0])).1;
+    assert_eq!(after, before);
+    assert_eq!(
+        server.json("GET", "/v1/transforms", &json!(null)).1["transforms"][0]["name"],
+        "fraud_risk"
+    );
+}
