@@ -16,7 +16,7 @@ use skewless_core::DType;
 use skewless_core::assemble::ViewColumnsBuilder;
 
 use crate::row::{self, NO_CREATED, RowEncoder};
-use crate::wal::{self, Record, Segment};
+use crate::wal::{self, KeyedRow, Record, Segment};
 use crate::{Error, OnlineStore, Result, StoreStats, ViewSchema, WriteBatch, io};
 
 const SNAPSHOT: &str = "snapshot.bin";
@@ -80,7 +80,7 @@ type Views = RwLock<HashMap<String, Arc<ViewData>>>;
 enum Command {
     Rows {
         view: Arc<ViewData>,
-        rows: Vec<(Box<[u8]>, Box<[u8]>)>,
+        rows: Vec<KeyedRow>,
         ack: SyncSender<Result<()>>,
     },
     SetView {
@@ -290,7 +290,7 @@ impl OnlineStore for LocalStore {
         })?;
         let mut keys = batch.keys.into_iter().enumerate().peekable();
         while keys.peek().is_some() {
-            let chunk: Vec<(Box<[u8]>, Box<[u8]>)> = keys
+            let chunk: Vec<KeyedRow> = keys
                 .by_ref()
                 .take(ROWS_PER_RECORD)
                 .map(|(i, key)| {
@@ -765,7 +765,7 @@ mod tests {
         let path = wal::segment_path(dir.path(), last);
         let mut bytes = std::fs::read(&path).unwrap();
         let whole = bytes.len();
-        bytes.extend_from_slice(&bytes[..whole / 2].to_vec());
+        bytes.extend_from_within(..whole / 2);
         std::fs::write(&path, &bytes).unwrap();
         let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
         assert_eq!(read(&store, &[1], 100), [Some(1.5)]);

@@ -23,6 +23,9 @@ pub(crate) const KIND_RESET: u8 = 2;
 /// The most bytes one record may hold; larger writes are refused before they are logged.
 pub const MAX_RECORD_BYTES: usize = 1 << 30;
 
+/// An encoded entity key and its encoded row.
+pub(crate) type KeyedRow = (Box<[u8]>, Box<[u8]>);
+
 /// A decoded record.
 #[derive(Debug)]
 pub(crate) enum Record {
@@ -30,7 +33,7 @@ pub(crate) enum Record {
         lsn: u64,
         view: String,
         fingerprint: u64,
-        rows: Vec<(Box<[u8]>, Box<[u8]>)>,
+        rows: Vec<KeyedRow>,
     },
     Reset {
         view: String,

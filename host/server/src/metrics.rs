@@ -37,6 +37,9 @@ impl Histogram {
 /// Label pairs, already rendered: `service="fraud_v1",code="200"`.
 type Labels = String;
 
+/// A gauge read at render time: name, help, and its labelled values.
+pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, f64)>);
+
 /// Every metric the server exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -125,7 +128,7 @@ impl Metrics {
 
     /// Renders every metric, plus `gauges` (name, help, labelled values), as Prometheus
     /// text exposition format.
-    pub fn render(&self, gauges: &[(&str, &str, Vec<(String, f64)>)]) -> String {
+    pub fn render(&self, gauges: &[Gauge<'_>]) -> String {
         let mut out = String::new();
         for (name, kind, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -505,6 +505,10 @@ fn run_plan(
         key_bytes.clear();
         bounds.clear();
         bounds.push(0);
+        #[expect(
+            clippy::needless_range_loop,
+            reason = "a row indexes several key columns"
+        )]
         for row in 0..rows {
             key.clear();
             for &k in &view.key_columns {
