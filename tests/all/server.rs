@@ -315,8 +315,10 @@ sources: [{name: s}]
 feature_views:
   - {name: v, entities: [user], source: s, features: [{name: x, dtype: float64}]}
 transforms:
+  # Declared before the transform it reads: the plan orders them.
+  - {name: up, module: upper@1, inputs: [h:s]}
   - {name: h, module: hostile@1, inputs: [request:mode, v:x], request_schema: [{name: mode, dtype: string}]}
-feature_services: [{name: svc, features: ["v:x", "h:y"]}]
+feature_services: [{name: svc, features: ["v:x", "h:y", "up:len"]}]
 "#;
 
 #[test]
@@ -327,6 +329,11 @@ fn a_failing_transform_gives_transform_error_and_the_server_keeps_serving() {
         server
             .call("PUT", "/v1/transforms/hostile/1", &read(HOSTILE), None)
             .0,
+        201
+    );
+    let upper = read(skewless_test_artifacts::BENCH_STRING);
+    assert_eq!(
+        server.call("PUT", "/v1/transforms/upper/1", &upper, None).0,
         201
     );
     let (status, body) = server.call("PUT", "/v1/definitions", HOSTILE_DEFS.as_bytes(), None);
@@ -356,6 +363,17 @@ fn a_failing_transform_gives_transform_error_and_the_server_keeps_serving() {
             json!(["TRANSFORM_ERROR", "TRANSFORM_ERROR"])
         };
         assert_eq!(body["results"][1]["statuses"], expected, "{mode}: {body}");
+        // `up` reads `h:s`: it runs after `h`, and fails with it.
+        let downstream = &body["results"][2]["statuses"];
+        if mode == "ok" {
+            assert_eq!(*downstream, json!(["NULL_VALUE", "NULL_VALUE"]), "{body}");
+        } else {
+            assert_eq!(
+                *downstream,
+                json!(["TRANSFORM_ERROR", "TRANSFORM_ERROR"]),
+                "{mode}: {body}"
+            );
+        }
     }
     let (_, metrics) = server.call("GET", "/metrics", b"", None);
     assert!(
