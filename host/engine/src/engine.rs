@@ -265,6 +265,7 @@ fn wasmtime_config(config: &EngineConfig) -> Config {
         // call does not page-fault its way through fresh memory. Measured: a 1M-row
         // float64 call went from 8.6 ms to 3.5 ms (BENCHMARKS.md).
         .linear_memory_keep_resident(64 << 20)
+        .table_keep_resident(1 << 20)
         // On Linux 6.7+, reset only the pages a call dirtied instead of memsetting the
         // slot's low addresses (falls back to memset where the ioctl is missing).
         .pagemap_scan(wasmtime::Enabled::Auto);
