@@ -228,6 +228,9 @@ fn every_refusal_is_a_4xx_naming_the_problem_and_changes_nothing() {
         ("POST", "/v1/push/user_stats", br#"{"columns": {"user_id": [1], "event_timestamp": [1], "txn_amount_avg_7d": [1.0]}}"#.to_vec(), 400, "columns.txn_amount_max_7d is missing"),
         ("POST", "/v1/push/user_stats", br#"{"columns": {"user_id": [1, 2], "event_timestamp": [1]}}"#.to_vec(), 400, "every column needs one value per row"),
         ("POST", "/v1/push/user_stats", br#"{"columns": {"user_id": [1], "event_timestamp": [1], "txn_amount_avg_7d": [1.0], "txn_amount_max_7d": [1.0], "account_age_days": [1], "colour": ["red"]}}"#.to_vec(), 400, "columns.colour is not a join key"),
+        // Modules have their own, larger cap (8 MiB here; other bodies 1 MiB).
+        ("PUT", "/v1/transforms/big/1", vec![0; 2 << 20], 422, "not a WebAssembly file"),
+        ("PUT", "/v1/transforms/big/1", vec![0; 9 << 20], 413, ""),
         ("GET", "/v1/transforms/nope", Vec::new(), 404, "no module `nope`"),
         ("GET", "/v2/nothing", Vec::new(), 404, "no such route"),
     ];

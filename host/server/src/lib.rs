@@ -135,6 +135,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests.
+    ///
+    /// Needs a multi-threaded tokio runtime: transform calls run under
+    /// `block_in_place`, so a slow guest never stalls the other requests.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
