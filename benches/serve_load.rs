@@ -221,7 +221,12 @@ fn main() {
                     &mut builder,
                 )
                 .expect("read");
-            let output = plan.run(1, vec![builder.finish()], std::slice::from_ref(&amount));
+            let output = plan.run(
+                1,
+                &[NOW],
+                vec![builder.finish()],
+                std::slice::from_ref(&amount),
+            );
             assert!(output.transform_ok[0]);
             latencies.push(started.elapsed().as_nanos() as u64);
         }

@@ -464,3 +464,68 @@ fn a_restart_keeps_the_registry_and_the_store() {
         "fraud_risk"
     );
 }
+
+const ECHO_DEFS: &str = r#"
+project: echo
+entities: [{name: user, join_keys: [user_id]}]
+sources: [{name: s}]
+feature_views:
+  - {name: v, entities: [user], source: s, features: [{name: flag, dtype: bool}]}
+transforms:
+  - name: echo
+    module: echo@1
+    inputs: [{from: "v:flag", as: b}, "request:i", "request:f", "request:s",
+             {from: "request:request_time", as: t}, "request:e"]
+    request_schema: [{name: i, dtype: int64}, {name: f, dtype: float64},
+                     {name: s, dtype: string}, {name: e, dtype: float32_list}]
+feature_services: [{name: svc, features: ["echo:*"]}]
+"#;
+
+#[test]
+fn every_dtype_crosses_json_and_inputs_can_be_renamed_and_read_the_request_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None);
+    assert_eq!(
+        server
+            .call("PUT", "/v1/transforms/echo/1", &read(ECHO), None)
+            .0,
+        201
+    );
+    let (status, body) = server.call("PUT", "/v1/definitions", ECHO_DEFS.as_bytes(), None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.json(
+        "POST",
+        "/v1/push/s",
+        &json!({"columns": {"user_id": [1], "event_timestamp": [T0 - 1], "flag": [true]}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.json(
+        "POST",
+        "/v1/features",
+        &json!({"feature_service": "svc", "entities": {"user_id": [1, 2]},
+                "request_data": {"i": [1, null], "f": [-0.0, "NaN"], "s": ["héllo", ""],
+                                 "e": [[1.5, -2.0], []]},
+                "request_time": "2026-11-20T00:00:00Z"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let values = |name: &str| column(&body, name)["values"].clone();
+    assert_eq!(values("echo:b"), json!([true, null]));
+    assert_eq!(values("echo:i"), json!([1, null]));
+    assert_eq!(values("echo:f"), json!([-0.0, "NaN"]));
+    assert_eq!(values("echo:s"), json!(["héllo", ""]));
+    assert_eq!(
+        values("echo:t"),
+        json!(["2026-11-20T00:00:00.000000Z", "2026-11-20T00:00:00.000000Z"]),
+        "request:request_time is the time the request is served as of"
+    );
+    assert_eq!(values("echo:e"), json!([[1.5, -2.0], []]));
+
+    // `request_time` is implicit: declaring it is refused.
+    let declared = ECHO_DEFS.replace(
+        "{name: i, dtype: int64}",
+        "{name: request_time, dtype: timestamp}, {name: i, dtype: int64}",
+    );
+    let (status, body) = server.call("PUT", "/v1/definitions", declared.as_bytes(), None);
+    assert_eq!(status, 422);
+    assert!(body.contains("`request_time` is implicit"), "{body}");
+}

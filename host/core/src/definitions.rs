@@ -17,6 +17,11 @@ use crate::{DType, Signature, Ttl};
 /// The scope name of request fields in transform inputs (`request:amount`).
 pub const REQUEST_SCOPE: &str = "request";
 
+/// The implicit request field every transform may read as `request:request_time`: the
+/// time features are assembled as of (the request time online, each row's event time in
+/// a backfill), a timestamp. It is never declared in `request_schema`.
+pub const REQUEST_TIME: &str = "request_time";
+
 /// The top of a definitions file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -283,34 +288,74 @@ impl<'de> Deserialize<'de> for ModuleRef {
     }
 }
 
-/// Where a transform input comes from: `scope:name`.
+/// Where a transform input comes from: `scope:name`, written as that string, or as
+/// `{from: scope:name, as: input}` when the module calls the input otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InputRef {
     /// A feature view, a transform, or `request`.
     pub scope: String,
-    /// The feature, output or request field; also the input's name in the transform.
+    /// The feature, output or request field.
     pub name: String,
+    /// The input's name in the module's signature, when it is not `name`.
+    pub alias: Option<String>,
+}
+
+impl InputRef {
+    /// The input's name in the module's signature.
+    pub fn input_name(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.name)
+    }
 }
 
 impl fmt::Display for InputRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.scope, self.name)
+        write!(f, "{}:{}", self.scope, self.name)?;
+        if let Some(alias) = &self.alias {
+            write!(f, " as {alias}")?;
+        }
+        Ok(())
     }
 }
 
 impl Serialize for InputRef {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        use serde::ser::SerializeMap;
+        match &self.alias {
+            None => serializer.collect_str(&format_args!("{}:{}", self.scope, self.name)),
+            Some(alias) => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("from", &format!("{}:{}", self.scope, self.name))?;
+                map.serialize_entry("as", alias)?;
+                map.end()
+            }
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for InputRef {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Renamed {
+            from: String,
+            #[serde(rename = "as")]
+            alias: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Plain(String),
+            Renamed(Renamed),
+        }
+        let (text, alias) = match Raw::deserialize(deserializer)? {
+            Raw::Plain(text) => (text, None),
+            Raw::Renamed(Renamed { from, alias }) => (from, Some(alias)),
+        };
         match text.split_once(':') {
             Some((scope, name)) if !scope.is_empty() && !name.is_empty() => Ok(InputRef {
                 scope: scope.to_owned(),
                 name: name.to_owned(),
+                alias,
             }),
             _ => Err(serde::de::Error::custom(format!(
                 "input `{text}` must be `view:feature`, `transform:output` or `request:field`"
@@ -656,6 +701,12 @@ impl Checker {
             for (j, field) in t.request_schema.iter().enumerate() {
                 let fat = format!("{here} .request_schema[{j}]");
                 self.name(&fat, "request field", &field.name);
+                if field.name == REQUEST_TIME {
+                    self.problem(
+                        &fat,
+                        "`request_time` is implicit (the time features are assembled as of); read it as `request:request_time` without declaring it",
+                    );
+                }
                 if request.insert(field.name.as_str(), field.dtype).is_some() {
                     self.problem(fat, format!("duplicate request field `{}`", field.name));
                 }
@@ -673,7 +724,11 @@ impl Checker {
             let mut fed = HashSet::new();
             for (j, input) in t.inputs.iter().enumerate() {
                 let iat = format!("{here} .inputs[{j}] `{input}`");
-                let Some(spec) = signature.inputs.iter().find(|s| s.name == input.name) else {
+                let Some(spec) = signature
+                    .inputs
+                    .iter()
+                    .find(|s| s.name == input.input_name())
+                else {
                     let declared: Vec<_> =
                         signature.inputs.iter().map(|s| s.name.as_str()).collect();
                     self.problem(
@@ -681,17 +736,19 @@ impl Checker {
                         format!(
                             "module {} declares no input `{}` (its inputs: {})",
                             t.module,
-                            input.name,
+                            input.input_name(),
                             declared.join(", ")
                         ),
                     );
                     continue;
                 };
-                if !fed.insert(input.name.as_str()) {
-                    self.problem(iat, format!("input `{}` is fed twice", input.name));
+                if !fed.insert(input.input_name()) {
+                    self.problem(iat, format!("input `{}` is fed twice", input.input_name()));
                     continue;
                 }
-                let found = if input.scope == REQUEST_SCOPE {
+                let found = if input.scope == REQUEST_SCOPE && input.name == REQUEST_TIME {
+                    Some(DType::Timestamp)
+                } else if input.scope == REQUEST_SCOPE {
                     match request.get(input.name.as_str()) {
                         Some(dtype) => Some(*dtype),
                         None => {
@@ -1098,6 +1155,43 @@ feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
         assert_problem(
             &FRAUD.replace("name: txn_amount_avg_7d", "name: user_id"),
             "join key",
+        );
+    }
+
+    #[test]
+    fn inputs_can_be_renamed_and_read_the_request_time() {
+        let renamed = FRAUD
+            .replace(
+                "inputs: [user_stats:txn_amount_avg_7d,",
+                "inputs: [{from: \"user_stats:txn_amount_avg_7d\", as: avg}, request:request_time,",
+            )
+            .replace("risk@1.0.0", "renamed@1");
+        let modules = |m: &ModuleRef| {
+            (m.name == "renamed").then(|| {
+                let mut s = risk_signature();
+                s.inputs[1].name = "avg".into();
+                s.inputs
+                    .push(ColumnSpec::new("request_time", DType::Timestamp));
+                s
+            })
+        };
+        let project = Definitions::from_yaml(&renamed)
+            .unwrap()
+            .validate(&modules)
+            .unwrap();
+        let inputs = &project.definitions.transforms[0].inputs;
+        assert_eq!(inputs[0].input_name(), "avg");
+        assert_eq!(inputs[0].to_string(), "user_stats:txn_amount_avg_7d as avg");
+        let again = Definitions::from_yaml(&project.definitions.to_yaml()).unwrap();
+        assert_eq!(again, project.definitions, "aliases survive a round trip");
+        // Without the alias the module's input is not fed.
+        let error = Definitions::from_yaml(&renamed.replace(", as: avg}", ", as: mean}"))
+            .unwrap()
+            .validate(&modules)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("declares no input `mean`"),
+            "{error}"
         );
     }
 

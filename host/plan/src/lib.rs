@@ -13,12 +13,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, ArrayRef, RecordBatch, new_null_array};
+use arrow_array::{Array, ArrayRef, RecordBatch, TimestampMicrosecondArray, new_null_array};
 use arrow_schema::{Field, Schema, SchemaRef};
 use skewless_core::Project;
 use skewless_core::assemble::{Status, ViewColumns};
 use skewless_core::definitions::{
-    Feature, JoinKey, ModuleRef, Owner, REQUEST_SCOPE, ServedFeature, expand_reference,
+    Feature, JoinKey, ModuleRef, Owner, REQUEST_SCOPE, REQUEST_TIME, ServedFeature,
+    expand_reference,
 };
 use skewless_core::{DType, Ttl};
 use skewless_engine::Transform;
@@ -76,6 +77,8 @@ pub enum InputSource {
     },
     /// `plan.request_fields[i]`.
     Request(usize),
+    /// The time the row's features are assembled as of (`request:request_time`).
+    RequestTime,
     /// An earlier transform's output.
     Transform {
         /// Index into [`ServicePlan::transforms`] (always an earlier one).
@@ -290,13 +293,15 @@ impl ServicePlan {
             let mut inputs = Vec::with_capacity(signature.inputs.len());
             for spec in &signature.inputs {
                 // Validation guarantees exactly one declared input feeds each spec.
-                let Some(input) = def.inputs.iter().find(|i| i.name == spec.name) else {
+                let Some(input) = def.inputs.iter().find(|i| i.input_name() == spec.name) else {
                     return Err(Error::UnknownFeature(format!(
                         "transform `{}` has no input feeding `{}`",
                         def.name, spec.name
                     )));
                 };
-                let source = if input.scope == REQUEST_SCOPE {
+                let source = if input.scope == REQUEST_SCOPE && input.name == REQUEST_TIME {
+                    InputSource::RequestTime
+                } else if input.scope == REQUEST_SCOPE {
                     let field = def
                         .request_schema
                         .iter()
@@ -430,13 +435,21 @@ impl ServicePlan {
         )
     }
 
-    /// Runs the plan over `rows` rows: `views` holds each planned view's columns as of
-    /// each row's time (aligned with [`ServicePlan::views`]), `request` each request
-    /// field's array (aligned with [`ServicePlan::request_fields`], of the field's
-    /// canonical type). Each transform runs once over the whole batch; a transform that
+    /// Runs the plan over `rows` rows: `at` holds each row's time (microseconds since the
+    /// epoch; the request time online, the row's event time offline), `views` each planned
+    /// view's columns as of that time (aligned with [`ServicePlan::views`]), `request`
+    /// each request field's array (aligned with [`ServicePlan::request_fields`], of the
+    /// field's canonical type). Each transform runs once over the whole batch; a transform that
     /// fails, and every transform that reads it, yields nulls with
     /// [`Status::TransformError`] while the rest of the output stands.
-    pub fn run(&self, rows: usize, views: Vec<ViewColumns>, request: &[ArrayRef]) -> ServiceOutput {
+    pub fn run(
+        &self,
+        rows: usize,
+        at: &[i64],
+        views: Vec<ViewColumns>,
+        request: &[ArrayRef],
+    ) -> ServiceOutput {
+        let mut request_time: Option<ArrayRef> = None;
         let mut outputs: Vec<Option<RecordBatch>> = Vec::with_capacity(self.transforms.len());
         let mut calls = Vec::with_capacity(self.transforms.len());
         for (t, plan) in self.transforms.iter().enumerate() {
@@ -459,6 +472,14 @@ impl ServicePlan {
                 .map(|source| match *source {
                     InputSource::View { view, feature } => views[view].columns[feature].clone(),
                     InputSource::Request(i) => request[i].clone(),
+                    InputSource::RequestTime => request_time
+                        .get_or_insert_with(|| {
+                            Arc::new(
+                                TimestampMicrosecondArray::from(at.to_vec())
+                                    .with_timezone(skewless_core::UTC),
+                            )
+                        })
+                        .clone(),
                     InputSource::Transform { transform, output } => outputs[transform]
                         .as_ref()
                         .map(|batch| batch.column(output).clone())

@@ -544,7 +544,8 @@ fn run_plan(
         );
     }
     // One batch per transform for the whole request; a slow guest blocks only this task.
-    let output = tokio::task::block_in_place(|| plan.run(rows, views, &request_arrays));
+    let times = vec![at; rows];
+    let output = tokio::task::block_in_place(|| plan.run(rows, &times, views, &request_arrays));
     for call in &output.calls {
         let t = &plan.transforms[call.transform];
         let module = t.module.to_string();
