@@ -6,5 +6,6 @@ mod cache;
 mod determinism;
 mod engine_errors;
 mod examples;
+mod offline;
 mod round_trip;
 mod server;

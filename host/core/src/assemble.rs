@@ -61,6 +61,8 @@ pub enum Value<'a> {
     Timestamp(i64),
     /// A float32 list as little-endian bytes (4 per item).
     Float32List(&'a [u8]),
+    /// A float32 list, borrowed from an Arrow array.
+    Float32Slice(&'a [f32]),
 }
 
 /// An Arrow builder for one dtype.
@@ -123,6 +125,10 @@ impl ColumnBuilder {
                     let item = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
                     b.values().append_value(item);
                 }
+                b.append(true);
+            }
+            (ColumnBuilder::Float32List(b), Value::Float32Slice(items)) => {
+                b.values().append_slice(items);
                 b.append(true);
             }
             (builder, _) => builder.push_null(),

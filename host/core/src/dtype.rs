@@ -109,6 +109,53 @@ impl DType {
     }
 }
 
+impl DType {
+    /// Converts an array of a type this dtype [`accepts`](DType::accepts) to the canonical
+    /// type. Overflow is an error, never a silent null. Timestamps are instants: the (UTC
+    /// or absent) zone is dropped without shifting values, the unit changed, and the
+    /// result labelled UTC (casting with the zone in place would need a timezone
+    /// database to parse "UTC").
+    pub fn to_canonical(
+        self,
+        array: &arrow_array::ArrayRef,
+    ) -> Result<arrow_array::ArrayRef, arrow_schema::ArrowError> {
+        use arrow_array::Array;
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::TimestampMicrosecondType;
+        if *array.data_type() == self.arrow_type() {
+            return Ok(Arc::clone(array));
+        }
+        let strict = arrow_cast::CastOptions {
+            safe: false,
+            ..arrow_cast::CastOptions::default()
+        };
+        let DataType::Timestamp(unit, _) = array.data_type() else {
+            return arrow_cast::cast_with_options(array, &self.arrow_type(), &strict);
+        };
+        if self != DType::Timestamp {
+            return arrow_cast::cast_with_options(array, &self.arrow_type(), &strict);
+        }
+        let naive = arrow_array::make_array(
+            array
+                .to_data()
+                .into_builder()
+                .data_type(DataType::Timestamp(*unit, None))
+                .build()?,
+        );
+        let micros = arrow_cast::cast_with_options(
+            &naive,
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+            &strict,
+        )?;
+        Ok(Arc::new(
+            micros
+                .as_primitive::<TimestampMicrosecondType>()
+                .clone()
+                .with_timezone(UTC),
+        ))
+    }
+}
+
 fn is_utc(tz: &str) -> bool {
     matches!(tz, "UTC" | "utc" | "Z" | "+00:00" | "Etc/UTC")
 }

@@ -17,8 +17,7 @@ use arrow_array::{
     RecordBatchOptions, StringArray, TimestampMicrosecondArray,
 };
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow_cast::CastOptions;
-use arrow_schema::{DataType, Field, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, SchemaRef};
 use skewless_core::{ColumnSpec, DType};
 use wasmtime::component::{ComponentType, Lower};
 
@@ -125,43 +124,10 @@ pub fn conform_array(array: &ArrayRef, spec: &ColumnSpec) -> Checked<ArrayRef> {
     Ok(array)
 }
 
-/// Converts an accepted variant to `dtype`'s canonical type. Overflow is an error, never
-/// a silent null.
+/// Converts an accepted variant to `dtype`'s canonical type (shared with the offline
+/// reader, so both convert alike).
 fn widen(array: &ArrayRef, dtype: DType) -> Result<ArrayRef, arrow_schema::ArrowError> {
-    let strict = CastOptions {
-        safe: false,
-        ..CastOptions::default()
-    };
-    if dtype != DType::Timestamp {
-        return arrow_cast::cast_with_options(array, &dtype.arrow_type(), &strict);
-    }
-    // Timestamps are instants: drop the (UTC or absent) zone without shifting values,
-    // change the unit, then label the result UTC. Casting with the zone in place would
-    // need a timezone database to parse "UTC".
-    let DataType::Timestamp(unit, _) = array.data_type() else {
-        unreachable!(
-            "DType::Timestamp accepts only timestamps, not {}",
-            array.data_type()
-        );
-    };
-    let naive = arrow_array::make_array(
-        array
-            .to_data()
-            .into_builder()
-            .data_type(DataType::Timestamp(*unit, None))
-            .build()?,
-    );
-    let micros = arrow_cast::cast_with_options(
-        &naive,
-        &DataType::Timestamp(TimeUnit::Microsecond, None),
-        &strict,
-    )?;
-    Ok(Arc::new(
-        micros
-            .as_primitive::<TimestampMicrosecondType>()
-            .clone()
-            .with_timezone(skewless_core::UTC),
-    ))
+    dtype.to_canonical(array)
 }
 
 fn first_null(array: &dyn Array) -> Option<usize> {

@@ -1,0 +1,90 @@
+//! Skewless offline: reading Parquet sources, the point-in-time as-of join, and backfills.
+//!
+//! A backfill joins each entity row with each feature view *as of* the row's event time
+//! (the latest feature row with `t - ttl <= ts <= t`, ties to the larger created time,
+//! then to the later row in the source), fills the same `ViewColumnsBuilder` the online
+//! store fills, and runs the service's transforms through the same
+//! [`ServicePlan::run`](skewless_plan::ServicePlan::run) the server calls.
+//!
+//! The join is a sort-merge over entity-key partitions: it never builds the
+//! inequality-join intermediate. This crate never touches wasmtime; it reaches transforms
+//! only through `skewless-plan`.
+
+#![deny(missing_docs)]
+
+mod asof;
+mod backfill;
+mod parquet_io;
+
+use std::path::PathBuf;
+
+pub use asof::{FeatureRows, KeyColumn, asof_join};
+pub use backfill::{BackfillStats, backfill};
+pub use parquet_io::{read_parquet, write_parquet_atomic};
+
+/// An offline error; each names the file and column it concerns where it knows them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A Parquet file could not be decoded or encoded.
+    #[error("{path}: {reason}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What the Parquet reader or writer said.
+        reason: String,
+    },
+    /// A directory without Parquet files.
+    #[error("{0}: no .parquet files")]
+    NoFiles(PathBuf),
+    /// A column the definitions need is missing.
+    #[error("{path}: no column `{column}` ({why})")]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: String,
+        /// Why it is needed.
+        why: String,
+    },
+    /// A column whose type does not convert losslessly to the declared dtype.
+    #[error(
+        "{path}: column `{column}` is {found}, which does not convert losslessly to {expected}"
+    )]
+    WrongType {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: String,
+        /// Its Arrow type.
+        found: String,
+        /// The declared dtype.
+        expected: String,
+    },
+    /// Definitions that a backfill cannot run (a source without a path, say).
+    #[error("{0}")]
+    Definitions(String),
+    /// A transform failed on a chunk; a training set is never written with silent gaps.
+    #[error("transform `{transform}` failed on entity rows {first}..{end}: {reason}")]
+    Transform {
+        /// The transform.
+        transform: String,
+        /// The first row of the chunk.
+        first: usize,
+        /// One past the last row.
+        end: usize,
+        /// The engine's error.
+        reason: String,
+    },
+}
+
+/// `Result` with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,285 @@
+//! The point-in-time backfill against a brute-force reference on randomized data: ties
+//! in event and created time, TTL edges, nulls, late and duplicated rows, a composite
+//! key, two views; and the backfill's contract (every entity row once, in order).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use skewless_core::Definitions;
+use skewless_core::definitions::ModuleRef;
+use skewless_plan::ServicePlan;
+
+/// A small deterministic generator: the tests need variety, not quality.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn write(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+fn read(path: &Path) -> RecordBatch {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap()
+}
+
+const DEFS: &str = r#"
+project: pit
+entities:
+  - {name: user, join_keys: [user_id]}
+  - {name: merchant, join_keys: [{name: merchant, dtype: string}]}
+sources:
+  - {name: stats, path: stats.parquet, timestamp_field: ts, created_timestamp_field: created}
+  - {name: pairs, path: pairs}
+feature_views:
+  - {name: stats, entities: [user], source: stats, ttl: 100s, features: [{name: value, dtype: float64}]}
+  - {name: pairs, entities: [user, merchant], source: pairs, features: [{name: count, dtype: int64}]}
+feature_services: [{name: svc, features: ["stats:*", "pairs:*"]}]
+"#;
+
+const S: i64 = 1_000_000;
+
+#[test]
+fn backfill_equals_a_brute_force_point_in_time_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(7);
+    // View `stats`: single key, ties in ts and created, nulls, rows out of order.
+    let n = 3000;
+    let s_user: Vec<i64> = (0..n).map(|_| rng.next(40) as i64).collect();
+    let s_ts: Vec<i64> = (0..n).map(|_| rng.next(600) as i64 * S).collect();
+    let s_created: Vec<Option<i64>> = (0..n)
+        .map(|_| (rng.next(5) > 0).then(|| rng.next(3) as i64))
+        .collect();
+    let s_value: Vec<Option<f64>> = (0..n)
+        .map(|i| (rng.next(10) > 0).then_some(i as f64 + 0.5))
+        .collect();
+    write(
+        &dir.path().join("stats.parquet"),
+        vec![
+            (
+                "user_id",
+                Arc::new(Int64Array::from(s_user.clone())) as ArrayRef,
+            ),
+            (
+                "ts",
+                Arc::new(TimestampMicrosecondArray::from(s_ts.clone()).with_timezone("UTC")),
+            ),
+            (
+                "created",
+                Arc::new(TimestampMicrosecondArray::from(s_created.clone())),
+            ),
+            ("value", Arc::new(Float64Array::from(s_value.clone()))),
+        ],
+    );
+    // View `pairs`: a composite key, no TTL, split over two files in a directory (file
+    // order breaks ties), timestamps as naive milliseconds.
+    std::fs::create_dir(dir.path().join("pairs")).unwrap();
+    let merchants = ["a", "b", "c"];
+    let mut pairs = Vec::new();
+    for file in ["part-0.parquet", "part-1.parquet"] {
+        let m = 800;
+        let user: Vec<i64> = (0..m).map(|_| rng.next(40) as i64).collect();
+        let merchant: Vec<&str> = (0..m).map(|_| merchants[rng.next(3) as usize]).collect();
+        let ts: Vec<i64> = (0..m).map(|_| rng.next(600) as i64 * 1000).collect();
+        let count: Vec<i64> = (0..m).map(|i| i as i64 + pairs.len() as i64).collect();
+        for i in 0..m {
+            pairs.push((user[i], merchant[i], ts[i] * 1000, count[i]));
+        }
+        write(
+            &dir.path().join("pairs").join(file),
+            vec![
+                ("user_id", Arc::new(Int64Array::from(user)) as ArrayRef),
+                ("merchant", Arc::new(StringArray::from(merchant))),
+                (
+                    "event_timestamp",
+                    Arc::new(arrow_array::TimestampMillisecondArray::from(ts)),
+                ),
+                ("count", Arc::new(Int64Array::from(count))),
+            ],
+        );
+    }
+    // The entity frame: duplicated (key, time) rows, times on TTL edges, unknown keys, a
+    // label carried through.
+    let e = 2000;
+    let e_user: Vec<i64> = (0..e).map(|_| rng.next(45) as i64).collect();
+    let e_merchant: Vec<&str> = (0..e).map(|_| merchants[rng.next(3) as usize]).collect();
+    let e_ts: Vec<i64> = (0..e).map(|_| rng.next(700) as i64 * S).collect();
+    let label: Vec<i64> = (0..e).map(|i| i as i64).collect();
+    let entities = dir.path().join("entities.parquet");
+    write(
+        &entities,
+        vec![
+            (
+                "user_id",
+                Arc::new(Int64Array::from(e_user.clone())) as ArrayRef,
+            ),
+            ("merchant", Arc::new(StringArray::from(e_merchant.clone()))),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(e_ts.clone())),
+            ),
+            ("label", Arc::new(Int64Array::from(label.clone()))),
+        ],
+    );
+
+    let project = Definitions::from_yaml(DEFS)
+        .unwrap()
+        .validate(&|_: &ModuleRef| None)
+        .unwrap();
+    let plan = ServicePlan::for_service(&project, "svc", &|_| None).unwrap();
+    let out = dir.path().join("training.parquet");
+    let stats =
+        skewless_offline::backfill(&project, dir.path(), &plan, &entities, &out, 2).unwrap();
+    assert_eq!(stats.rows, e);
+    let got = read(&out);
+    let names: Vec<String> = got
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "user_id",
+            "merchant",
+            "event_timestamp",
+            "label",
+            "stats:value",
+            "pairs:count"
+        ]
+    );
+    assert_eq!(
+        got.column(3).as_primitive::<Int64Type>().values().to_vec(),
+        label,
+        "rows once, in order"
+    );
+    let value = got.column(4).as_primitive::<Float64Type>();
+    let count = got.column(5).as_primitive::<Int64Type>();
+    let ttl = 100 * S;
+    let mut checked = [0usize; 2];
+    for row in 0..e {
+        let (u, m, t) = (e_user[row], e_merchant[row], e_ts[row]);
+        // stats: the latest row with ts <= t, ties to the larger created (null loses),
+        // then to the later row; withheld if older than the TTL.
+        let best = (0..n)
+            .filter(|&i| s_user[i] == u && s_ts[i] <= t)
+            .max_by_key(|&i| (s_ts[i], s_created[i].unwrap_or(i64::MIN), i));
+        let expected = best
+            .filter(|&i| s_ts[i] >= t - ttl)
+            .and_then(|i| s_value[i]);
+        let actual = value.is_valid(row).then(|| value.value(row));
+        assert_eq!(
+            actual.map(f64::to_bits),
+            expected.map(f64::to_bits),
+            "stats at row {row}"
+        );
+        checked[0] += usize::from(expected.is_some());
+        let best = pairs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.0 == u && p.1 == m && p.2 <= t)
+            .max_by_key(|(i, p)| (p.2, *i))
+            .map(|(_, p)| p.3);
+        let actual = count.is_valid(row).then(|| count.value(row));
+        assert_eq!(actual, best, "pairs at row {row}");
+        checked[1] += usize::from(best.is_some());
+    }
+    assert!(
+        checked[0] > 500 && checked[0] < e,
+        "both matches and misses: {checked:?}"
+    );
+    assert!(checked[1] > 500, "{checked:?}");
+}
+
+#[test]
+fn bad_input_is_named_and_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = Definitions::from_yaml(DEFS)
+        .unwrap()
+        .validate(&|_: &ModuleRef| None)
+        .unwrap();
+    let plan = ServicePlan::for_service(&project, "svc", &|_| None).unwrap();
+    let out = dir.path().join("training.parquet");
+    let entities = dir.path().join("entities.parquet");
+    let run = || {
+        skewless_offline::backfill(&project, dir.path(), &plan, &entities, &out, 2)
+            .unwrap_err()
+            .to_string()
+    };
+
+    assert!(
+        run().contains("entities.parquet"),
+        "a missing file is named"
+    );
+    write(
+        &entities,
+        vec![
+            ("user_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ("merchant", Arc::new(StringArray::from(vec!["a"]))),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(vec![1])),
+            ),
+        ],
+    );
+    let error = run();
+    assert!(error.contains("stats.parquet"), "{error}");
+    write(
+        &dir.path().join("stats.parquet"),
+        vec![
+            ("user_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ("ts", Arc::new(TimestampMicrosecondArray::from(vec![1]))),
+            ("value", Arc::new(Float64Array::from(vec![1.0]))),
+        ],
+    );
+    let error = run();
+    assert!(error.contains("no column `created`"), "{error}");
+    write(
+        &dir.path().join("stats.parquet"),
+        vec![
+            (
+                "user_id",
+                Arc::new(StringArray::from(vec!["1"])) as ArrayRef,
+            ),
+            ("ts", Arc::new(TimestampMicrosecondArray::from(vec![1]))),
+            (
+                "created",
+                Arc::new(TimestampMicrosecondArray::from(vec![1])),
+            ),
+            ("value", Arc::new(Float64Array::from(vec![1.0]))),
+        ],
+    );
+    let error = run();
+    assert!(
+        error.contains("column `user_id` is Utf8") && error.contains("int64"),
+        "{error}"
+    );
+    assert!(
+        !out.exists(),
+        "no output under the final name after a failure"
+    );
+}
