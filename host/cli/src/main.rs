@@ -77,6 +77,16 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Build a training set: join every feature view of a service as of each entity
+    /// row's `event_timestamp` (point-in-time correct, within each view's TTL), run the
+    /// service's transforms through the same plan the server uses, and write Parquet.
+    ///
+    /// The entity frame holds the join keys, `event_timestamp`, the request fields the
+    /// transforms read, and any other columns (labels), which are carried through. Source
+    /// paths in the definitions are relative to the definitions file. Modules come from
+    /// the registry in DATA_DIR (the server's). The output is written under a temporary
+    /// name and renamed when complete.
+    Backfill(BackfillArgs),
     /// Validate and apply a definitions file (YAML) on a running server, atomically.
     Apply {
         /// The definitions file.
@@ -95,6 +105,30 @@ struct ServerArgs {
     /// The bearer token for writes.
     #[arg(long, env = "SKEWLESS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct BackfillArgs {
+    /// The definitions file (YAML).
+    #[arg(long)]
+    defs: PathBuf,
+    /// The feature service to backfill.
+    #[arg(long)]
+    service: String,
+    /// The entity frame: a Parquet file or a directory of them.
+    #[arg(long)]
+    entities: PathBuf,
+    /// The training set to write (Parquet).
+    #[arg(long)]
+    out: PathBuf,
+    /// The data directory whose registry holds the modules the definitions pin.
+    #[arg(long, env = "SKEWLESS_DATA_DIR", default_value = "skewless-data")]
+    data_dir: PathBuf,
+    /// Worker threads for the join and the transforms [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +287,7 @@ fn run(command: Command) -> Result<()> {
             quickstart::run(&engine, &args)
         }
         Command::Serve(args) => serve(args),
+        Command::Backfill(args) => backfill(args),
         Command::Upload {
             module,
             name,
@@ -307,6 +342,41 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn backfill(args: BackfillArgs) -> Result<()> {
+    let engine = args
+        .engine
+        .engine_with(30_000, Some(args.data_dir.join("compiled")))?;
+    let registry = skewless_registry::Registry::open(&args.data_dir, engine)
+        .with_context(|| format!("opening the registry in {}", args.data_dir.display()))?;
+    let yaml = std::fs::read_to_string(&args.defs)
+        .with_context(|| format!("reading {}", args.defs.display()))?;
+    let project = registry
+        .validate(&yaml)
+        .with_context(|| format!("{}", args.defs.display()))?;
+    let modules = |m: &_| registry.transform(m);
+    let plan = skewless_plan::ServicePlan::for_service(&project, &args.service, &modules)?;
+    let base = args
+        .defs
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    tracing::info!(service = %args.service, entities = %args.entities.display(), "backfill started");
+    let stats =
+        skewless_offline::backfill(&project, base, &plan, &args.entities, &args.out, threads)?;
+    println!(
+        "wrote {} rows x {} features to {} in {:.2?} ({:.0} rows/s)",
+        stats.rows,
+        stats.features,
+        args.out.display(),
+        stats.elapsed,
+        stats.rows as f64 / stats.elapsed.as_secs_f64().max(1e-9)
+    );
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<()> {

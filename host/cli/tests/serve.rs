@@ -157,3 +157,210 @@ fn kill_9_during_a_push_loop_loses_no_acknowledged_write() {
     server.kill().ok();
     let _ = server.wait();
 }
+
+const FRAUD_DEFS: &str = r#"
+project: fraud
+entities: [{name: user, join_keys: [user_id]}]
+sources: [{name: user_stats, path: user_stats.parquet, timestamp_field: event_timestamp}]
+feature_views:
+  - {name: user_stats, entities: [user], source: user_stats, ttl: 7d,
+     features: [{name: txn_amount_avg_7d, dtype: float64}, {name: txn_amount_max_7d, dtype: float64},
+                {name: account_age_days, dtype: int64}]}
+transforms:
+  - {name: txn_risk, module: fraud_risk@1.0.0,
+     inputs: [user_stats:txn_amount_avg_7d, user_stats:txn_amount_max_7d, user_stats:account_age_days, request:amount],
+     request_schema: [{name: amount, dtype: float64}]}
+feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
+"#;
+
+#[test]
+fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    const DAY: i64 = 86_400_000_000;
+    let t: i64 = 1_795_132_800_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let defs = dir.path().join("defs.yaml");
+    std::fs::write(&defs, FRAUD_DEFS).unwrap();
+    // History: several rows per user, one of them too old for the TTL at t.
+    let users = [1i64, 1, 2, 2, 3];
+    let ts = [t - 3 * DAY, t - DAY, t - 2 * DAY, t - 9 * DAY, t - 8 * DAY];
+    let avg = [10.0, 0.1 + 0.2, 1e-300, 7.0, 5.0];
+    let max = [20.0, f64::MIN_POSITIVE, -0.0, 9.0, 6.0];
+    let age = [1i64, 2, 400, 3, 50];
+    let history = RecordBatch::try_from_iter(vec![
+        (
+            "user_id",
+            std::sync::Arc::new(Int64Array::from(users.to_vec())) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            std::sync::Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone("UTC")),
+        ),
+        (
+            "txn_amount_avg_7d",
+            std::sync::Arc::new(Float64Array::from(avg.to_vec())),
+        ),
+        (
+            "txn_amount_max_7d",
+            std::sync::Arc::new(Float64Array::from(max.to_vec())),
+        ),
+        (
+            "account_age_days",
+            std::sync::Arc::new(Int64Array::from(age.to_vec())),
+        ),
+    ])
+    .unwrap();
+    let mut w = ArrowWriter::try_new(
+        std::fs::File::create(dir.path().join("user_stats.parquet")).unwrap(),
+        history.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&history).unwrap();
+    w.close().unwrap();
+    let amounts = [150.0, 1e-9, 7.25, 3.0];
+    let entities = RecordBatch::try_from_iter(vec![
+        (
+            "user_id",
+            std::sync::Arc::new(Int64Array::from(vec![1i64, 2, 3, 4])) as ArrayRef,
+        ),
+        (
+            "event_timestamp",
+            std::sync::Arc::new(TimestampMicrosecondArray::from(vec![t; 4])),
+        ),
+        (
+            "amount",
+            std::sync::Arc::new(Float64Array::from(amounts.to_vec())),
+        ),
+    ])
+    .unwrap();
+    let entities_path = dir.path().join("entities.parquet");
+    let mut w = ArrowWriter::try_new(
+        std::fs::File::create(&entities_path).unwrap(),
+        entities.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&entities).unwrap();
+    w.close().unwrap();
+
+    // Online: the same history pushed, features requested as of t.
+    let (mut server, addr) = start(&data);
+    let url = format!("http://{addr}");
+    cli(&[
+        "upload",
+        artifacts::FRAUD_RISK,
+        "--name",
+        "fraud_risk",
+        "--version",
+        "1.0.0",
+        "--server",
+        &url,
+    ]);
+    cli(&["apply", defs.to_str().unwrap(), "--server", &url]);
+    let push = serde_json::json!({"columns": {
+        "user_id": users, "event_timestamp": ts, "txn_amount_avg_7d": avg,
+        "txn_amount_max_7d": max, "account_age_days": age}});
+    let (status, body) = http(addr, "POST", "/v1/push/user_stats", &push.to_string()).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let request = serde_json::json!({"feature_service": "fraud_v1", "entities": {"user_id": [1, 2, 3, 4]},
+        "request_data": {"amount": amounts}, "request_time": t});
+    let (status, body) = http(addr, "POST", "/v1/features", &request.to_string()).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let online: serde_json::Value = serde_json::from_str(&body).unwrap();
+    server.kill().ok();
+    let _ = server.wait();
+
+    // Offline: the backfill command over the Parquet history.
+    let out = dir.path().join("training.parquet");
+    cli(&[
+        "backfill",
+        "--defs",
+        defs.to_str().unwrap(),
+        "--service",
+        "fraud_v1",
+        "--entities",
+        entities_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let offline: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    let offline = &offline[0];
+    let names = online["metadata"]["feature_names"].as_array().unwrap();
+    let columns: Vec<String> = offline
+        .schema()
+        .fields()
+        .iter()
+        .skip(3)
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names
+            .iter()
+            .map(|n| n.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        columns,
+        "same columns, same order"
+    );
+    for (i, name) in names.iter().enumerate() {
+        let name = name.as_str().unwrap();
+        let column = offline.column_by_name(name).unwrap();
+        let values = online["results"][i]["values"].as_array().unwrap();
+        for (row, value) in values.iter().enumerate() {
+            use arrow_array::Array;
+            use arrow_array::cast::AsArray;
+            let served = match column.data_type() {
+                arrow_schema::DataType::Float64 => column.is_valid(row).then(|| {
+                    column
+                        .as_primitive::<arrow_array::types::Float64Type>()
+                        .value(row)
+                        .to_bits()
+                        .to_string()
+                }),
+                arrow_schema::DataType::Int64 => column.is_valid(row).then(|| {
+                    column
+                        .as_primitive::<arrow_array::types::Int64Type>()
+                        .value(row)
+                        .to_string()
+                }),
+                arrow_schema::DataType::Boolean => column
+                    .is_valid(row)
+                    .then(|| column.as_boolean().value(row).to_string()),
+                other => panic!("unexpected {other}"),
+            };
+            let online_value = match value {
+                serde_json::Value::Null => None,
+                serde_json::Value::Number(n)
+                    if column.data_type() == &arrow_schema::DataType::Float64 =>
+                {
+                    Some(n.as_f64().unwrap().to_bits().to_string())
+                }
+                serde_json::Value::String(s)
+                    if column.data_type() == &arrow_schema::DataType::Float64 =>
+                {
+                    let v = match s.as_str() {
+                        "Infinity" => f64::INFINITY,
+                        "-Infinity" => f64::NEG_INFINITY,
+                        _ => f64::NAN,
+                    };
+                    Some(v.to_bits().to_string())
+                }
+                other => Some(other.to_string()),
+            };
+            assert_eq!(
+                online_value, served,
+                "{name} row {row}: online {value} vs offline"
+            );
+        }
+    }
+}
