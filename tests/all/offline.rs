@@ -69,7 +69,7 @@ fn backfill_equals_a_brute_force_point_in_time_reference() {
     // View `stats`: single key, ties in ts and created, nulls, rows out of order.
     let n = 3000;
     let s_user: Vec<i64> = (0..n).map(|_| rng.next(40) as i64).collect();
-    let s_ts: Vec<i64> = (0..n).map(|_| rng.next(600) as i64 * S).collect();
+    let s_ts: Vec<i64> = (0..n).map(|_| rng.next(6000) as i64 * S).collect();
     let s_created: Vec<Option<i64>> = (0..n)
         .map(|_| (rng.next(5) > 0).then(|| rng.next(3) as i64))
         .collect();
@@ -103,7 +103,7 @@ fn backfill_equals_a_brute_force_point_in_time_reference() {
         let m = 800;
         let user: Vec<i64> = (0..m).map(|_| rng.next(40) as i64).collect();
         let merchant: Vec<&str> = (0..m).map(|_| merchants[rng.next(3) as usize]).collect();
-        let ts: Vec<i64> = (0..m).map(|_| rng.next(600) as i64 * 1000).collect();
+        let ts: Vec<i64> = (0..m).map(|_| rng.next(7000) as i64 * 1000).collect();
         let count: Vec<i64> = (0..m).map(|i| i as i64 + pairs.len() as i64).collect();
         for i in 0..m {
             pairs.push((user[i], merchant[i], ts[i] * 1000, count[i]));
@@ -126,7 +126,7 @@ fn backfill_equals_a_brute_force_point_in_time_reference() {
     let e = 2000;
     let e_user: Vec<i64> = (0..e).map(|_| rng.next(45) as i64).collect();
     let e_merchant: Vec<&str> = (0..e).map(|_| merchants[rng.next(3) as usize]).collect();
-    let e_ts: Vec<i64> = (0..e).map(|_| rng.next(700) as i64 * S).collect();
+    let e_ts: Vec<i64> = (0..e).map(|_| rng.next(7000) as i64 * S).collect();
     let label: Vec<i64> = (0..e).map(|i| i as i64).collect();
     let entities = dir.path().join("entities.parquet");
     write(
@@ -213,6 +213,42 @@ fn backfill_equals_a_brute_force_point_in_time_reference() {
         "both matches and misses: {checked:?}"
     );
     assert!(checked[1] > 500, "{checked:?}");
+
+    // And against DuckDB's ASOF JOIN, an independent implementation.
+    let reference = dir.path().join("duckdb.parquet");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/duckdb_asof.py");
+    let status = std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir.path().join("stats.parquet"))
+        .arg(dir.path().join("pairs"))
+        .arg(&entities)
+        .arg(&reference)
+        .status()
+        .expect("python3 runs (scripts/test installs duckdb)");
+    assert!(
+        status.success(),
+        "the DuckDB reference failed: is duckdb installed? (scripts/test installs it)"
+    );
+    let duck = read(&reference);
+    assert_eq!(duck.num_rows(), e);
+    let duck_value = duck
+        .column_by_name("value")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    let duck_count = duck
+        .column_by_name("count")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    for row in 0..e {
+        let ours = value.is_valid(row).then(|| value.value(row).to_bits());
+        let theirs = duck_value
+            .is_valid(row)
+            .then(|| duck_value.value(row).to_bits());
+        assert_eq!(ours, theirs, "stats at row {row} differs from DuckDB");
+        let ours = count.is_valid(row).then(|| count.value(row));
+        let theirs = duck_count.is_valid(row).then(|| duck_count.value(row));
+        assert_eq!(ours, theirs, "pairs at row {row} differs from DuckDB");
+    }
 }
 
 #[test]
