@@ -318,4 +318,51 @@ fn bad_input_is_named_and_leaves_no_output() {
         !out.exists(),
         "no output under the final name after a failure"
     );
+
+    // An empty entity frame gives an empty training set with every column.
+    write(
+        &dir.path().join("stats.parquet"),
+        vec![
+            ("user_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ("ts", Arc::new(TimestampMicrosecondArray::from(vec![1]))),
+            (
+                "created",
+                Arc::new(TimestampMicrosecondArray::from(vec![1])),
+            ),
+            ("value", Arc::new(Float64Array::from(vec![1.0]))),
+        ],
+    );
+    std::fs::create_dir_all(dir.path().join("pairs")).unwrap();
+    write(
+        &dir.path().join("pairs").join("p.parquet"),
+        vec![
+            ("user_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ("merchant", Arc::new(StringArray::from(vec!["a"]))),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(vec![1])),
+            ),
+            ("count", Arc::new(Int64Array::from(vec![1]))),
+        ],
+    );
+    write(
+        &entities,
+        vec![
+            (
+                "user_id",
+                Arc::new(Int64Array::from(Vec::<i64>::new())) as ArrayRef,
+            ),
+            ("merchant", Arc::new(StringArray::from(Vec::<&str>::new()))),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(Vec::<i64>::new())),
+            ),
+        ],
+    );
+    let stats =
+        skewless_offline::backfill(&project, dir.path(), &plan, &entities, &out, 2).unwrap();
+    assert_eq!(stats.rows, 0);
+    let empty =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!(empty.schema().fields().len(), 5);
 }
