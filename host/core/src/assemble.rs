@@ -65,6 +65,69 @@ pub enum Value<'a> {
     Float32Slice(&'a [f32]),
 }
 
+/// Reads [`Value`]s out of an array of a dtype's canonical Arrow type, downcasting once
+/// per array rather than once per value. The one reader the online store (encoding rows),
+/// the as-of join and the JSON responses share.
+#[derive(Debug, Clone, Copy)]
+pub enum ValueReader<'a> {
+    /// bool
+    Bool(&'a arrow_array::BooleanArray),
+    /// int64
+    Int64(&'a arrow_array::Int64Array),
+    /// float64
+    Float64(&'a arrow_array::Float64Array),
+    /// string
+    String(&'a arrow_array::StringArray),
+    /// timestamp
+    Timestamp(&'a arrow_array::TimestampMicrosecondArray),
+    /// float32_list: the list array and its flat items
+    Float32List(&'a arrow_array::ListArray, &'a [f32]),
+}
+
+impl<'a> ValueReader<'a> {
+    /// A reader of `array` as `dtype`; `None` if the array is not of `dtype`'s canonical
+    /// type.
+    pub fn new(array: &'a ArrayRef, dtype: DType) -> Option<Self> {
+        use arrow_array::cast::AsArray;
+        if *array.data_type() != dtype.arrow_type() {
+            return None;
+        }
+        Some(match dtype {
+            DType::Bool => ValueReader::Bool(array.as_boolean()),
+            DType::Int64 => ValueReader::Int64(array.as_primitive()),
+            DType::Float64 => ValueReader::Float64(array.as_primitive()),
+            DType::String => ValueReader::String(array.as_string()),
+            DType::Timestamp => ValueReader::Timestamp(array.as_primitive()),
+            DType::Float32List => {
+                let list = array.as_list::<i32>();
+                let items = list
+                    .values()
+                    .as_primitive::<arrow_array::types::Float32Type>()
+                    .values();
+                ValueReader::Float32List(list, items)
+            }
+        })
+    }
+
+    /// The value at row `i` ([`Value::Null`] for a null).
+    #[inline]
+    pub fn value(&self, i: usize) -> Value<'a> {
+        use arrow_array::Array;
+        match *self {
+            ValueReader::Bool(a) if a.is_valid(i) => Value::Bool(a.value(i)),
+            ValueReader::Int64(a) if a.is_valid(i) => Value::Int64(a.value(i)),
+            ValueReader::Float64(a) if a.is_valid(i) => Value::Float64(a.value(i)),
+            ValueReader::String(a) if a.is_valid(i) => Value::String(a.value(i)),
+            ValueReader::Timestamp(a) if a.is_valid(i) => Value::Timestamp(a.value(i)),
+            ValueReader::Float32List(a, items) if a.is_valid(i) => {
+                let offsets = a.value_offsets();
+                Value::Float32Slice(&items[offsets[i] as usize..offsets[i + 1] as usize])
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
 /// An Arrow builder for one dtype.
 #[derive(Debug)]
 pub enum ColumnBuilder {

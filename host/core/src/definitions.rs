@@ -503,7 +503,7 @@ impl Definitions {
         let mut check = Checker::default();
         check.project(&self);
         let signatures = check.transforms(&self, modules);
-        let transform_order = check.order(&self, &signatures);
+        let transform_order = check.order(&self);
         let services = check.services(&self, &signatures);
         if check.problems.is_empty() {
             Ok(Project {
@@ -840,7 +840,7 @@ impl Checker {
     }
 
     /// Orders transforms so each comes after those it reads; reports cycles.
-    fn order(&mut self, d: &Definitions, signatures: &[Option<Signature>]) -> Vec<usize> {
+    fn order(&mut self, d: &Definitions) -> Vec<usize> {
         let deps: Vec<Vec<usize>> = d
             .transforms
             .iter()
@@ -855,7 +855,6 @@ impl Checker {
                 deps
             })
             .collect();
-        let _ = signatures;
         // 0 = unvisited, 1 = on the stack, 2 = done.
         let mut state = vec![0u8; deps.len()];
         let mut order = Vec::with_capacity(deps.len());

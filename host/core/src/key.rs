@@ -75,6 +75,14 @@ impl KeyBuf {
     }
 }
 
+/// FNV-1a over `bytes`: a stable 64-bit hash (the same in every process and release),
+/// for schema fingerprints and key partitioning. Not for untrusted-input hash tables.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Renders an encoded key for messages and listings: `42`, `"abc"`, `(42, "abc")`.
 pub fn display_key(mut bytes: &[u8]) -> String {
     let mut parts = Vec::new();

@@ -1,9 +1,9 @@
 //! The point-in-time as-of join: a sort-merge per entity-key partition.
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use arrow_array::types::Int64Type;
 use arrow_array::{Array, ArrayRef};
-use skewless_core::assemble::{Value, ViewColumns, ViewColumnsBuilder};
+use skewless_core::assemble::{Value, ValueReader, ViewColumns, ViewColumnsBuilder};
 use skewless_core::key::{KeyBuf, KeyType};
 use skewless_core::{DType, Ttl};
 
@@ -80,48 +80,6 @@ pub struct FeatureRows {
     pub features: Vec<ArrayRef>,
 }
 
-/// Reads values of a canonical array without a downcast per value.
-enum Reader<'a> {
-    Bool(&'a arrow_array::BooleanArray),
-    Int64(&'a arrow_array::PrimitiveArray<Int64Type>),
-    Float64(&'a arrow_array::PrimitiveArray<Float64Type>),
-    String(&'a arrow_array::StringArray),
-    Timestamp(&'a arrow_array::PrimitiveArray<TimestampMicrosecondType>),
-    Float32List(&'a arrow_array::ListArray, &'a [f32]),
-}
-
-impl<'a> Reader<'a> {
-    fn new(array: &'a ArrayRef, dtype: DType) -> Self {
-        match dtype {
-            DType::Bool => Reader::Bool(array.as_boolean()),
-            DType::Int64 => Reader::Int64(array.as_primitive()),
-            DType::Float64 => Reader::Float64(array.as_primitive()),
-            DType::String => Reader::String(array.as_string()),
-            DType::Timestamp => Reader::Timestamp(array.as_primitive()),
-            DType::Float32List => {
-                let list = array.as_list::<i32>();
-                let items = list.values().as_primitive::<Float32Type>().values();
-                Reader::Float32List(list, items)
-            }
-        }
-    }
-
-    fn value(&self, i: usize) -> Value<'a> {
-        match *self {
-            Reader::Bool(a) if a.is_valid(i) => Value::Bool(a.value(i)),
-            Reader::Int64(a) if a.is_valid(i) => Value::Int64(a.value(i)),
-            Reader::Float64(a) if a.is_valid(i) => Value::Float64(a.value(i)),
-            Reader::String(a) if a.is_valid(i) => Value::String(a.value(i)),
-            Reader::Timestamp(a) if a.is_valid(i) => Value::Timestamp(a.value(i)),
-            Reader::Float32List(a, items) if a.is_valid(i) => {
-                let offsets = a.value_offsets();
-                Value::Float32Slice(&items[offsets[i] as usize..offsets[i + 1] as usize])
-            }
-            _ => Value::Null,
-        }
-    }
-}
-
 /// For each entity row (key and time `at`), the feature row that counts, if any: the
 /// latest with `ts <= at` for the same key; ties go to the larger created time, then to
 /// the later source row. TTL is applied afterwards, by the builder.
@@ -135,15 +93,7 @@ fn matches(
     partitions: usize,
 ) -> Vec<Option<u32>> {
     let partitions = partitions.max(1);
-    let part_of = |key: &[u8]| {
-        // FNV-1a: stable, and cheap on short keys.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for &b in key {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        (h % partitions as u64) as usize
-    };
+    let part_of = |key: &[u8]| (skewless_core::key::fnv1a(key) % partitions as u64) as usize;
     let mut entity_parts: Vec<Vec<u32>> = vec![Vec::new(); partitions];
     for i in 0..entity_keys.len() {
         if let Some(key) = entity_keys.get(i) {
@@ -227,18 +177,21 @@ pub fn asof_join(
     partitions: usize,
 ) -> ViewColumns {
     let found = matches(entity_keys, at, features, partitions);
-    let readers: Vec<Reader<'_>> = features
+    // `FeatureRows` columns are canonical (conformed when read); a mismatch reads null.
+    let readers: Vec<Option<ValueReader<'_>>> = features
         .features
         .iter()
         .zip(dtypes)
-        .map(|(a, d)| Reader::new(a, *d))
+        .map(|(a, d)| ValueReader::new(a, *d))
         .collect();
     let mut builder = ViewColumnsBuilder::new(dtypes.iter().copied(), ttl, at.len());
     for (row, hit) in found.into_iter().enumerate() {
         match hit {
             Some(f) => {
                 let f = f as usize;
-                builder.push_row(features.event_ts[f], at[row], |i| readers[i].value(f));
+                builder.push_row(features.event_ts[f], at[row], |i| {
+                    readers[i].map_or(Value::Null, |r| r.value(f))
+                });
             }
             None => builder.push_missing(),
         }

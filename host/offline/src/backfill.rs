@@ -50,10 +50,6 @@ fn conform(path: &Path, column: &str, array: &ArrayRef, dtype: DType) -> Result<
     })
 }
 
-fn key_dtype(key: KeyType) -> DType {
-    key.dtype()
-}
-
 /// One table read from a Parquet path: its batches concatenated.
 fn read_table(path: &Path, columns: Option<&[&str]>, why: &str) -> Result<RecordBatch> {
     let files = read_parquet(path, columns, why)?;
@@ -163,7 +159,7 @@ fn feature_rows(
                     &path,
                     &k.name,
                     &column(&table, &path, &k.name, &why)?,
-                    key_dtype(k.dtype),
+                    k.dtype.dtype(),
                 )?,
                 k.dtype,
             ))
@@ -270,7 +266,7 @@ pub fn backfill(
                 entities,
                 &k.name,
                 &column(&frame, entities, &k.name, "a join key of the service")?,
-                key_dtype(k.dtype),
+                k.dtype.dtype(),
             )
         })
         .collect::<Result<_>>()?;

@@ -101,20 +101,14 @@ impl ViewSchema {
     /// A stable hash of the features' names and dtypes: rows written under another
     /// fingerprint are not read back under this one.
     pub fn fingerprint(&self) -> u64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes {
-                hash ^= u64::from(b);
-                hash = hash.wrapping_mul(0x0100_0000_01b3);
-            }
-        };
+        let mut text = String::new();
         for (name, dtype) in &self.features {
-            eat(name.as_bytes());
-            eat(b":");
-            eat(dtype.name().as_bytes());
-            eat(b";");
+            text.push_str(name);
+            text.push(':');
+            text.push_str(dtype.name());
+            text.push(';');
         }
-        hash
+        skewless_core::key::fnv1a(text.as_bytes())
     }
 
     /// The feature dtypes, in order.

@@ -7,13 +7,9 @@
 //! Fixed-width values sit in their slot; a string or float32 list stores `(offset, len)`
 //! into the variable area. All integers are little-endian.
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float32Array, ListArray, PrimitiveArray, StringArray,
-};
+use arrow_array::ArrayRef;
 use skewless_core::DType;
-use skewless_core::assemble::Value;
+use skewless_core::assemble::{Value, ValueReader};
 
 /// Bytes before the null bitmap.
 pub(crate) const HEADER: usize = 24;
@@ -82,106 +78,73 @@ pub(crate) fn value<'a>(row: &'a [u8], dtypes: &[DType], i: usize) -> Value<'a> 
     }
 }
 
-/// A feature column, downcast once per batch.
-enum Column<'a> {
-    Bool(&'a BooleanArray),
-    Int64(&'a PrimitiveArray<Int64Type>),
-    Float64(&'a PrimitiveArray<Float64Type>),
-    String(&'a StringArray),
-    Timestamp(&'a PrimitiveArray<TimestampMicrosecondType>),
-    Float32List(&'a ListArray, &'a Float32Array),
-}
-
 /// Encodes rows of a batch of feature columns (canonical Arrow types, in the view's
 /// order).
 pub(crate) struct RowEncoder<'a> {
-    columns: Vec<Column<'a>>,
+    columns: Vec<ValueReader<'a>>,
 }
 
 impl<'a> RowEncoder<'a> {
-    /// Downcasts the columns; `None` if one is not of its dtype's canonical type.
+    /// Readers for the columns; `None` if one is not of its dtype's canonical type.
     pub(crate) fn new(columns: &'a [ArrayRef], dtypes: &[DType]) -> Option<Self> {
+        if columns.len() != dtypes.len() {
+            return None;
+        }
         let columns = columns
             .iter()
             .zip(dtypes)
-            .map(|(array, dtype)| {
-                if *array.data_type() != dtype.arrow_type() {
-                    return None;
-                }
-                Some(match dtype {
-                    DType::Bool => Column::Bool(array.as_boolean()),
-                    DType::Int64 => Column::Int64(array.as_primitive()),
-                    DType::Float64 => Column::Float64(array.as_primitive()),
-                    DType::String => Column::String(array.as_string()),
-                    DType::Timestamp => Column::Timestamp(array.as_primitive()),
-                    DType::Float32List => {
-                        let list = array.as_list::<i32>();
-                        Column::Float32List(list, list.values().as_primitive::<Float32Type>())
-                    }
-                })
-            })
+            .map(|(array, dtype)| ValueReader::new(array, *dtype))
             .collect::<Option<Vec<_>>>()?;
-        (columns.len() == dtypes.len()).then_some(RowEncoder { columns })
+        Some(RowEncoder { columns })
     }
 
     /// Encodes row `row` with its event and created times (the LSN is set later).
     pub(crate) fn encode(&self, row: usize, event_ts: i64, created_ts: i64) -> Box<[u8]> {
         let n = self.columns.len();
         let (slots, var) = layout(n);
-        let mut var_len = 0;
-        for column in &self.columns {
-            var_len += match column {
-                Column::String(a) if a.is_valid(row) => a.value(row).len(),
-                Column::Float32List(l, _) if l.is_valid(row) => l.value_length(row) as usize * 4,
+        let var_len: usize = self
+            .columns
+            .iter()
+            .map(|c| match c.value(row) {
+                Value::String(s) => s.len(),
+                Value::Float32Slice(items) => items.len() * 4,
                 _ => 0,
-            };
-        }
+            })
+            .sum();
         let mut out = vec![0u8; var + var_len];
         out[0..8].copy_from_slice(&event_ts.to_le_bytes());
         out[8..16].copy_from_slice(&created_ts.to_le_bytes());
         let mut cursor = 0usize;
         for (i, column) in self.columns.iter().enumerate() {
-            let valid = match column {
-                Column::Bool(a) => a.is_valid(row),
-                Column::Int64(a) => a.is_valid(row),
-                Column::Float64(a) => a.is_valid(row),
-                Column::String(a) => a.is_valid(row),
-                Column::Timestamp(a) => a.is_valid(row),
-                Column::Float32List(a, _) => a.is_valid(row),
-            };
-            if !valid {
+            let value = column.value(row);
+            if value == Value::Null {
                 continue;
             }
             out[HEADER + i / 8] |= 1 << (i % 8);
             let slot = slots + i * 8;
-            let mut put_var = |bytes: &[u8], out: &mut [u8]| {
+            let fixed =
+                |out: &mut [u8], bytes: [u8; 8]| out[slot..slot + 8].copy_from_slice(&bytes);
+            let mut var_bytes = |out: &mut [u8], len: usize, fill: &mut dyn FnMut(&mut [u8])| {
                 let start = var + cursor;
-                out[start..start + bytes.len()].copy_from_slice(bytes);
+                fill(&mut out[start..start + len]);
                 out[slot..slot + 4].copy_from_slice(&(cursor as u32).to_le_bytes());
-                out[slot + 4..slot + 8].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-                cursor += bytes.len();
+                out[slot + 4..slot + 8].copy_from_slice(&(len as u32).to_le_bytes());
+                cursor += len;
             };
-            match column {
-                Column::Bool(a) => out[slot] = u8::from(a.value(row)),
-                Column::Int64(a) => {
-                    out[slot..slot + 8].copy_from_slice(&a.value(row).to_le_bytes())
-                }
-                Column::Float64(a) => {
-                    out[slot..slot + 8].copy_from_slice(&a.value(row).to_bits().to_le_bytes());
-                }
-                Column::Timestamp(a) => {
-                    out[slot..slot + 8].copy_from_slice(&a.value(row).to_le_bytes());
-                }
-                Column::String(a) => put_var(a.value(row).as_bytes(), &mut out),
-                Column::Float32List(list, values) => {
-                    let offsets = list.value_offsets();
-                    let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
-                    let bytes: Vec<u8> = values.values()[start..end]
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect();
-                    put_var(&bytes, &mut out);
-                }
+            match value {
+                Value::Bool(b) => out[slot] = u8::from(b),
+                Value::Int64(v) | Value::Timestamp(v) => fixed(&mut out, v.to_le_bytes()),
+                Value::Float64(v) => fixed(&mut out, v.to_bits().to_le_bytes()),
+                Value::String(s) => var_bytes(&mut out, s.len(), &mut |dst| {
+                    dst.copy_from_slice(s.as_bytes())
+                }),
+                Value::Float32Slice(items) => var_bytes(&mut out, items.len() * 4, &mut |dst| {
+                    for (chunk, v) in dst.chunks_exact_mut(4).zip(items) {
+                        chunk.copy_from_slice(&v.to_le_bytes());
+                    }
+                }),
+                // Readers of canonical arrays never yield the byte form.
+                Value::Float32List(_) | Value::Null => {}
             }
         }
         out.into_boxed_slice()
@@ -193,7 +156,9 @@ mod tests {
     use std::sync::Arc;
 
     use arrow_array::builder::{Float32Builder, ListBuilder};
-    use arrow_array::{Float64Array, Int64Array, TimestampMicrosecondArray};
+    use arrow_array::{
+        BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
 
     use super::*;
 

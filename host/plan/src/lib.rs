@@ -454,10 +454,32 @@ impl ServicePlan {
         let mut calls = Vec::with_capacity(self.transforms.len());
         for (t, plan) in self.transforms.iter().enumerate() {
             let started = Instant::now();
-            let upstream_failed = plan.inputs.iter().any(|i| {
-                matches!(i, InputSource::Transform { transform, .. } if outputs[*transform].is_none())
-            });
-            if upstream_failed {
+            // `None` when an input transform failed: this one is then skipped, and its
+            // features are TRANSFORM_ERROR too.
+            let columns: Option<Vec<ArrayRef>> = plan
+                .inputs
+                .iter()
+                .map(|source| match *source {
+                    InputSource::View { view, feature } => {
+                        Some(views[view].columns[feature].clone())
+                    }
+                    InputSource::Request(i) => Some(request[i].clone()),
+                    InputSource::RequestTime => Some(
+                        request_time
+                            .get_or_insert_with(|| {
+                                Arc::new(
+                                    TimestampMicrosecondArray::from(at.to_vec())
+                                        .with_timezone(skewless_core::UTC),
+                                )
+                            })
+                            .clone(),
+                    ),
+                    InputSource::Transform { transform, output } => outputs[transform]
+                        .as_ref()
+                        .map(|batch: &RecordBatch| batch.column(output).clone()),
+                })
+                .collect();
+            let Some(columns) = columns else {
                 outputs.push(None);
                 calls.push(CallRecord {
                     transform: t,
@@ -465,27 +487,7 @@ impl ServicePlan {
                     error: None,
                 });
                 continue;
-            }
-            let columns: Vec<ArrayRef> = plan
-                .inputs
-                .iter()
-                .map(|source| match *source {
-                    InputSource::View { view, feature } => views[view].columns[feature].clone(),
-                    InputSource::Request(i) => request[i].clone(),
-                    InputSource::RequestTime => request_time
-                        .get_or_insert_with(|| {
-                            Arc::new(
-                                TimestampMicrosecondArray::from(at.to_vec())
-                                    .with_timezone(skewless_core::UTC),
-                            )
-                        })
-                        .clone(),
-                    InputSource::Transform { transform, output } => outputs[transform]
-                        .as_ref()
-                        .map(|batch| batch.column(output).clone())
-                        .unwrap_or_else(|| new_null_array(&arrow_schema::DataType::Null, rows)),
-                })
-                .collect();
+            };
             let result = RecordBatch::try_new(plan.input_schema.clone(), columns)
                 .map_err(|e| {
                     skewless_engine::Error::Internal(format!(

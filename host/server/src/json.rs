@@ -5,9 +5,7 @@
 //! the strings `"NaN"`, `"Infinity"` and `"-Infinity"`, both ways, so every float64 bit
 //! pattern but NaN payloads survives the trip (NaN is canonical in the engine anyway).
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int64Type, TimestampMicrosecondType};
-use arrow_array::{Array, ArrayRef};
+use arrow_array::ArrayRef;
 use serde_json::Value as Json;
 use skewless_core::DType;
 use skewless_core::assemble::{ColumnBuilder, Value};
@@ -128,42 +126,34 @@ pub fn push_key(key: &mut KeyBuf, value: &Json, key_type: KeyType) -> Result<(),
     }
 }
 
-/// Writes row `row` of `array` as JSON.
-pub fn write_value(out: &mut Vec<u8>, array: &ArrayRef, dtype: DType, row: usize) {
-    if array.is_null(row) {
-        out.extend_from_slice(b"null");
-        return;
+/// Writes one value as JSON.
+pub fn write_value(out: &mut Vec<u8>, value: Value<'_>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        Value::Int64(v) => out.extend_from_slice(v.to_string().as_bytes()),
+        Value::Float64(v) => write_float(out, v),
+        Value::String(s) => write_str(out, s),
+        Value::Timestamp(v) => write_str(out, &format_timestamp(v)),
+        Value::Float32Slice(items) => write_float32s(out, items.iter().copied()),
+        Value::Float32List(bytes) => write_float32s(
+            out,
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        ),
     }
-    match dtype {
-        DType::Bool => out.extend_from_slice(if array.as_boolean().value(row) {
-            b"true"
-        } else {
-            b"false"
-        }),
-        DType::Int64 => {
-            let v = array.as_primitive::<Int64Type>().value(row);
-            out.extend_from_slice(v.to_string().as_bytes());
+}
+
+fn write_float32s(out: &mut Vec<u8>, items: impl Iterator<Item = f32>) {
+    out.push(b'[');
+    for (i, v) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        DType::Float64 => write_float(out, array.as_primitive::<Float64Type>().value(row)),
-        DType::String => write_str(out, array.as_string::<i32>().value(row)),
-        DType::Timestamp => {
-            let v = array.as_primitive::<TimestampMicrosecondType>().value(row);
-            write_str(out, &format_timestamp(v));
-        }
-        DType::Float32List => {
-            let list = array.as_list::<i32>();
-            let items = list.value(row);
-            let items = items.as_primitive::<Float32Type>();
-            out.push(b'[');
-            for (i, v) in items.values().iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_float32(out, *v);
-            }
-            out.push(b']');
-        }
+        write_float32(out, v);
     }
+    out.push(b']');
 }
 
 /// Writes a float64 in the shortest form that reads back to the same bits.
@@ -198,6 +188,8 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 
 #[cfg(test)]
 mod tests {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Float64Type;
     use serde_json::json;
 
     use super::*;

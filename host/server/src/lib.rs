@@ -74,6 +74,9 @@ pub enum StartError {
     /// The applied definitions could not be planned.
     #[error("planning the applied definitions: {0}")]
     Plan(#[from] skewless_plan::Error),
+    /// A start-up task failed unexpectedly (a bug).
+    #[error("internal error while starting: {0}")]
+    Internal(String),
     /// The address could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -116,7 +119,7 @@ impl Server {
             Ok::<_, StartError>((registry, store, serving))
         })
         .await
-        .map_err(|e| StartError::Registry(skewless_registry::Error::NotFound(e.to_string())))??;
+        .map_err(|e| StartError::Internal(e.to_string()))??;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Bind {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow_array::{Array, ArrayRef};
+use arrow_array::ArrayRef;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
-use skewless_core::assemble::ViewColumnsBuilder;
+use skewless_core::assemble::{Value, ValueReader, ViewColumnsBuilder};
 use skewless_core::definitions::REQUEST_SCOPE;
 use skewless_core::key::KeyBuf;
 use skewless_engine::Fault;
@@ -388,15 +388,12 @@ struct FeaturesRequest {
 
 async fn features(State(state): Shared, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
-    let (service, response) = match serve(&state, &body.map_err(ApiError::from)).await {
-        Ok((service, response)) => (service, response),
-        Err((service, e)) => (service, e.into_response()),
-    };
-    let status = response.status();
-    let service = service.unwrap_or_else(|| "-".to_owned());
+    // The metrics label: the service once the body names one.
+    let mut service = "-".to_owned();
+    let response = serve(&state, body, &mut service).unwrap_or_else(IntoResponse::into_response);
     state.metrics.add(
         "skewless_requests_total",
-        labels(&[("service", &service), ("code", status.as_str())]),
+        labels(&[("service", &service), ("code", response.status().as_str())]),
         1,
     );
     state.metrics.observe(
@@ -407,19 +404,16 @@ async fn features(State(state): Shared, body: Result<Bytes, BytesRejection>) -> 
     response
 }
 
-type Served = Result<(Option<String>, Response), (Option<String>, ApiError)>;
-
-async fn serve(state: &AppState, body: &Result<Bytes, ApiError>) -> Served {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return Err((None, ApiError::new(e.status, e.message.clone()))),
-    };
-    let request: FeaturesRequest = parse_json(body).map_err(|e| (None, e))?;
+fn serve(state: &AppState, body: Result<Bytes, BytesRejection>, service: &mut String) -> ApiResult {
+    let request: FeaturesRequest = parse_json(&body?)?;
+    request
+        .feature_service
+        .as_deref()
+        .unwrap_or("features")
+        .clone_into(service);
     let serving = state.serving();
-    let label = request.feature_service.clone().or(Some("features".into()));
-    let plan = plan_for(state, &serving, &request).map_err(|e| (label.clone(), e))?;
-    let response = run_plan(state, &serving, &plan, request).map_err(|e| (label.clone(), e))?;
-    Ok((label, response))
+    let plan = plan_for(state, &serving, &request)?;
+    run_plan(state, &serving, &plan, request)
 }
 
 fn plan_for(
@@ -601,13 +595,15 @@ fn render(plan: &ServicePlan, output: &skewless_plan::ServiceOutput, rows: usize
         if i > 0 {
             out.push(b',');
         }
-        let column = &output.columns[i];
+        // Plan outputs are of the features' canonical types (the engine checks
+        // transform outputs); anything else would be served as nulls.
+        let reader = ValueReader::new(&output.columns[i], f.dtype);
         out.extend_from_slice(b"{\"values\":[");
         for row in 0..rows {
             if row > 0 {
                 out.push(b',');
             }
-            json::write_value(&mut out, column, f.dtype, row);
+            json::write_value(&mut out, reader.map_or(Value::Null, |r| r.value(row)));
         }
         out.extend_from_slice(b"],\"statuses\":[");
         for row in 0..rows {
@@ -629,7 +625,6 @@ fn render(plan: &ServicePlan, output: &skewless_plan::ServiceOutput, rows: usize
             }
         }
         out.extend_from_slice(b"]}");
-        debug_assert_eq!(column.len(), rows);
     }
     out.extend_from_slice(b"]}");
     ([(header::CONTENT_TYPE, "application/json")], out).into_response()
