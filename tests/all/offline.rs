@@ -151,8 +151,16 @@ fn backfill_equals_a_brute_force_point_in_time_reference() {
         .unwrap();
     let plan = ServicePlan::for_service(&project, "svc", &|_| None).unwrap();
     let out = dir.path().join("training.parquet");
-    let stats =
-        skewless_offline::backfill(&project, dir.path(), &plan, &entities, &out, 2).unwrap();
+    let stats = skewless_offline::backfill(
+        &project,
+        dir.path(),
+        &plan,
+        &entities,
+        &out,
+        2,
+        &skewless_offline::NoProgress,
+    )
+    .unwrap();
     assert_eq!(stats.rows, e);
     let got = read(&out);
     let names: Vec<String> = got
@@ -262,9 +270,17 @@ fn bad_input_is_named_and_leaves_no_output() {
     let out = dir.path().join("training.parquet");
     let entities = dir.path().join("entities.parquet");
     let run = || {
-        skewless_offline::backfill(&project, dir.path(), &plan, &entities, &out, 2)
-            .unwrap_err()
-            .to_string()
+        skewless_offline::backfill(
+            &project,
+            dir.path(),
+            &plan,
+            &entities,
+            &out,
+            2,
+            &skewless_offline::NoProgress,
+        )
+        .unwrap_err()
+        .to_string()
     };
 
     assert!(
@@ -359,8 +375,16 @@ fn bad_input_is_named_and_leaves_no_output() {
             ),
         ],
     );
-    let stats =
-        skewless_offline::backfill(&project, dir.path(), &plan, &entities, &out, 2).unwrap();
+    let stats = skewless_offline::backfill(
+        &project,
+        dir.path(),
+        &plan,
+        &entities,
+        &out,
+        2,
+        &skewless_offline::NoProgress,
+    )
+    .unwrap();
     assert_eq!(stats.rows, 0);
     let empty =
         ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out).unwrap()).unwrap();

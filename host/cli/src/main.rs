@@ -6,6 +6,7 @@
 //! this crate's `pipeline` module.
 
 mod client;
+mod materialize;
 mod pipeline;
 mod progress;
 mod quickstart;
@@ -87,6 +88,19 @@ enum Command {
     /// the registry in DATA_DIR (the server's). The output is written under a temporary
     /// name and renamed when complete.
     Backfill(BackfillArgs),
+    /// Load the latest row per entity with an event time in START..=END from each online
+    /// feature view's Parquet source into the online store, and move each view's
+    /// watermark (kept in the registry) to END.
+    ///
+    /// Without --server, writes into DATA_DIR's online store directly (stop `skewless
+    /// serve` on it first: the store is locked by one process); source paths are relative
+    /// to --source-root. With --server, the running server does the work as a job (its
+    /// own --source-root applies) and this command follows its progress. Re-running a
+    /// window is harmless: the store keeps the newer row per entity.
+    Materialize(MaterializeArgs),
+    /// Materialize each view from its watermark (or one TTL before END when it has none)
+    /// to END: the periodic job that keeps the online store fresh.
+    MaterializeIncremental(MaterializeIncrementalArgs),
     /// Validate and apply a definitions file (YAML) on a running server, atomically.
     Apply {
         /// The definitions file.
@@ -132,6 +146,80 @@ struct BackfillArgs {
 }
 
 #[derive(Debug, Args)]
+struct MaterializeArgs {
+    /// The start of the window: RFC 3339 (2024-05-01T00:00:00Z), a date (2024-05-01,
+    /// midnight UTC) or integer microseconds since the epoch.
+    #[arg(long, value_parser = parse_time)]
+    start: i64,
+    /// The end of the window (inclusive); same forms as --start, or `now`.
+    #[arg(long, value_parser = parse_time)]
+    end: i64,
+    #[command(flatten)]
+    target: MaterializeTarget,
+}
+
+#[derive(Debug, Args)]
+struct MaterializeIncrementalArgs {
+    /// The end of the window (inclusive): RFC 3339, a date, microseconds, or `now`.
+    #[arg(long, value_parser = parse_time)]
+    end: i64,
+    #[command(flatten)]
+    target: MaterializeTarget,
+}
+
+/// Which views, and which store: a data directory, or a running server.
+#[derive(Debug, Args)]
+struct MaterializeTarget {
+    /// A feature view to materialize (repeatable) [default: every online view].
+    #[arg(long = "view")]
+    views: Vec<String>,
+    /// The data directory whose registry and online store to use (without --server).
+    #[arg(long, env = "SKEWLESS_DATA_DIR", default_value = "skewless-data")]
+    data_dir: PathBuf,
+    /// The directory that source paths in the definitions are relative to (without
+    /// --server).
+    #[arg(long, default_value = ".")]
+    source_root: PathBuf,
+    /// A running server to materialize through, such as http://127.0.0.1:6566.
+    #[arg(long)]
+    server: Option<String>,
+    /// The bearer token for the server.
+    #[arg(long, env = "SKEWLESS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Worker threads [default: the number of cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Parses a time: `now`, integer microseconds, a date (midnight UTC), or RFC 3339.
+fn parse_time(text: &str) -> Result<i64, String> {
+    if text == "now" {
+        return Ok(chrono::Utc::now().timestamp_micros());
+    }
+    if let Ok(micros) = text.parse::<i64>() {
+        return Ok(micros);
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_micros());
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_micros())
+        .map_err(|e| {
+            format!("`{text}` is not a time ({e}); use RFC 3339, YYYY-MM-DD, microseconds or `now`")
+        })
+}
+
+fn threads(requested: Option<usize>) -> usize {
+    requested
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+}
+
+#[derive(Debug, Args)]
 struct ServeArgs {
     /// The data directory (registry, online store, compiled modules).
     #[arg(long, env = "SKEWLESS_DATA_DIR", default_value = "skewless-data")]
@@ -151,6 +239,10 @@ struct ServeArgs {
     /// Snapshot the online store after this many MiB of write-ahead log.
     #[arg(long, default_value_t = 256)]
     snapshot_after_mib: u64,
+    /// The directory that relative paths of jobs (`POST /v1/backfill`, `POST
+    /// /v1/materialize`) resolve against, source paths in the definitions included.
+    #[arg(long, default_value = ".")]
+    source_root: PathBuf,
     /// Snapshot the online store at least this often while there are writes, in seconds.
     #[arg(long, default_value_t = 300)]
     snapshot_interval_secs: u64,
@@ -288,6 +380,8 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Serve(args) => serve(args),
         Command::Backfill(args) => backfill(args),
+        Command::Materialize(args) => materialize::run(Some(args.start), args.end, &args.target),
+        Command::MaterializeIncremental(args) => materialize::run(None, args.end, &args.target),
         Command::Upload {
             module,
             name,
@@ -362,12 +456,18 @@ fn backfill(args: BackfillArgs) -> Result<()> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
     tracing::info!(service = %args.service, entities = %args.entities.display(), "backfill started");
-    let stats =
-        skewless_offline::backfill(&project, base, &plan, &args.entities, &args.out, threads)?;
+    let progress = progress::Progress::new("backfill", 0);
+    let stats = skewless_offline::backfill(
+        &project,
+        base,
+        &plan,
+        &args.entities,
+        &args.out,
+        threads(args.threads),
+        &progress,
+    )?;
+    progress.finish();
     println!(
         "wrote {} rows x {} features to {} in {:.2?} ({:.0} rows/s)",
         stats.rows,
@@ -393,6 +493,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             snapshot_after_bytes: args.snapshot_after_mib << 20,
             snapshot_interval: Duration::from_secs(args.snapshot_interval_secs),
         },
+        source_root: args.source_root.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -201,7 +201,7 @@ pub fn run_file(
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let mut progress = Progress::new("transforming", total);
+    let progress = Progress::new("transforming", total);
     let mut rows = 0u64;
     let mut batches = 0u64;
 

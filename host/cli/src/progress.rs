@@ -1,19 +1,21 @@
 //! Progress for long commands: a bar with rows/s on a terminal, plain log lines otherwise.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Reports rows done out of a known total.
+/// Reports steps (rows, mostly) done out of a total; usable from several threads.
 #[derive(Debug)]
 pub struct Progress {
     bar: Option<ProgressBar>,
     what: &'static str,
-    total: u64,
-    done: u64,
+    total: AtomicU64,
+    done: AtomicU64,
     started: Instant,
-    last_log: Instant,
+    last_log: Mutex<Instant>,
 }
 
 impl Progress {
@@ -35,34 +37,44 @@ impl Progress {
         Self {
             bar,
             what,
-            total,
-            done: 0,
+            total: AtomicU64::new(total),
+            done: AtomicU64::new(0),
             started: now,
-            last_log: now,
+            last_log: Mutex::new(now),
+        }
+    }
+
+    /// Restarts the count at 0 of `total`.
+    pub fn reset(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+            bar.set_position(0);
+            bar.reset_eta();
         }
     }
 
     /// Adds `rows` done.
-    pub fn advance(&mut self, rows: u64) {
-        self.done += rows;
+    pub fn advance(&self, rows: u64) {
+        let done = self.done.fetch_add(rows, Ordering::Relaxed) + rows;
         match &self.bar {
-            Some(bar) => bar.set_position(self.done),
-            None if self.last_log.elapsed() >= Duration::from_secs(5) => {
-                self.last_log = Instant::now();
-                tracing::info!(
-                    what = self.what,
-                    rows = self.done,
-                    total = self.total,
-                    rows_per_sec = self.rate() as u64,
-                    "progress"
-                );
+            Some(bar) => bar.set_position(done),
+            None => {
+                let mut last = self.last_log.lock().unwrap_or_else(|e| e.into_inner());
+                if last.elapsed() >= Duration::from_secs(5) {
+                    *last = Instant::now();
+                    let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+                    tracing::info!(
+                        what = self.what,
+                        rows = done,
+                        total = self.total.load(Ordering::Relaxed),
+                        rows_per_sec = (done as f64 / secs) as u64,
+                        "progress"
+                    );
+                }
             }
-            None => {}
         }
-    }
-
-    fn rate(&self) -> f64 {
-        self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
     }
 
     /// Ends the report.
@@ -70,5 +82,15 @@ impl Progress {
         if let Some(bar) = self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+impl skewless_offline::Progress for Progress {
+    fn start(&self, total: u64) {
+        self.reset(total);
+    }
+
+    fn advance(&self, steps: u64) {
+        Progress::advance(self, steps);
     }
 }

@@ -65,7 +65,7 @@ pub fn generate(path: &Path, rows: usize, seed: u64) -> Result<()> {
         .collect();
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut writer: Option<ArrowWriter<File>> = None;
-    let mut progress = Progress::new("generating", rows as u64);
+    let progress = Progress::new("generating", rows as u64);
     let chunk = 100_000;
     let start_us: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
     for first in (0..rows).step_by(chunk) {

@@ -76,6 +76,8 @@ pub struct FeatureRows {
     pub event_ts: Vec<i64>,
     /// Each row's created time; `i64::MIN` when the source has none.
     pub created_ts: Vec<i64>,
+    /// Whether the source has a created-time column.
+    pub has_created: bool,
     /// One array per view feature, in the view's order.
     pub features: Vec<ArrayRef>,
 }

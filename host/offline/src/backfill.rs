@@ -4,8 +4,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{Field, Schema};
 use skewless_core::assemble::ViewColumns;
@@ -13,9 +11,10 @@ use skewless_core::key::KeyType;
 use skewless_core::{DType, Project};
 use skewless_plan::ServicePlan;
 
-use crate::asof::{FeatureRows, KeyColumn, asof_join};
-use crate::parquet_io::{read_parquet, write_parquet_atomic};
-use crate::{Error, Result};
+use crate::asof::{KeyColumn, asof_join};
+use crate::parquet_io::{read_table, write_parquet_atomic};
+use crate::source::{SourceStats, column, conform, timestamps, view_rows};
+use crate::{Error, Progress, Result};
 
 /// The entity frame's time column: each row's "as of".
 pub const EVENT_TIMESTAMP: &str = "event_timestamp";
@@ -31,193 +30,8 @@ pub struct BackfillStats {
     pub features: usize,
     /// Wall time.
     pub elapsed: Duration,
-}
-
-fn conform(path: &Path, column: &str, array: &ArrayRef, dtype: DType) -> Result<ArrayRef> {
-    if !dtype.accepts(array.data_type()) {
-        return Err(Error::WrongType {
-            path: path.to_owned(),
-            column: column.to_owned(),
-            found: array.data_type().to_string(),
-            expected: dtype.name().to_owned(),
-        });
-    }
-    dtype.to_canonical(array).map_err(|e| Error::WrongType {
-        path: path.to_owned(),
-        column: column.to_owned(),
-        found: format!("{} ({e})", array.data_type()),
-        expected: dtype.name().to_owned(),
-    })
-}
-
-/// One table read from a Parquet path: its batches concatenated.
-fn read_table(path: &Path, columns: Option<&[&str]>, why: &str) -> Result<RecordBatch> {
-    let files = read_parquet(path, columns, why)?;
-    let mut batches = Vec::new();
-    for (_, b) in files {
-        batches.extend(b);
-    }
-    let schema = match batches.first() {
-        Some(b) => b.schema(),
-        None => {
-            // Files without rows: read the schema alone.
-            let files = crate::parquet_io::parquet_files(path)?;
-            let file = std::fs::File::open(&files[0]).map_err(|source| Error::Io {
-                path: files[0].clone(),
-                source,
-            })?;
-            let builder =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map_err(|e| Error::Parquet {
-                        path: files[0].clone(),
-                        reason: e.to_string(),
-                    })?;
-            let schema = builder.schema().clone();
-            match columns {
-                Some(names) => Arc::new(
-                    schema
-                        .project(
-                            &names
-                                .iter()
-                                .filter_map(|n| schema.index_of(n).ok())
-                                .collect::<Vec<_>>(),
-                        )
-                        .map_err(|e| Error::Parquet {
-                            path: path.to_owned(),
-                            reason: e.to_string(),
-                        })?,
-                ),
-                None => schema,
-            }
-        }
-    };
-    arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| Error::Parquet {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-fn column(table: &RecordBatch, path: &Path, name: &str, why: &str) -> Result<ArrayRef> {
-    table
-        .column_by_name(name)
-        .cloned()
-        .ok_or_else(|| Error::MissingColumn {
-            path: path.to_owned(),
-            column: name.to_owned(),
-            why: why.to_owned(),
-        })
-}
-
-fn timestamps(path: &Path, name: &str, array: &ArrayRef) -> Result<Vec<Option<i64>>> {
-    let array = conform(path, name, array, DType::Timestamp)?;
-    Ok(array
-        .as_primitive::<TimestampMicrosecondType>()
-        .iter()
-        .collect())
-}
-
-/// Reads a view's source rows: join keys, times and features, in source order. Rows
-/// without an event time or with a null key part can never match and are dropped.
-fn feature_rows(
-    project: &Project,
-    base: &Path,
-    plan: &ServicePlan,
-    view: &skewless_plan::ViewPlan,
-) -> Result<FeatureRows> {
-    let defs = &project.definitions;
-    let source = defs.source(&view.source).ok_or_else(|| {
-        Error::Definitions(format!(
-            "view `{}`: unknown source `{}`",
-            view.name, view.source
-        ))
-    })?;
-    let rel = source.path.as_deref().ok_or_else(|| {
-        Error::Definitions(format!(
-            "source `{}` of view `{}` has no `path`: a backfill reads Parquet history",
-            source.name, view.name
-        ))
-    })?;
-    let path = base.join(rel);
-    let keys: Vec<_> = view
-        .key_columns
-        .iter()
-        .map(|&k| plan.join_keys[k].clone())
-        .collect();
-    let mut names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
-    names.push(&source.timestamp_field);
-    if let Some(created) = &source.created_timestamp_field {
-        names.push(created);
-    }
-    names.extend(view.features.iter().map(|f| f.name.as_str()));
-    let why = format!("feature view `{}`", view.name);
-    let table = read_table(&path, Some(&names), &why)?;
-    let key_columns: Vec<(ArrayRef, KeyType)> = keys
-        .iter()
-        .map(|k| {
-            Ok((
-                conform(
-                    &path,
-                    &k.name,
-                    &column(&table, &path, &k.name, &why)?,
-                    k.dtype.dtype(),
-                )?,
-                k.dtype,
-            ))
-        })
-        .collect::<Result<_>>()?;
-    let ts = timestamps(
-        &path,
-        &source.timestamp_field,
-        &column(&table, &path, &source.timestamp_field, &why)?,
-    )?;
-    let created = match &source.created_timestamp_field {
-        Some(name) => timestamps(&path, name, &column(&table, &path, name, &why)?)?,
-        None => vec![None; table.num_rows()],
-    };
-    let features = view
-        .features
-        .iter()
-        .map(|f| {
-            conform(
-                &path,
-                &f.name,
-                &column(&table, &path, &f.name, &why)?,
-                f.dtype,
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
-    // Keep rows with an event time; a null created time loses every tie.
-    let keep: Vec<u32> = (0..table.num_rows())
-        .filter(|&i| ts[i].is_some())
-        .map(|i| i as u32)
-        .collect();
-    let take = |a: &ArrayRef| -> Result<ArrayRef> {
-        if keep.len() == a.len() {
-            return Ok(a.clone());
-        }
-        arrow_select::take::take(a, &arrow_array::UInt32Array::from(keep.clone()), None).map_err(
-            |e| Error::Parquet {
-                path: path.clone(),
-                reason: e.to_string(),
-            },
-        )
-    };
-    let key_columns: Vec<(ArrayRef, KeyType)> = key_columns
-        .iter()
-        .map(|(a, k)| Ok((take(a)?, *k)))
-        .collect::<Result<_>>()?;
-    Ok(FeatureRows {
-        keys: KeyColumn::encode(&key_columns, keep.len()),
-        event_ts: keep
-            .iter()
-            .map(|&i| ts[i as usize].unwrap_or_default())
-            .collect(),
-        created_ts: keep
-            .iter()
-            .map(|&i| created[i as usize].unwrap_or(i64::MIN))
-            .collect(),
-        features: features.iter().map(take).collect::<Result<_>>()?,
-    })
+    /// What reading each view's source cost, in plan order.
+    pub sources: Vec<(String, SourceStats)>,
 }
 
 fn slice_view(view: &ViewColumns, start: usize, len: usize) -> ViewColumns {
@@ -239,9 +53,10 @@ pub fn backfill(
     entities: &Path,
     out: &Path,
     threads: usize,
+    progress: &dyn Progress,
 ) -> Result<BackfillStats> {
     let started = Instant::now();
-    let frame = read_table(entities, None, "the entity frame")?;
+    let frame = read_table(entities, None, "the entity frame", None)?.batch;
     let rows = frame.num_rows();
     let why = "the entity frame needs it";
     let at_raw = timestamps(
@@ -287,9 +102,22 @@ pub fn backfill(
             )
         })
         .collect::<Result<_>>()?;
+    // Steps: one per view joined, then one per entity row through the transforms.
+    progress.start(rows as u64 + plan.views.len() as u64);
+    let (first, last) = (
+        at.iter().copied().min().unwrap_or(0),
+        at.iter().copied().max().unwrap_or(-1),
+    );
     let mut views = Vec::with_capacity(plan.views.len());
+    let mut sources = Vec::with_capacity(plan.views.len());
     for view in &plan.views {
-        let rows_of_view = feature_rows(project, base, plan, view)?;
+        let def = &project.definitions.feature_views[view.index];
+        // Only rows within one TTL before the earliest entity row can match.
+        let min = view
+            .ttl
+            .micros()
+            .map_or(i64::MIN, |t| first.saturating_sub(t));
+        let (rows_of_view, read) = view_rows(project, base, def, min, last)?;
         let keys: Vec<(ArrayRef, KeyType)> = view
             .key_columns
             .iter()
@@ -305,7 +133,14 @@ pub fn backfill(
             view.ttl,
             threads,
         ));
-        tracing::info!(view = %view.name, source_rows = rows_of_view.event_ts.len(), "joined as of each entity row");
+        tracing::info!(
+            view = %view.name,
+            source_rows = rows_of_view.event_ts.len(),
+            row_groups_skipped = read.row_groups_skipped,
+            "joined as of each entity row"
+        );
+        sources.push((view.name.clone(), read));
+        progress.advance(1);
     }
     // Transforms over chunks, in parallel, in order.
     let chunks: Vec<(usize, usize)> = (0..rows)
@@ -342,6 +177,7 @@ pub fn backfill(
                                     );
                                 }
                             }
+                            progress.advance(len as u64);
                             (i, Ok(output.columns))
                         })
                         .collect::<Vec<_>>()
@@ -395,5 +231,6 @@ pub fn backfill(
         rows,
         features: plan.features.len(),
         elapsed: started.elapsed(),
+        sources,
     })
 }

@@ -14,13 +14,35 @@
 
 mod asof;
 mod backfill;
+mod materialize;
 mod parquet_io;
+mod source;
 
 use std::path::PathBuf;
 
 pub use asof::{FeatureRows, KeyColumn, asof_join};
+pub use backfill::EVENT_TIMESTAMP;
 pub use backfill::{BackfillStats, backfill};
-pub use parquet_io::{read_parquet, write_parquet_atomic};
+pub use materialize::{MaterializeStats, ViewMaterialized, Window, materialize, plan_windows};
+pub use parquet_io::{Table, TimeFilter, read_table, write_parquet_atomic};
+pub use source::{SourceStats, view_rows};
+
+/// Progress of a long operation, reported from any thread.
+pub trait Progress: Sync {
+    /// Sets the total number of steps (rows, mostly) of the current phase.
+    fn start(&self, total: u64);
+    /// Adds `steps` done.
+    fn advance(&self, steps: u64);
+}
+
+/// Reports nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _total: u64) {}
+    fn advance(&self, _steps: u64) {}
+}
 
 /// An offline error; each names the file and column it concerns where it knows them.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +94,14 @@ pub enum Error {
     /// Definitions that a backfill cannot run (a source without a path, say).
     #[error("{0}")]
     Definitions(String),
+    /// The online store refused a write.
+    #[error("online store, feature view `{view}`: {reason}")]
+    Store {
+        /// The view.
+        view: String,
+        /// What the store said.
+        reason: String,
+    },
     /// A transform failed on a chunk; a training set is never written with silent gaps.
     #[error("transform `{transform}` failed on entity rows {first}..{end}: {reason}")]
     Transform {

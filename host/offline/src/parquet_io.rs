@@ -4,11 +4,15 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{Array, RecordBatch};
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use skewless_core::DType;
 
 use crate::{Error, Result};
 
@@ -54,14 +58,71 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reads `columns` (all when `None`) of every file under `path`, in file order. Every
-/// named column must exist in every file; the error names the file.
-pub fn read_parquet(
+/// Rows that can matter, by event time: row groups whose statistics lie wholly outside
+/// `min..=max` (microseconds) on `column` are not read. Rows are not filtered; callers
+/// filter what they read.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeFilter<'a> {
+    /// The timestamp column.
+    pub column: &'a str,
+    /// The earliest time that can matter.
+    pub min: i64,
+    /// The latest time that can matter.
+    pub max: i64,
+}
+
+/// What [`read_table`] read: the rows, with how many row groups were read and skipped.
+#[derive(Debug)]
+pub struct Table {
+    /// The rows of every file, concatenated, columns in the requested order.
+    pub batch: RecordBatch,
+    /// Row groups read.
+    pub row_groups_read: usize,
+    /// Row groups skipped by their timestamp statistics.
+    pub row_groups_skipped: usize,
+}
+
+/// The row groups of a file that can hold times in `filter`'s range; `None` reads all.
+fn row_groups_in_range(
+    builder: &ParquetRecordBatchReaderBuilder<File>,
+    filter: &TimeFilter<'_>,
+) -> Option<Vec<usize>> {
+    let metadata = builder.metadata();
+    let converter =
+        StatisticsConverter::try_new(filter.column, builder.schema(), builder.parquet_schema())
+            .ok()?;
+    let canonical = |a: arrow_array::ArrayRef| {
+        DType::Timestamp
+            .to_canonical(&a)
+            .ok()
+            .map(|a| a.as_primitive::<TimestampMicrosecondType>().clone())
+    };
+    let mins = canonical(converter.row_group_mins(metadata.row_groups()).ok()?)?;
+    let maxes = canonical(converter.row_group_maxes(metadata.row_groups()).ok()?)?;
+    Some(
+        (0..metadata.num_row_groups())
+            .filter(|&g| {
+                // Missing statistics read the group.
+                let below = maxes.is_valid(g) && maxes.value(g) < filter.min;
+                let above = mins.is_valid(g) && mins.value(g) > filter.max;
+                !(below || above)
+            })
+            .collect(),
+    )
+}
+
+/// Reads `columns` (all when `None`) of every file under `path`, in file order, and
+/// concatenates them. Every named column must exist in every file; the error names the
+/// file. With `time`, row groups outside its range are skipped.
+pub fn read_table(
     path: &Path,
     columns: Option<&[&str]>,
     why: &str,
-) -> Result<Vec<(PathBuf, Vec<RecordBatch>)>> {
-    let mut out = Vec::new();
+    time: Option<TimeFilter<'_>>,
+) -> Result<Table> {
+    let mut batches = Vec::new();
+    let mut schema: Option<SchemaRef> = None;
+    let (mut read, mut skipped) = (0, 0);
     for file in parquet_files(path)? {
         let parquet = |reason: String| Error::Parquet {
             path: file.clone(),
@@ -71,36 +132,91 @@ pub fn read_parquet(
             path: file.clone(),
             source,
         })?;
-        let builder =
+        let mut builder =
             ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| parquet(e.to_string()))?;
-        let builder = match columns {
-            None => builder,
-            Some(names) => {
-                let schema = builder.parquet_schema();
-                let arrow = builder.schema().clone();
-                let mut roots = Vec::with_capacity(names.len());
-                for name in names {
-                    let index = arrow.index_of(name).map_err(|_| Error::MissingColumn {
+        let arrow = builder.schema().clone();
+        // Column indices in the requested order: files may order columns differently.
+        let order: Vec<usize> = match columns {
+            None => (0..arrow.fields().len()).collect(),
+            Some(names) => names
+                .iter()
+                .map(|name| {
+                    arrow.index_of(name).map_err(|_| Error::MissingColumn {
                         path: file.clone(),
                         column: (*name).to_owned(),
                         why: why.to_owned(),
-                    })?;
-                    roots.push(index);
-                }
-                let mask = ProjectionMask::roots(schema, roots);
-                builder.with_projection(mask)
-            }
+                    })
+                })
+                .collect::<Result<_>>()?,
         };
+        let file_schema = Arc::new(arrow.project(&order).map_err(|e| parquet(e.to_string()))?);
+        let total_groups = builder.metadata().num_row_groups();
+        if let Some(filter) = &time
+            && let Some(groups) = row_groups_in_range(&builder, filter)
+        {
+            skipped += total_groups - groups.len();
+            read += groups.len();
+            builder = builder.with_row_groups(groups);
+        } else {
+            read += total_groups;
+        }
+        if columns.is_some() {
+            let mask = ProjectionMask::roots(builder.parquet_schema(), order.iter().copied());
+            builder = builder.with_projection(mask);
+        }
         let reader = builder
             .with_batch_size(65_536)
             .build()
             .map_err(|e| parquet(e.to_string()))?;
-        let batches = reader
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| parquet(e.to_string()))?;
-        out.push((file, batches));
+        for batch in reader {
+            let batch = batch.map_err(|e| parquet(e.to_string()))?;
+            // The projection keeps the file's column order; put it in the requested one.
+            let columns = file_schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    batch
+                        .column_by_name(f.name())
+                        .cloned()
+                        .ok_or_else(|| parquet(format!("column `{}` vanished", f.name())))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let batch = RecordBatch::try_new(file_schema.clone(), columns)
+                .map_err(|e| parquet(e.to_string()))?;
+            batches.push(batch);
+        }
+        match &schema {
+            None => schema = Some(file_schema),
+            Some(first) if first.fields() != file_schema.fields() => {
+                return Err(parquet(format!(
+                    "its columns differ from the first file's: {} vs {}",
+                    describe(&file_schema),
+                    describe(first)
+                )));
+            }
+            Some(_) => {}
+        }
     }
-    Ok(out)
+    let schema = schema.unwrap_or_else(|| Arc::new(arrow_schema::Schema::empty()));
+    let batch =
+        arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| Error::Parquet {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(Table {
+        batch,
+        row_groups_read: read,
+        row_groups_skipped: skipped,
+    })
+}
+
+fn describe(schema: &arrow_schema::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Writes `batches` to `path` under a temporary name in the same directory and renames it

@@ -146,6 +146,17 @@ pub struct Registry {
 }
 
 const INDEX: &str = "modules.json";
+const WATERMARKS: &str = "watermarks.json";
+
+/// How far a feature view has been materialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The end of the last window loaded, microseconds since the Unix epoch.
+    pub end_micros: i64,
+    /// The online schema fingerprint of the view when it was loaded: a watermark of
+    /// another schema does not count (the store dropped those rows).
+    pub fingerprint: u64,
+}
 const DEFINITIONS: &str = "definitions.yaml";
 
 impl Registry {
@@ -350,6 +361,32 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path)(e)),
         }
+    }
+
+    /// The materialization watermarks: per feature view, the end of the last window
+    /// loaded into the online store.
+    pub fn watermarks(&self) -> Result<BTreeMap<String, Watermark>> {
+        Ok(self.read_json(WATERMARKS)?.unwrap_or_default())
+    }
+
+    /// Records that `view` (whose online schema has `fingerprint`) was materialized up to
+    /// `end`. The watermark only moves forward, unless the schema changed (the store
+    /// dropped the view's rows), in which case it starts again from `end`.
+    pub fn advance_watermark(&self, view: &str, fingerprint: u64, end: i64) -> Result<()> {
+        let _guard = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut marks = self.watermarks()?;
+        let mark = marks.entry(view.to_owned()).or_insert(Watermark {
+            end_micros: end,
+            fingerprint,
+        });
+        if mark.fingerprint != fingerprint {
+            *mark = Watermark {
+                end_micros: end,
+                fingerprint,
+            };
+        }
+        mark.end_micros = mark.end_micros.max(end);
+        self.write_json(WATERMARKS, &marks)
     }
 
     /// Replaces a JSON document the registry keeps, atomically.

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod jobs;
 pub mod json;
 mod metrics;
 mod routes;
@@ -40,6 +41,9 @@ pub struct ServerConfig {
     pub max_module_bytes: usize,
     /// When the online store snapshots.
     pub store: StoreOptions,
+    /// What relative paths in jobs resolve against: source paths in the definitions and
+    /// the entity frame and output of `POST /v1/backfill`.
+    pub source_root: PathBuf,
 }
 
 impl ServerConfig {
@@ -52,6 +56,7 @@ impl ServerConfig {
             max_body_bytes: 16 << 20,
             max_module_bytes: 256 << 20,
             store: StoreOptions::default(),
+            source_root: PathBuf::from("."),
         }
     }
 }

@@ -24,6 +24,7 @@ use skewless_plan::ServicePlan;
 use skewless_registry::Upload;
 
 use crate::error::ApiError;
+use crate::jobs::{Job, JobState, resolve};
 use crate::json;
 use crate::metrics::labels;
 use crate::state::{AppState, Serving};
@@ -41,6 +42,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/definitions", put(apply))
         .route("/v1/push/{source}", post(push))
+        .route("/v1/backfill", post(start_backfill))
+        .route("/v1/materialize", post(start_materialize))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/transforms", get(list_modules))
@@ -49,6 +52,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/feature-views", get(feature_views))
         .route("/v1/feature-services", get(feature_services))
         .route("/v1/features", post(features))
+        .route("/v1/jobs", get(list_jobs))
+        .route("/v1/jobs/{id}", get(job_status))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(writes)
@@ -676,4 +681,170 @@ async fn metrics(State(state): Shared, _headers: HeaderMap) -> Response {
         state.metrics.render(&gauges),
     )
         .into_response()
+}
+
+// ---- jobs: backfill and materialize -------------------------------------------------
+
+/// Runs `work` on a blocking thread as `job`; a panic fails the job instead of leaving it
+/// running forever.
+fn run_job(job: Arc<Job>, work: impl FnOnce(&Job) -> Result<Json, String> + Send + 'static) {
+    let handle = {
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || work(&job))
+    };
+    tokio::spawn(async move {
+        let state = match handle.await {
+            Ok(Ok(result)) => JobState::Succeeded(result),
+            Ok(Err(reason)) => JobState::Failed(reason),
+            Err(e) => JobState::Failed(format!("the job's worker failed: {e}")),
+        };
+        job.finish(state);
+    });
+}
+
+fn accepted(job: &Job) -> Response {
+    (StatusCode::ACCEPTED, axum::Json(job.status())).into_response()
+}
+
+fn job_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackfillRequest {
+    service: String,
+    entities: String,
+    out: String,
+}
+
+async fn start_backfill(State(state): Shared, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let request: BackfillRequest = parse_json(&body)?;
+    let serving = state.serving();
+    let project = serving
+        .project
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("no definitions applied yet"))?;
+    let plan = serving
+        .services
+        .get(&request.service)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no feature service `{}`", request.service)))?;
+    let root = state.config.source_root.clone();
+    let entities = resolve(&root, &request.entities, "entities").map_err(ApiError::bad_request)?;
+    let out = resolve(&root, &request.out, "out").map_err(ApiError::bad_request)?;
+    if !entities.exists() {
+        return Err(ApiError::bad_request(format!(
+            "entities: `{}` does not exist under the server's source root",
+            request.entities
+        )));
+    }
+    let job = state.jobs.start(
+        "backfill",
+        json!({"service": request.service, "entities": request.entities, "out": request.out}),
+    );
+    run_job(job.clone(), move |job| {
+        let stats =
+            skewless_offline::backfill(&project, &root, &plan, &entities, &out, job_threads(), job)
+                .map_err(|e| e.to_string())?;
+        Ok(json!({
+            "rows": stats.rows,
+            "features": stats.features,
+            "out": request.out,
+            "elapsed_ms": stats.elapsed.as_millis() as u64,
+        }))
+    });
+    Ok(accepted(&job))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaterializeRequest {
+    /// Absent or null: from each view's watermark (incremental).
+    #[serde(default)]
+    start: Option<Json>,
+    end: Json,
+    #[serde(default)]
+    views: Vec<String>,
+}
+
+async fn start_materialize(State(state): Shared, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let request: MaterializeRequest = parse_json(&body)?;
+    let end = json::parse_timestamp(&request.end)
+        .map_err(|e| ApiError::bad_request(format!("end: {e}")))?;
+    let start = match request.start.as_ref().filter(|s| !s.is_null()) {
+        Some(s) => Some(
+            json::parse_timestamp(s).map_err(|e| ApiError::bad_request(format!("start: {e}")))?,
+        ),
+        None => None,
+    };
+    let serving = state.serving();
+    let project = serving
+        .project
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("no definitions applied yet"))?;
+    let marks = state.registry.watermarks()?;
+    let windows = skewless_offline::plan_windows(&project, &request.views, start, end, |view| {
+        marks
+            .get(view)
+            .filter(|m| serving.fingerprints.get(view) == Some(&m.fingerprint))
+            .map(|m| m.end_micros)
+    })
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let job = state.jobs.start(
+        "materialize",
+        json!({
+            "windows": windows.iter().map(|w| json!({
+                "view": w.view,
+                "start": json::format_timestamp(w.start),
+                "end": json::format_timestamp(w.end),
+            })).collect::<Vec<_>>(),
+        }),
+    );
+    let state = state.clone();
+    run_job(job.clone(), move |job| {
+        let stats = skewless_offline::materialize(
+            &project,
+            &state.config.source_root,
+            state.store.as_ref(),
+            &windows,
+            job_threads(),
+            job,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut views = Vec::new();
+        for v in &stats.views {
+            let fingerprint = serving
+                .fingerprints
+                .get(&v.window.view)
+                .copied()
+                .unwrap_or_default();
+            state
+                .registry
+                .advance_watermark(&v.window.view, fingerprint, v.window.end)
+                .map_err(|e| format!("recording the watermark: {e}"))?;
+            views.push(json!({
+                "view": v.window.view,
+                "rows_in_window": v.rows_in_window,
+                "rows_written": v.rows_written,
+                "row_groups_skipped": v.source.row_groups_skipped,
+            }));
+        }
+        Ok(json!({"views": views, "elapsed_ms": stats.elapsed.as_millis() as u64}))
+    });
+    Ok(accepted(&job))
+}
+
+async fn list_jobs(State(state): Shared) -> Response {
+    let jobs: Vec<Json> = state.jobs.all().iter().map(|j| j.status()).collect();
+    axum::Json(json!({ "jobs": jobs })).into_response()
+}
+
+async fn job_status(State(state): Shared, Path(id): Path<String>) -> ApiResult {
+    let job = state.jobs.get(&id).ok_or_else(|| {
+        ApiError::not_found(format!("no job `{id}` (jobs are forgotten on restart)"))
+    })?;
+    Ok(axum::Json(job.status()).into_response())
 }

@@ -89,6 +89,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Metrics,
     /// Serializes applies, so the plan swap follows the registry's order.
     pub(crate) applying: tokio::sync::Mutex<()>,
+    /// Backfills and materializations started over HTTP.
+    pub(crate) jobs: crate::jobs::Jobs,
 }
 
 impl AppState {
@@ -105,6 +107,7 @@ impl AppState {
             serving: RwLock::new(Arc::new(serving)),
             metrics: Metrics::default(),
             applying: tokio::sync::Mutex::new(()),
+            jobs: crate::jobs::Jobs::default(),
         }
     }
 
