@@ -6,6 +6,7 @@ mod cache;
 mod determinism;
 mod engine_errors;
 mod examples;
+mod jobs;
 mod materialize;
 mod offline;
 mod round_trip;

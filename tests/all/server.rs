@@ -283,8 +283,10 @@ fn writes_need_the_token_and_open_addresses_need_one() {
         assert_eq!(status, 401, "{body}");
         let (status, _) = server.call("PUT", "/v1/definitions", DEFS.as_bytes(), token);
         assert_eq!(status, 401);
-        let (status, _) = server.call("POST", "/v1/push/user_stats", b"{}", token);
-        assert_eq!(status, 401);
+        for write in ["/v1/push/user_stats", "/v1/backfill", "/v1/materialize"] {
+            let (status, _) = server.call("POST", write, b"{}", token);
+            assert_eq!(status, 401, "{write}");
+        }
     }
     assert_eq!(
         server.call("GET", "/v1/transforms", b"", None).1,

@@ -66,6 +66,8 @@ impl TestServer {
         let mut config = skewless_server::ServerConfig::new(data_dir);
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.token = token.map(str::to_owned);
+        // Jobs read their Parquet files from the data directory.
+        config.source_root = data_dir.to_owned();
         config.max_body_bytes = 1 << 20;
         config.max_module_bytes = 8 << 20;
         let engine = engine().clone();
