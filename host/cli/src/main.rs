@@ -56,7 +56,10 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
-    /// Generate a realistic transactions file and run the example transforms over it.
+    /// The whole product on embedded defaults: generate a seeded synthetic fraud dataset,
+    /// upload the example transforms, apply example-transforms/fraud.yaml, backfill a
+    /// training set, materialize the online store, start the server, and print a curl
+    /// that returns features. See docs/quickstart.md.
     Quickstart(quickstart::QuickstartArgs),
     /// Run the feature server: module upload, definitions, push, the serving endpoint
     /// (`POST /v1/features`), `/healthz` and `/metrics`. See docs/api.md.
@@ -374,10 +377,7 @@ fn run(command: Command) -> Result<()> {
             println!("imports:   WASI 0.2 only (checked)");
             Ok(())
         }
-        Command::Quickstart(args) => {
-            let engine = args.engine.engine()?;
-            quickstart::run(&engine, &args)
-        }
+        Command::Quickstart(args) => quickstart::run(&args),
         Command::Serve(args) => serve(args),
         Command::Backfill(args) => backfill(args),
         Command::Materialize(args) => materialize::run(Some(args.start), args.end, &args.target),

@@ -1,41 +1,73 @@
-//! The quickstart: generate a realistic card-transactions file and run the example
-//! transforms over it, showing what each produced.
+//! The quickstart, end to end on embedded defaults: generate a seeded synthetic fraud
+//! dataset (users, transactions with labels, daily user statistics), upload the example
+//! transforms, apply `example-transforms/fraud.yaml`, backfill a point-in-time training
+//! set, materialize the latest statistics into the online store, start the server, ask it
+//! for features and print the curl that does the same.
 
-use std::fs::File;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use arrow_array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use skewless_online::{LocalStore, StoreOptions};
+use skewless_registry::Registry;
 
-use crate::EngineArgs;
-use crate::pipeline::{self, PipelineArgs};
 use crate::progress::Progress;
+use crate::{EngineArgs, client, threads};
+
+/// The example definitions, shipped with the example transforms.
+pub const DEFINITIONS: &str = include_str!("../../../example-transforms/fraud.yaml");
+/// The example transforms the definitions pin, all at version 1.0.0.
+const MODULES: [&str; 3] = ["fraud_risk", "geo_distance", "merchant_category"];
+/// The file that marks a directory as the quickstart's own, safe to overwrite.
+const MARKER: &str = ".skewless-quickstart";
 
 /// Arguments of `skewless quickstart`.
 #[derive(Debug, clap::Args)]
 pub struct QuickstartArgs {
-    /// The example transform components to run, in order (scripts/quickstart builds them).
+    /// The example transform components (scripts/quickstart builds them), named by file:
+    /// fraud_risk.wasm, geo_distance.wasm and merchant_category.wasm.
     #[arg(long = "module", required = true)]
     pub modules: Vec<PathBuf>,
-    /// Where to write the generated data and the features.
+    /// Where to write the data, the training set and the server's data directory
+    /// (`DIR/data`). Must be empty, absent, or a directory an earlier quickstart made.
     #[arg(long, default_value = "data/quickstart")]
     pub dir: PathBuf,
-    /// How many transactions to generate.
+    /// How many transactions to generate (users: one per 40 transactions).
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: usize,
-    /// Seed of the generator: the same seed gives the same file.
+    /// Seed of the generator: the same seed and rows give the same files.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Where the server listens at the end.
+    #[arg(long, default_value = "127.0.0.1:6566")]
+    pub listen: SocketAddr,
+    /// Stop after the server has answered the example request, instead of serving until
+    /// Ctrl-C.
+    #[arg(long)]
+    pub exit: bool,
+    /// Worker threads for the backfill and materialization [default: the number of cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
+
+/// 2026-09-01T00:00:00Z, the first day of the generated history.
+const START: i64 = 1_788_220_800_000_000;
+const DAY: i64 = 86_400_000_000;
+/// Days of history.
+const DAYS: i64 = 60;
+/// The end of the history: where materialization stops and the example request is made.
+const END: i64 = START + DAYS * DAY;
 
 const MERCHANTS: &[&str] = &[
     "STARBUCKS COFFEE #1234",
@@ -44,10 +76,8 @@ const MERCHANTS: &[&str] = &[
     "Delta Air Lines",
     "UBER   *TRIP",
     "Joe's Pizza",
-    "Steam Games",
     "Netflix.com",
     "Hilton Hotel Paris",
-    "Lucky Casino",
     "ACME Hardware",
     "Café de Flore",
     "Esso Station 9",
@@ -55,95 +85,34 @@ const MERCHANTS: &[&str] = &[
     "Corner Bakery",
     "Amtrak Rail",
 ];
+/// Where stolen cards are spent, more often than elsewhere.
+const RISKY_MERCHANTS: &[&str] = &[
+    "Lucky Casino",
+    "Steam Games",
+    "GIFT CARD MALL",
+    "CRYPTO XCHG",
+];
 
-/// Writes `rows` synthetic transactions to `path`.
-pub fn generate(path: &Path, rows: usize, seed: u64) -> Result<()> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let users = (rows / 20).max(1);
-    let homes: Vec<(f64, f64)> = (0..users)
-        .map(|_| (rng.random_range(25.0..60.0), rng.random_range(-120.0..30.0)))
-        .collect();
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut writer: Option<ArrowWriter<File>> = None;
-    let progress = Progress::new("generating", rows as u64);
-    let chunk = 100_000;
-    let start_us: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
-    for first in (0..rows).step_by(chunk) {
-        let n = chunk.min(rows - first);
-        let mut user = Vec::with_capacity(n);
-        let mut amount = Vec::with_capacity(n);
-        let mut avg = Vec::with_capacity(n);
-        let mut max = Vec::with_capacity(n);
-        let mut age = Vec::with_capacity(n);
-        let mut lat = Vec::with_capacity(n);
-        let mut lon = Vec::with_capacity(n);
-        let mut home_lat = Vec::with_capacity(n);
-        let mut home_lon = Vec::with_capacity(n);
-        let mut merchant = Vec::with_capacity(n);
-        let mut ts = Vec::with_capacity(n);
-        for i in 0..n {
-            let u = rng.random_range(0..users);
-            user.push(u as i64);
-            // Log-normal amounts: most small, a long tail of large ones.
-            let z: f64 = normal(&mut rng);
-            let a = (3.2 + 1.1 * z).exp();
-            amount.push((a * 100.0).round() / 100.0);
-            let user_avg = 20.0 + (u % 97) as f64 * 1.5;
-            // Some users have no 7-day history yet.
-            avg.push((u % 13 != 0).then_some(user_avg));
-            max.push((u % 13 != 0).then_some(user_avg * (2.0 + (u % 5) as f64)));
-            age.push(Some(((u * 7919) % 2000) as i64));
-            let (hl, ho) = homes[u];
-            let traveling = rng.random_bool(0.05);
-            let jitter = if traveling { 8.0 } else { 0.2 };
-            lat.push(hl + rng.random_range(-jitter..jitter));
-            lon.push(ho + rng.random_range(-jitter..jitter));
-            home_lat.push(hl);
-            home_lon.push(ho);
-            merchant.push(
-                rng.random_bool(0.98)
-                    .then(|| MERCHANTS[rng.random_range(0..MERCHANTS.len())]),
-            );
-            ts.push(start_us + ((first + i) as i64) * 30_000_000);
-        }
-        let batch = RecordBatch::try_from_iter([
-            (
-                "txn_id",
-                Arc::new(Int64Array::from_iter_values(
-                    (first as i64)..(first + n) as i64,
-                )) as ArrayRef,
-            ),
-            ("user_id", Arc::new(Int64Array::from(user))),
-            (
-                "event_timestamp",
-                Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
-            ),
-            ("amount", Arc::new(Float64Array::from(amount))),
-            ("txn_amount_avg_7d", Arc::new(Float64Array::from(avg))),
-            ("txn_amount_max_7d", Arc::new(Float64Array::from(max))),
-            ("account_age_days", Arc::new(Int64Array::from(age))),
-            ("lat", Arc::new(Float64Array::from(lat))),
-            ("lon", Arc::new(Float64Array::from(lon))),
-            ("home_lat", Arc::new(Float64Array::from(home_lat))),
-            ("home_lon", Arc::new(Float64Array::from(home_lon))),
-            ("merchant_name", Arc::new(StringArray::from(merchant))),
-        ])?;
-        let w = match &mut writer {
-            Some(w) => w,
-            None => writer.insert(ArrowWriter::try_new(
-                file.try_clone()?,
-                batch.schema(),
-                None,
-            )?),
-        };
-        w.write(&batch)?;
-        progress.advance(n as u64);
-    }
-    progress.finish();
-    if let Some(w) = writer {
-        w.close()?;
-    }
-    Ok(())
+/// A card holder.
+struct User {
+    home: (f64, f64),
+    /// Account age on the first day.
+    age0: i64,
+    /// Log of the typical amount.
+    mu: f64,
+    /// The time the card is stolen, if it is.
+    stolen_at: Option<i64>,
+}
+
+/// The generated transactions, in time order.
+struct Transactions {
+    user: Vec<i64>,
+    ts: Vec<i64>,
+    amount: Vec<f64>,
+    lat: Vec<f64>,
+    lon: Vec<f64>,
+    merchant: Vec<Option<&'static str>>,
+    fraud: Vec<bool>,
 }
 
 /// A standard normal sample (Box–Muller).
@@ -153,51 +122,370 @@ fn normal(rng: &mut impl Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
-/// Generates the data, runs the transforms, and prints a few rows of the result.
-pub fn run(engine: &skewless_engine::Engine, args: &QuickstartArgs) -> Result<()> {
+fn users(rng: &mut StdRng, n: usize) -> Vec<User> {
+    (0..n)
+        .map(|_| User {
+            home: (rng.random_range(25.0..60.0), rng.random_range(-120.0..30.0)),
+            // One in ten accounts opened within the last month.
+            age0: if rng.random_bool(0.1) {
+                rng.random_range(0..30)
+            } else {
+                rng.random_range(30..3000)
+            },
+            mu: 3.2 + 0.6 * normal(rng),
+            stolen_at: rng
+                .random_bool(0.03)
+                .then(|| START + rng.random_range(0..DAYS * DAY)),
+        })
+        .collect()
+}
+
+fn transactions(rng: &mut StdRng, users: &[User], rows: usize) -> Transactions {
+    let mut ts: Vec<i64> = (0..rows)
+        .map(|_| START + rng.random_range(0..DAYS * DAY))
+        .collect();
+    ts.sort_unstable();
+    let mut t = Transactions {
+        user: Vec::with_capacity(rows),
+        ts,
+        amount: Vec::with_capacity(rows),
+        lat: Vec::with_capacity(rows),
+        lon: Vec::with_capacity(rows),
+        merchant: Vec::with_capacity(rows),
+        fraud: Vec::with_capacity(rows),
+    };
+    for i in 0..rows {
+        let u = rng.random_range(0..users.len());
+        let user = &users[u];
+        // After the theft, a third of the card's transactions are the thief's.
+        let fraud = user.stolen_at.is_some_and(|s| t.ts[i] >= s) && rng.random_bool(0.33)
+            // New accounts are opened to defraud, now and then.
+            || (user.age0 < 30 && rng.random_bool(0.01));
+        let z = normal(rng);
+        let (amount, (lat, lon), merchant) = if fraud {
+            let far = (
+                rng.random_range(-40.0..70.0),
+                rng.random_range(-150.0..150.0),
+            );
+            let merchant = if rng.random_bool(0.6) {
+                RISKY_MERCHANTS[rng.random_range(0..RISKY_MERCHANTS.len())]
+            } else {
+                MERCHANTS[rng.random_range(0..MERCHANTS.len())]
+            };
+            ((user.mu + 1.5 + 0.8 * z).exp(), far, Some(merchant))
+        } else {
+            let jitter = if rng.random_bool(0.05) { 8.0 } else { 0.2 };
+            let place = (
+                user.home.0 + rng.random_range(-jitter..jitter),
+                user.home.1 + rng.random_range(-jitter..jitter),
+            );
+            // A few legitimate merchants come without a name.
+            let merchant = rng
+                .random_bool(0.98)
+                .then(|| MERCHANTS[rng.random_range(0..MERCHANTS.len())]);
+            ((user.mu + 0.8 * z).exp(), place, merchant)
+        };
+        t.user.push(u as i64);
+        t.amount.push((amount * 100.0).round() / 100.0);
+        t.lat.push(lat);
+        t.lon.push(lon);
+        t.merchant.push(merchant);
+        t.fraud.push(fraud);
+    }
+    t
+}
+
+/// One row per user and day with transactions in the 7 days before that midnight.
+fn daily_stats(users: &[User], t: &Transactions) -> Result<RecordBatch> {
+    let mut by_user: Vec<Vec<usize>> = vec![Vec::new(); users.len()];
+    for i in 0..t.ts.len() {
+        by_user[t.user[i] as usize].push(i);
+    }
+    let (mut user, mut ts, mut avg, mut max, mut count, mut age, mut lat, mut lon) = (
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    );
+    for (u, txns) in by_user.iter().enumerate() {
+        let (mut lo, mut hi) = (0, 0);
+        for day in 1..=DAYS {
+            let midnight = START + day * DAY;
+            while hi < txns.len() && t.ts[txns[hi]] < midnight {
+                hi += 1;
+            }
+            while lo < hi && t.ts[txns[lo]] < midnight - 7 * DAY {
+                lo += 1;
+            }
+            if lo == hi {
+                continue;
+            }
+            let amounts = txns[lo..hi].iter().map(|&i| t.amount[i]);
+            user.push(u as i64);
+            ts.push(midnight);
+            avg.push(amounts.clone().sum::<f64>() / (hi - lo) as f64);
+            max.push(amounts.fold(f64::MIN, f64::max));
+            count.push((hi - lo) as i64);
+            age.push(users[u].age0 + day);
+            lat.push(users[u].home.0);
+            lon.push(users[u].home.1);
+        }
+    }
+    Ok(RecordBatch::try_from_iter([
+        ("user_id", Arc::new(Int64Array::from(user)) as ArrayRef),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+        ),
+        ("txn_amount_avg_7d", Arc::new(Float64Array::from(avg))),
+        ("txn_amount_max_7d", Arc::new(Float64Array::from(max))),
+        ("txn_count_7d", Arc::new(Int64Array::from(count))),
+        ("account_age_days", Arc::new(Int64Array::from(age))),
+        ("home_lat", Arc::new(Float64Array::from(lat))),
+        ("home_lon", Arc::new(Float64Array::from(lon))),
+    ])?)
+}
+
+fn write(path: &Path, batch: &RecordBatch) -> Result<()> {
+    let batches: Vec<RecordBatch> = (0..batch.num_rows())
+        .step_by(100_000)
+        .map(|s| batch.slice(s, 100_000.min(batch.num_rows() - s)))
+        .collect();
+    skewless_offline::write_parquet_atomic(path, batch.schema(), &batches)?;
+    Ok(())
+}
+
+/// Writes the dataset into `dir`; returns (users, frauds, daily stats rows).
+fn generate(dir: &Path, rows: usize, seed: u64) -> Result<(usize, usize, usize)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let users = users(&mut rng, (rows / 40).max(1));
+    let t = transactions(&mut rng, &users, rows);
+    let frauds = t.fraud.iter().filter(|f| **f).count();
+    let stats = daily_stats(&users, &t)?;
+    let txns = RecordBatch::try_from_iter([
+        (
+            "txn_id",
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef,
+        ),
+        ("user_id", Arc::new(Int64Array::from(t.user))),
+        (
+            "event_timestamp",
+            Arc::new(TimestampMicrosecondArray::from(t.ts).with_timezone("UTC")),
+        ),
+        ("amount", Arc::new(Float64Array::from(t.amount))),
+        ("lat", Arc::new(Float64Array::from(t.lat))),
+        ("lon", Arc::new(Float64Array::from(t.lon))),
+        ("merchant_name", Arc::new(StringArray::from(t.merchant))),
+        ("is_fraud", Arc::new(BooleanArray::from(t.fraud))),
+    ])?;
+    write(&dir.join("transactions.parquet"), &txns)?;
+    write(&dir.join("user_daily_stats.parquet"), &stats)?;
+    Ok((users.len(), frauds, stats.num_rows()))
+}
+
+/// Makes `dir` ready: created if absent; refused if it holds files the quickstart did not
+/// make; otherwise the previous run's data directory is removed.
+fn prepare(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty && !dir.join(MARKER).exists() {
+            bail!(
+                "{} is not empty and was not made by the quickstart; pass another --dir",
+                dir.display()
+            );
+        }
+        let data = dir.join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data)
+                .with_context(|| format!("removing the previous {}", data.display()))?;
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "made by `skewless quickstart`\n")?;
+    Ok(())
+}
+
+/// The example request: two users, as of the end of the history.
+fn example_request() -> serde_json::Value {
+    serde_json::json!({
+        "feature_service": "fraud_v1",
+        "entities": {"user_id": [7, 12]},
+        "request_data": {
+            "amount": [42.5, 1900.0],
+            "lat": [48.85, -33.9],
+            "lon": [2.35, 151.2],
+            "merchant_name": ["Café de Flore", "Lucky Casino"],
+        },
+        "request_time": chrono::DateTime::from_timestamp_micros(END)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+    })
+}
+
+/// Runs the whole quickstart.
+pub fn run(args: &QuickstartArgs) -> Result<()> {
     if args.rows == 0 {
         bail!("--rows must be at least 1");
     }
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("creating {}", args.dir.display()))?;
-    let input = args.dir.join("transactions.parquet");
-    let output = args.dir.join("transaction_features.parquet");
-    generate(&input, args.rows, args.seed)?;
+    let mut modules: BTreeMap<&str, &PathBuf> = BTreeMap::new();
+    for path in &args.modules {
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let Some(name) = MODULES.iter().find(|m| **m == stem) else {
+            bail!(
+                "{}: the quickstart takes {} (by file name)",
+                path.display(),
+                MODULES.join(", ")
+            );
+        };
+        modules.insert(name, path);
+    }
+    if let Some(missing) = MODULES.iter().find(|m| !modules.contains_key(*m)) {
+        bail!("no --module {missing}.wasm given; scripts/quickstart builds all three");
+    }
+    let dir = &args.dir;
+    prepare(dir)?;
+    let threads = threads(args.threads);
+
+    // 1. Data.
+    let generating = Progress::new("generating", 0);
+    let (users, frauds, stats_rows) = generate(dir, args.rows, args.seed)?;
+    generating.finish();
     println!(
-        "generated {} transactions in {}",
+        "1. generated {} transactions of {users} users over {DAYS} days ({frauds} fraudulent, {:.2}%) and {stats_rows} daily user statistics rows in {}",
         args.rows,
-        input.display()
+        100.0 * frauds as f64 / args.rows as f64,
+        dir.display()
     );
 
-    let transforms = args.engine.load(engine, &args.modules)?;
-    for t in &transforms {
-        println!("loaded {} {}", t.label(), t.signature());
+    // 2. Registry: upload the modules, apply the definitions.
+    let data = dir.join("data");
+    let engine = args
+        .engine
+        .engine_with(30_000, Some(data.join("compiled")))?;
+    let registry = Registry::open(&data, engine.clone())
+        .with_context(|| format!("opening the registry in {}", data.display()))?;
+    for (name, path) in &modules {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let (_, info) = registry.upload(name, "1.0.0", &bytes)?;
+        println!("2. uploaded {name}@1.0.0 (sha256 {}…)", &info.sha256[..12]);
     }
-    let stats = pipeline::run_file(&transforms, &input, &output, &PipelineArgs::default())?;
-    println!("{stats}");
+    let defs_path = dir.join("features.yaml");
+    std::fs::write(&defs_path, DEFINITIONS)?;
+    let (project, ()) = registry
+        .apply(DEFINITIONS, |_| Ok::<(), std::convert::Infallible>(()))?
+        .unwrap_or_else(|never| match never {});
+    println!("   applied {}", defs_path.display());
 
-    let file = File::open(&output)?;
-    let mut reader = ParquetRecordBatchReaderBuilder::try_new(file)?
-        .with_batch_size(5)
-        .build()?;
-    if let Some(batch) = reader.next().transpose()? {
-        let outputs: Vec<usize> = (0..batch.num_columns())
-            .filter(|&i| {
-                let name = batch.schema().field(i).name().clone();
-                name == "txn_id"
-                    || transforms
-                        .iter()
-                        .any(|t| t.signature().outputs.iter().any(|o| o.name == name))
-            })
-            .collect();
-        let preview = batch.project(&outputs)?;
-        println!("first rows of the features:");
-        for (field, column) in preview.schema().fields().iter().zip(preview.columns()) {
-            let values: Vec<String> = (0..preview.num_rows())
-                .map(|r| arrow_cast::display::array_value_to_string(column, r).unwrap_or_default())
-                .collect();
-            println!("  {:<24} {}", field.name(), values.join(" | "));
-        }
+    // 3. Backfill the training set.
+    let modules_of = |m: &_| registry.transform(m);
+    let plan = skewless_plan::ServicePlan::for_service(&project, "fraud_v1", &modules_of)?;
+    let training = dir.join("training_set.parquet");
+    let progress = Progress::new("backfill", 0);
+    let stats = skewless_offline::backfill(
+        &project,
+        dir,
+        &plan,
+        &dir.join("transactions.parquet"),
+        &training,
+        threads,
+        &progress,
+    )?;
+    progress.finish();
+    println!(
+        "3. backfilled {} rows x {} features, point in time, into {} in {:.2?} ({:.0} rows/s)",
+        stats.rows,
+        stats.features,
+        training.display(),
+        stats.elapsed,
+        stats.rows as f64 / stats.elapsed.as_secs_f64().max(1e-9)
+    );
+
+    // 4. Materialize the latest statistics into the online store.
+    let schemas = skewless_server::view_schemas(&project);
+    let store = LocalStore::open(&data.join("online"), &schemas, StoreOptions::default())?;
+    let windows = skewless_offline::plan_windows(&project, &[], Some(START), END, |_| None)?;
+    let progress = Progress::new("materialize", 0);
+    let stats = skewless_offline::materialize(&project, dir, &store, &windows, threads, &progress)?;
+    progress.finish();
+    for view in &stats.views {
+        let fingerprint = schemas
+            .iter()
+            .find(|s| s.name == view.window.view)
+            .map(skewless_online::ViewSchema::fingerprint)
+            .unwrap_or_default();
+        registry.advance_watermark(&view.window.view, fingerprint, view.window.end)?;
     }
+    println!(
+        "4. materialized {} rows into the online store ({} entities) in {:.2?}",
+        stats.rows_in_windows(),
+        stats.rows_written(),
+        stats.elapsed
+    );
+    drop(store);
+    drop(registry);
+
+    // 5. Serve, and ask.
+    serve(args, &data, engine)
+}
+
+fn serve(args: &QuickstartArgs, data: &Path, engine: skewless_engine::Engine) -> Result<()> {
+    let mut config = skewless_server::ServerConfig::new(data);
+    config.listen = args.listen;
+    config.source_root = args.dir.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("skewless-http")
+        .build()?;
+    let server = runtime.block_on(skewless_server::Server::bind(config, engine))?;
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = runtime.spawn(server.run(async move {
+        tokio::select! {
+            _ = stopped => {},
+            () = crate::shutdown_signal() => {},
+        }
+    }));
+    let request = example_request();
+    let url = format!("http://{addr}/v1/features");
+    let (_, body) = client::send(
+        "POST",
+        &url,
+        None,
+        "application/json",
+        serde_json::to_vec(&request)?,
+    )?;
+    let response: serde_json::Value = serde_json::from_str(&body)?;
+    println!("5. serving on http://{addr}; the server answered:");
+    let names = response["metadata"]["feature_names"]
+        .as_array()
+        .context("a features response")?;
+    for (i, name) in names.iter().enumerate() {
+        let result = &response["results"][i];
+        println!(
+            "   {:<34} {:<40} {}",
+            name.as_str().unwrap_or("?"),
+            result["values"].to_string(),
+            result["statuses"]
+        );
+    }
+    println!(
+        "\nAsk it yourself:\n\ncurl -s {url} \\\n  -H 'content-type: application/json' \\\n  -d '{request}'\n"
+    );
+    if args.exit {
+        let _ = stop.send(());
+    } else {
+        println!("Serving until Ctrl-C (data in {}).", data.display());
+    }
+    runtime.block_on(serving)??;
+    runtime.shutdown_timeout(Duration::from_secs(5));
     Ok(())
 }
