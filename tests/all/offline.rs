@@ -390,3 +390,202 @@ fn bad_input_is_named_and_leaves_no_output() {
         ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&out).unwrap()).unwrap();
     assert_eq!(empty.schema().fields().len(), 5);
 }
+
+/// A derived feature: a transform's outputs over the whole history, written with plain
+/// names, declared as the source of another view, and joined as of later rows.
+#[test]
+fn a_derived_feature_backfilled_with_plain_names_is_a_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let fraud = crate::support::load(skewless_test_artifacts::FRAUD_RISK);
+    let day = 86_400 * S;
+    // History: one row of 7-day statistics per user, and transactions after it.
+    write(
+        &dir.path().join("stats.parquet"),
+        vec![
+            (
+                "user_id",
+                Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+            ),
+            ("ts", Arc::new(TimestampMicrosecondArray::from(vec![0, 0]))),
+            (
+                "created",
+                Arc::new(TimestampMicrosecondArray::from(vec![0, 0])),
+            ),
+            ("value", Arc::new(Float64Array::from(vec![10.0, 20.0]))),
+        ],
+    );
+    let history = dir.path().join("transactions.parquet");
+    write(
+        &history,
+        vec![
+            (
+                "user_id",
+                Arc::new(Int64Array::from(vec![1, 2, 1])) as ArrayRef,
+            ),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(vec![day, day, 2 * day])),
+            ),
+            ("amount", Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0]))),
+        ],
+    );
+    let defs = |extra: &str| {
+        format!(
+            r#"
+project: derived
+entities: [{{name: user, join_keys: [user_id]}}]
+sources:
+  - {{name: stats, path: stats.parquet, timestamp_field: ts, created_timestamp_field: created}}
+{extra}
+feature_views:
+  - {{name: stats, entities: [user], source: stats, features: [{{name: value, dtype: float64}}]}}
+transforms:
+  - {{name: risk, module: fraud_risk@1.0.0,
+     inputs: [{{from: "stats:value", as: txn_amount_avg_7d}}, {{from: "stats:value", as: txn_amount_max_7d}},
+              request:account_age_days, request:amount],
+     request_schema: [{{name: amount, dtype: float64}}, {{name: account_age_days, dtype: int64}}]}}
+"#
+        )
+    };
+    let catalog = |_: &ModuleRef| Some(fraud.signature().clone());
+    let project = Definitions::from_yaml(&defs(""))
+        .unwrap()
+        .validate(&catalog)
+        .unwrap();
+    let modules = |_: &ModuleRef| Some(fraud.clone());
+    let plan =
+        ServicePlan::for_features(&project, &["risk:amount_log1p".into()], &modules).unwrap();
+    // The frame needs the request fields the transform reads.
+    let frame = dir.path().join("frame.parquet");
+    write(
+        &frame,
+        vec![
+            (
+                "user_id",
+                Arc::new(Int64Array::from(vec![1, 2, 1])) as ArrayRef,
+            ),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(vec![day, day, 2 * day])),
+            ),
+            ("amount", Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0]))),
+            (
+                "account_age_days",
+                Arc::new(Int64Array::from(vec![5, 6, 7])),
+            ),
+        ],
+    );
+    let derived = dir.path().join("risk_history.parquet");
+    let made = skewless_offline::backfill_named(
+        &project,
+        dir.path(),
+        &plan,
+        &frame,
+        &derived,
+        2,
+        skewless_offline::ColumnNames::Plain,
+        &skewless_offline::NoProgress,
+    );
+    assert!(made.is_ok(), "{made:?}");
+    let written = read(&derived);
+    let names: Vec<String> = written
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "user_id",
+            "event_timestamp",
+            "amount",
+            "account_age_days",
+            "amount_log1p"
+        ]
+    );
+
+    // Declared as a source, the derived history feeds a view like any other.
+    let project = Definitions::from_yaml(&defs(
+        "  - {name: risk_history, path: risk_history.parquet}\n",
+    ))
+    .unwrap();
+    let mut project = project;
+    project.feature_views.push(
+        serde_yaml::from_str(
+            "{name: risk_view, entities: [user], source: risk_history, features: [{name: amount_log1p, dtype: float64}]}",
+        )
+        .unwrap(),
+    );
+    let project = project.validate(&catalog).unwrap();
+    let plan =
+        ServicePlan::for_features(&project, &["risk_view:amount_log1p".into()], &modules).unwrap();
+    let entities = dir.path().join("later.parquet");
+    write(
+        &entities,
+        vec![
+            (
+                "user_id",
+                Arc::new(Int64Array::from(vec![1, 1, 2])) as ArrayRef,
+            ),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(vec![day + 1, 3 * day, 0])),
+            ),
+        ],
+    );
+    let out = dir.path().join("out.parquet");
+    skewless_offline::backfill(
+        &project,
+        dir.path(),
+        &plan,
+        &entities,
+        &out,
+        2,
+        &skewless_offline::NoProgress,
+    )
+    .unwrap();
+    let got = read(&out);
+    let values: Vec<Option<f64>> = got
+        .column_by_name("risk_view:amount_log1p")
+        .unwrap()
+        .as_primitive::<Float64Type>()
+        .iter()
+        .collect();
+    assert_eq!(values, vec![Some(1f64.ln_1p()), Some(3f64.ln_1p()), None]);
+
+    // Plain names that collide are refused before anything is written.
+    let plan =
+        ServicePlan::for_features(&project, &["risk:*".into(), "stats:value".into()], &modules)
+            .unwrap();
+    let clash = dir.path().join("clash.parquet");
+    write(
+        &clash,
+        vec![
+            ("user_id", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(vec![day])),
+            ),
+            ("amount", Arc::new(Float64Array::from(vec![1.0]))),
+            ("account_age_days", Arc::new(Int64Array::from(vec![5]))),
+            ("amount_log1p", Arc::new(Float64Array::from(vec![0.0]))),
+        ],
+    );
+    let e = skewless_offline::backfill_named(
+        &project,
+        dir.path(),
+        &plan,
+        &clash,
+        &dir.path().join("never.parquet"),
+        2,
+        skewless_offline::ColumnNames::Plain,
+        &skewless_offline::NoProgress,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("`amount_log1p`") && e.to_string().contains("already taken"),
+        "{e}"
+    );
+    assert!(!dir.path().join("never.parquet").exists());
+}

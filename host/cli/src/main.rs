@@ -130,8 +130,21 @@ struct BackfillArgs {
     #[arg(long)]
     defs: PathBuf,
     /// The feature service to backfill.
+    #[arg(
+        long,
+        required_unless_present = "features",
+        conflicts_with = "features"
+    )]
+    service: Option<String>,
+    /// Features to backfill instead of a service (repeatable): `view:feature`,
+    /// `transform:output`, or `name:*`. With --plain-names, this writes a derived feature's
+    /// history that another view can use as its source.
+    #[arg(long = "features", num_args = 1..)]
+    features: Vec<String>,
+    /// Name feature columns by their bare name (`amount_log1p`) rather than
+    /// `transform:amount_log1p`, so that the output can be a source.
     #[arg(long)]
-    service: String,
+    plain_names: bool,
     /// The entity frame: a Parquet file or a directory of them.
     #[arg(long)]
     entities: PathBuf,
@@ -450,21 +463,30 @@ fn backfill(args: BackfillArgs) -> Result<()> {
         .validate(&yaml)
         .with_context(|| format!("{}", args.defs.display()))?;
     let modules = |m: &_| registry.transform(m);
-    let plan = skewless_plan::ServicePlan::for_service(&project, &args.service, &modules)?;
+    let plan = match &args.service {
+        Some(service) => skewless_plan::ServicePlan::for_service(&project, service, &modules)?,
+        None => skewless_plan::ServicePlan::for_features(&project, &args.features, &modules)?,
+    };
     let base = args
         .defs
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    tracing::info!(service = %args.service, entities = %args.entities.display(), "backfill started");
+    tracing::info!(entities = %args.entities.display(), features = plan.features.len(), "backfill started");
     let progress = progress::Progress::new("backfill", 0);
-    let stats = skewless_offline::backfill(
+    let names = if args.plain_names {
+        skewless_offline::ColumnNames::Plain
+    } else {
+        skewless_offline::ColumnNames::Qualified
+    };
+    let stats = skewless_offline::backfill_named(
         &project,
         base,
         &plan,
         &args.entities,
         &args.out,
         threads(args.threads),
+        names,
         &progress,
     )?;
     progress.finish();

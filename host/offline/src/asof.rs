@@ -1,5 +1,8 @@
 //! The point-in-time as-of join: a sort-merge per entity-key partition.
 
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Array, ArrayRef};
@@ -82,72 +85,154 @@ pub struct FeatureRows {
     pub features: Vec<ArrayRef>,
 }
 
+/// FNV-1a as a `Hasher`, for maps keyed by short encoded keys.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+const NO_GROUP: u32 = u32::MAX;
+
+/// Rows grouped by key id: `order[start[g]..start[g + 1]]` are group g's rows, in row
+/// order (a counting sort, so O(rows)).
+fn group(ids: &[u32], groups: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut start = vec![0u32; groups + 1];
+    for &g in ids {
+        if g != NO_GROUP {
+            start[g as usize + 1] += 1;
+        }
+    }
+    for g in 0..groups {
+        start[g + 1] += start[g];
+    }
+    let mut next = start.clone();
+    let mut order = vec![0u32; start[groups] as usize];
+    for (row, &g) in ids.iter().enumerate() {
+        if g != NO_GROUP {
+            order[next[g as usize] as usize] = row as u32;
+            next[g as usize] += 1;
+        }
+    }
+    (order, start)
+}
+
 /// For each entity row (key and time `at`), the feature row that counts, if any: the
 /// latest with `ts <= at` for the same key; ties go to the larger created time, then to
 /// the later source row. TTL is applied afterwards, by the builder.
 ///
-/// Rows are split into `partitions` by key hash and each partition is sorted and merged
-/// on its own thread; memory is the two inputs plus one index per row.
+/// Entity keys get dense ids; feature rows of keys no entity row has are dropped at once.
+/// Both sides are grouped by id with a counting sort, and each group (a handful of rows)
+/// is sorted by time and merged, the groups split over `threads` threads. Memory is the
+/// two inputs plus a few `u32` per row; nothing is built per (entity, feature) pair.
 fn matches(
     entity_keys: &KeyColumn,
     at: &[i64],
     features: &FeatureRows,
-    partitions: usize,
+    threads: usize,
 ) -> Vec<Option<u32>> {
-    let partitions = partitions.max(1);
-    let part_of = |key: &[u8]| (skewless_core::key::fnv1a(key) % partitions as u64) as usize;
-    let mut entity_parts: Vec<Vec<u32>> = vec![Vec::new(); partitions];
-    for i in 0..entity_keys.len() {
-        if let Some(key) = entity_keys.get(i) {
-            entity_parts[part_of(key)].push(i as u32);
-        }
-    }
-    let mut feature_parts: Vec<Vec<u32>> = vec![Vec::new(); partitions];
-    for i in 0..features.keys.len() {
-        if let Some(key) = features.keys.get(i) {
-            feature_parts[part_of(key)].push(i as u32);
-        }
-    }
-    let mut out = vec![None; entity_keys.len()];
-    let results: Vec<Vec<(u32, u32)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = entity_parts
-            .into_iter()
-            .zip(feature_parts)
-            .map(|(mut ents, mut feats)| {
+    let threads = threads.max(1);
+    let mut ids: FnvMap<&[u8], u32> = FnvMap::default();
+    let entity_ids: Vec<u32> = (0..entity_keys.len())
+        .map(|i| match entity_keys.get(i) {
+            Some(key) => {
+                let next = ids.len() as u32;
+                *ids.entry(key).or_insert(next)
+            }
+            None => NO_GROUP,
+        })
+        .collect();
+    let groups = ids.len();
+    // Looking feature keys up is the heavy part: split it over the threads.
+    let rows = features.keys.len();
+    let per = rows.div_ceil(threads).max(1);
+    let feature_ids: Vec<u32> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..rows)
+            .step_by(per)
+            .map(|first| {
+                let ids = &ids;
                 scope.spawn(move || {
-                    let ekey = |i: u32| entity_keys.get(i as usize).unwrap_or_default();
-                    let fkey = |i: u32| features.keys.get(i as usize).unwrap_or_default();
-                    ents.sort_unstable_by(|&a, &b| {
-                        ekey(a)
-                            .cmp(ekey(b))
-                            .then(at[a as usize].cmp(&at[b as usize]))
-                    });
-                    // Source order breaks the last ties: a stable sort keeps it.
-                    feats.sort_by(|&a, &b| {
-                        let (a, b) = (a as usize, b as usize);
-                        fkey(a as u32)
-                            .cmp(fkey(b as u32))
-                            .then(features.event_ts[a].cmp(&features.event_ts[b]))
-                            .then(features.created_ts[a].cmp(&features.created_ts[b]))
-                    });
-                    let mut found = Vec::with_capacity(ents.len());
-                    let mut j = 0;
-                    let mut candidate: Option<u32> = None;
-                    for &e in &ents {
-                        let key = ekey(e);
-                        let t = at[e as usize];
-                        while j < feats.len() && fkey(feats[j]) < key {
-                            j += 1;
+                    (first..(first + per).min(rows))
+                        .map(|j| {
+                            features
+                                .keys
+                                .get(j)
+                                .and_then(|k| ids.get(k).copied())
+                                .unwrap_or(NO_GROUP)
+                        })
+                        .collect::<Vec<u32>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    drop(ids);
+    let (entity_order, entity_start) = group(&entity_ids, groups);
+    let (feature_order, feature_start) = group(&feature_ids, groups);
+    let per_group = groups.div_ceil(threads).max(1);
+    let results: Vec<Vec<(u32, u32)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..groups)
+            .step_by(per_group)
+            .map(|first| {
+                let (entity_order, entity_start) = (&entity_order, &entity_start);
+                let (feature_order, feature_start) = (&feature_order, &feature_start);
+                scope.spawn(move || {
+                    let mut found = Vec::new();
+                    let mut ents: Vec<u32> = Vec::new();
+                    let mut feats: Vec<u32> = Vec::new();
+                    for g in first..(first + per_group).min(groups) {
+                        let f = &feature_order
+                            [feature_start[g] as usize..feature_start[g + 1] as usize];
+                        if f.is_empty() {
+                            continue;
                         }
-                        while j < feats.len()
-                            && fkey(feats[j]) == key
-                            && features.event_ts[feats[j] as usize] <= t
-                        {
-                            candidate = Some(feats[j]);
-                            j += 1;
-                        }
-                        if let Some(c) = candidate.filter(|&c| fkey(c) == key) {
-                            found.push((e, c));
+                        ents.clear();
+                        ents.extend_from_slice(
+                            &entity_order[entity_start[g] as usize..entity_start[g + 1] as usize],
+                        );
+                        ents.sort_unstable_by_key(|&e| at[e as usize]);
+                        feats.clear();
+                        feats.extend_from_slice(f);
+                        // Row order is the last tie-breaker: rows are grouped in row order
+                        // and the sort is stable.
+                        feats.sort_by_key(|&j| {
+                            (
+                                features.event_ts[j as usize],
+                                features.created_ts[j as usize],
+                            )
+                        });
+                        let mut next = 0;
+                        let mut candidate = None;
+                        for &e in &ents {
+                            let t = at[e as usize];
+                            while next < feats.len() && features.event_ts[feats[next] as usize] <= t
+                            {
+                                candidate = Some(feats[next]);
+                                next += 1;
+                            }
+                            if let Some(c) = candidate {
+                                found.push((e, c));
+                            }
                         }
                     }
                     found
@@ -159,6 +244,7 @@ fn matches(
             .map(|h| h.join().unwrap_or_default())
             .collect()
     });
+    let mut out = vec![None; entity_keys.len()];
     for part in results {
         for (e, f) in part {
             out[e as usize] = Some(f);

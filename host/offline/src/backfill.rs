@@ -42,10 +42,20 @@ fn slice_view(view: &ViewColumns, start: usize, len: usize) -> ViewColumns {
     }
 }
 
+/// How the output names a feature's column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnNames {
+    /// `view:feature` or `transform:output`, as the online response names it.
+    Qualified,
+    /// The bare feature name, so that the output can be declared as a source of another
+    /// view (a derived feature); two features of one name are refused.
+    Plain,
+}
+
 /// Backfills `plan` for the entity frame at `entities` and writes the training set to
 /// `out`: the entity frame's columns, unchanged and in order, then the service's features
-/// in the online response's order. Source paths are relative to `base`. A transform
-/// failure fails the backfill; `out` is replaced only when complete.
+/// in the online response's order, named `view:feature`. Source paths are relative to
+/// `base`. A transform failure fails the backfill; `out` is replaced only when complete.
 pub fn backfill(
     project: &Project,
     base: &Path,
@@ -55,8 +65,66 @@ pub fn backfill(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<BackfillStats> {
+    backfill_named(
+        project,
+        base,
+        plan,
+        entities,
+        out,
+        threads,
+        ColumnNames::Qualified,
+        progress,
+    )
+}
+
+/// The output schema: the frame's fields, then one per feature, named as `names` says;
+/// refused when a name is taken.
+fn output_schema(
+    frame: &Schema,
+    entities: &Path,
+    plan: &ServicePlan,
+    names: ColumnNames,
+) -> Result<Arc<Schema>> {
+    let mut fields: Vec<Arc<Field>> = frame.fields().iter().cloned().collect();
+    for f in &plan.features {
+        let name = match names {
+            ColumnNames::Qualified => &f.qualified,
+            ColumnNames::Plain => &f.name,
+        };
+        if let Some(taken) = fields.iter().find(|field| field.name() == name) {
+            let by = plan
+                .features
+                .iter()
+                .find(|g| &g.name == taken.name() || &g.qualified == taken.name())
+                .map_or_else(
+                    || format!("a column of the entity frame {}", entities.display()),
+                    |g| format!("feature `{}`", g.qualified),
+                );
+            return Err(Error::Definitions(format!(
+                "the output column `{name}` of feature `{}` is already taken by {by}",
+                f.qualified
+            )));
+        }
+        fields.push(Arc::new(Field::new(name, f.dtype.arrow_type(), true)));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// [`backfill`], with the feature columns named as `names` says.
+#[allow(clippy::too_many_arguments)]
+pub fn backfill_named(
+    project: &Project,
+    base: &Path,
+    plan: &ServicePlan,
+    entities: &Path,
+    out: &Path,
+    threads: usize,
+    names: ColumnNames,
+    progress: &dyn Progress,
+) -> Result<BackfillStats> {
     let started = Instant::now();
     let frame = read_table(entities, None, "the entity frame", None)?.batch;
+    let schema = output_schema(&frame.schema(), entities, plan, names)?;
     let rows = frame.num_rows();
     let why = "the entity frame needs it";
     let at_raw = timestamps(
@@ -195,22 +263,6 @@ pub fn backfill(
     for r in results {
         feature_chunks.push(r?);
     }
-    let mut fields: Vec<Arc<Field>> = frame.schema().fields().iter().cloned().collect();
-    for f in &plan.features {
-        if frame.schema().index_of(&f.qualified).is_ok() {
-            return Err(Error::Definitions(format!(
-                "{}: the entity frame already has a column `{}`, a feature of the service",
-                entities.display(),
-                f.qualified
-            )));
-        }
-        fields.push(Arc::new(Field::new(
-            &f.qualified,
-            f.dtype.arrow_type(),
-            true,
-        )));
-    }
-    let schema = Arc::new(Schema::new(fields));
     let mut batches = Vec::with_capacity(chunks.len());
     for ((start, len), features) in chunks.iter().zip(feature_chunks) {
         let mut columns: Vec<ArrayRef> = frame

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 pub use asof::{FeatureRows, KeyColumn, asof_join};
 pub use backfill::EVENT_TIMESTAMP;
-pub use backfill::{BackfillStats, backfill};
+pub use backfill::{BackfillStats, ColumnNames, backfill, backfill_named};
 pub use materialize::{MaterializeStats, ViewMaterialized, Window, materialize, plan_windows};
 pub use parquet_io::{Table, TimeFilter, read_table, write_parquet_atomic};
 pub use source::{SourceStats, view_rows};
