@@ -589,3 +589,102 @@ transforms:
     );
     assert!(!dir.path().join("never.parquet").exists());
 }
+
+/// Timestamps with a time zone are instants whatever the zone; naive ones are UTC. The
+/// same instants in another zone or unit join the same rows.
+#[test]
+fn time_zones_and_units_name_the_same_instants() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = r#"
+project: tz
+entities: [{name: user, join_keys: [user_id]}]
+sources: [{name: s, path: s.parquet}]
+feature_views: [{name: v, entities: [user], source: s, ttl: 1h, features: [{name: x, dtype: float64}]}]
+feature_services: [{name: svc, features: ["v:*"]}]
+"#;
+    let project = Definitions::from_yaml(defs)
+        .unwrap()
+        .validate(&|_: &ModuleRef| None)
+        .unwrap();
+    let plan = ServicePlan::for_service(&project, "svc", &|_| None).unwrap();
+    let hour = 3600 * S;
+    let t = 1_795_132_800 * S;
+    // Naive source times: read as UTC.
+    write(
+        &dir.path().join("s.parquet"),
+        vec![
+            (
+                "user_id",
+                Arc::new(Int64Array::from(vec![1, 1])) as ArrayRef,
+            ),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(vec![t, t + hour])),
+            ),
+            ("x", Arc::new(Float64Array::from(vec![1.0, 2.0]))),
+        ],
+    );
+    // Entity rows at t + 30 min, t + 90 min and t + 3 h (past the TTL).
+    let at_ms = [
+        t / 1000 + 1_800_000,
+        t / 1000 + 5_400_000,
+        t / 1000 + 10_800_000,
+    ];
+    let frames: Vec<(&str, ArrayRef)> = vec![
+        (
+            "utc-micros",
+            Arc::new(
+                TimestampMicrosecondArray::from(at_ms.iter().map(|m| m * 1000).collect::<Vec<_>>())
+                    .with_timezone("UTC"),
+            ),
+        ),
+        (
+            "plus-two-millis",
+            Arc::new(
+                arrow_array::TimestampMillisecondArray::from(at_ms.to_vec())
+                    .with_timezone("+02:00"),
+            ),
+        ),
+        (
+            "paris-seconds",
+            Arc::new(
+                arrow_array::TimestampSecondArray::from(
+                    at_ms.iter().map(|m| m / 1000).collect::<Vec<_>>(),
+                )
+                .with_timezone("Europe/Paris"),
+            ),
+        ),
+    ];
+    for (name, times) in frames {
+        let entities = dir.path().join(format!("{name}.parquet"));
+        write(
+            &entities,
+            vec![
+                (
+                    "user_id",
+                    Arc::new(Int64Array::from(vec![1, 1, 1])) as ArrayRef,
+                ),
+                ("event_timestamp", times),
+            ],
+        );
+        let out = dir.path().join(format!("{name}-out.parquet"));
+        skewless_offline::backfill(
+            &project,
+            dir.path(),
+            &plan,
+            &entities,
+            &out,
+            2,
+            &skewless_offline::NoProgress,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = read(&out);
+        let x: Vec<Option<f64>> = got
+            .column_by_name("v:x")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .iter()
+            .collect();
+        assert_eq!(x, vec![Some(1.0), Some(2.0), None], "{name}");
+    }
+}

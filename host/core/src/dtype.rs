@@ -96,7 +96,9 @@ impl DType {
             DType::Float64 => matches!(data_type, D::Float64 | D::Float32 | D::Float16),
             DType::String => matches!(data_type, D::Utf8 | D::LargeUtf8 | D::Utf8View),
             DType::Timestamp => match data_type {
-                D::Timestamp(_, tz) => tz.as_deref().is_none_or(is_utc),
+                // Arrow stores every zoned timestamp as an instant since the epoch in UTC;
+                // the zone only says how to display it. Naive ones are taken as UTC.
+                D::Timestamp(_, _) => true,
                 _ => false,
             },
             DType::Float32List => match data_type {
@@ -111,8 +113,8 @@ impl DType {
 
 impl DType {
     /// Converts an array of a type this dtype [`accepts`](DType::accepts) to the canonical
-    /// type. Overflow is an error, never a silent null. Timestamps are instants: the (UTC
-    /// or absent) zone is dropped without shifting values, the unit changed, and the
+    /// type. Overflow is an error, never a silent null. Timestamps are instants: the zone
+    /// (any zone, or none) is dropped without shifting values, the unit changed, and the
     /// result labelled UTC (casting with the zone in place would need a timezone
     /// database to parse "UTC").
     pub fn to_canonical(
@@ -154,10 +156,6 @@ impl DType {
                 .with_timezone(UTC),
         ))
     }
-}
-
-fn is_utc(tz: &str) -> bool {
-    matches!(tz, "UTC" | "utc" | "Z" | "+00:00" | "Etc/UTC")
 }
 
 impl fmt::Display for DType {
@@ -207,7 +205,7 @@ mod tests {
         assert!(!DType::Int64.accepts(&DataType::Float64));
         assert!(DType::Float64.accepts(&DataType::Float32));
         assert!(DType::Timestamp.accepts(&DataType::Timestamp(TimeUnit::Nanosecond, None)));
-        assert!(!DType::Timestamp.accepts(&DataType::Timestamp(
+        assert!(DType::Timestamp.accepts(&DataType::Timestamp(
             TimeUnit::Microsecond,
             Some("Europe/Paris".into())
         )));
