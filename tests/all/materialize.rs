@@ -245,3 +245,62 @@ fn windows_follow_watermarks_and_refuse_what_cannot_be_materialized() {
         "nothing written"
     );
 }
+
+/// Watermarks move forward only, and one recorded under other features of the view does
+/// not count: the store dropped those rows when the features changed.
+#[test]
+fn a_watermark_counts_only_for_the_schema_it_was_recorded_under() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry =
+        skewless_registry::Registry::open(dir.path(), crate::support::engine().clone()).unwrap();
+    let apply = |yaml: &str| {
+        registry
+            .apply(yaml, |_| Ok::<(), std::convert::Infallible>(()))
+            .unwrap()
+            .unwrap()
+            .0
+    };
+    let end = 10_000 * S;
+    let start_of = |project: &Project| {
+        skewless_server::plan_materialization(&registry, project, &["stats".into()], None, end)
+            .unwrap()[0]
+            .start
+    };
+    let project = apply(DEFS);
+    assert_eq!(
+        start_of(&project),
+        end - 3600 * S,
+        "no watermark: one TTL back"
+    );
+    let fingerprint = skewless_server::view_schemas(&project)[0].fingerprint();
+    registry
+        .advance_watermark("stats", fingerprint, 5_000 * S)
+        .unwrap();
+    registry
+        .advance_watermark("stats", fingerprint, 4_000 * S)
+        .unwrap();
+    assert_eq!(
+        start_of(&project),
+        5_000 * S,
+        "from the watermark, which never moves back"
+    );
+
+    let changed = apply(&DEFS.replace(
+        "features: [{name: value, dtype: float64}]}\n  - {name: offline_only",
+        "features: [{name: value, dtype: float64}, {name: extra, dtype: int64}]}\n  - {name: offline_only",
+    ));
+    assert_eq!(
+        start_of(&changed),
+        end - 3600 * S,
+        "the old schema's watermark is ignored"
+    );
+    let fingerprint = skewless_server::view_schemas(&changed)[0].fingerprint();
+    registry
+        .advance_watermark("stats", fingerprint, 2_000 * S)
+        .unwrap();
+    assert_eq!(
+        start_of(&changed),
+        2_000 * S,
+        "restarted under the new schema"
+    );
+}

@@ -32,19 +32,8 @@ fn local(start: Option<i64>, end: i64, target: &MaterializeTarget) -> Result<()>
         );
     };
     let schemas = skewless_server::view_schemas(&project);
-    let marks = registry.watermarks()?;
-    let fingerprint = |view: &str| {
-        schemas
-            .iter()
-            .find(|s| s.name == view)
-            .map(skewless_online::ViewSchema::fingerprint)
-    };
-    let windows = skewless_offline::plan_windows(&project, &target.views, start, end, |view| {
-        marks
-            .get(view)
-            .filter(|m| Some(m.fingerprint) == fingerprint(view))
-            .map(|m| m.end_micros)
-    })?;
+    let windows =
+        skewless_server::plan_materialization(&registry, &project, &target.views, start, end)?;
     let store = LocalStore::open(&data_dir.join("online"), &schemas, StoreOptions::default())
         .with_context(|| {
             format!(
@@ -53,18 +42,17 @@ fn local(start: Option<i64>, end: i64, target: &MaterializeTarget) -> Result<()>
             )
         })?;
     let progress = Progress::new("materialize", 0);
-    let stats = skewless_offline::materialize(
+    let stats = skewless_server::run_materialization(
+        &registry,
         &project,
-        &target.source_root,
         &store,
+        &target.source_root,
         &windows,
         threads(target.threads),
         &progress,
     )?;
     progress.finish();
     for view in &stats.views {
-        let fp = fingerprint(&view.window.view).unwrap_or_default();
-        registry.advance_watermark(&view.window.view, fp, view.window.end)?;
         println!(
             "{}: {} rows in the window, {} entities written ({} of {} row groups skipped by statistics)",
             view.window.view,

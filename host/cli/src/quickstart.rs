@@ -412,18 +412,13 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     // 4. Materialize the latest statistics into the online store.
     let schemas = skewless_server::view_schemas(&project);
     let store = LocalStore::open(&data.join("online"), &schemas, StoreOptions::default())?;
-    let windows = skewless_offline::plan_windows(&project, &[], Some(START), END, |_| None)?;
+    let windows =
+        skewless_server::plan_materialization(&registry, &project, &[], Some(START), END)?;
     let progress = Progress::new("materialize", 0);
-    let stats = skewless_offline::materialize(&project, dir, &store, &windows, threads, &progress)?;
+    let stats = skewless_server::run_materialization(
+        &registry, &project, &store, dir, &windows, threads, &progress,
+    )?;
     progress.finish();
-    for view in &stats.views {
-        let fingerprint = schemas
-            .iter()
-            .find(|s| s.name == view.window.view)
-            .map(skewless_online::ViewSchema::fingerprint)
-            .unwrap_or_default();
-        registry.advance_watermark(&view.window.view, fingerprint, view.window.end)?;
-    }
     println!(
         "4. materialized {} rows into the online store ({} entities) in {:.2?}",
         stats.rows_in_windows(),

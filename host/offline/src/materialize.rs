@@ -158,6 +158,7 @@ pub fn materialize(
 ) -> Result<MaterializeStats> {
     let started = Instant::now();
     let defs = &project.definitions;
+    let mut views = Vec::with_capacity(windows.len());
     for w in windows {
         let view = defs
             .view_index(&w.view)
@@ -176,10 +177,10 @@ pub fn materialize(
             )));
         }
         source_path(project, base, view)?;
+        views.push(view);
     }
     let mut done = Vec::with_capacity(windows.len());
-    for w in windows {
-        let view = &defs.feature_views[defs.view_index(&w.view).unwrap_or_default()];
+    for (w, view) in windows.iter().zip(views) {
         let (rows, source) = view_rows(project, base, view, w.start, w.end)?;
         let winners = latest_per_key(&rows, threads);
         progress.start(winners.len() as u64);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
-use skewless_core::definitions::FeatureView;
+use skewless_core::definitions::{FeatureView, Source};
 use skewless_core::key::KeyType;
 use skewless_core::{DType, Project};
 
@@ -69,8 +69,12 @@ pub struct SourceStats {
     pub row_groups_skipped: usize,
 }
 
-/// The Parquet path of a view's source, resolved against `base`.
-pub(crate) fn source_path(project: &Project, base: &Path, view: &FeatureView) -> Result<PathBuf> {
+/// A view's source and its Parquet path, resolved against `base`.
+pub(crate) fn source_path<'p>(
+    project: &'p Project,
+    base: &Path,
+    view: &FeatureView,
+) -> Result<(&'p Source, PathBuf)> {
     let source = project.definitions.source(&view.source).ok_or_else(|| {
         Error::Definitions(format!(
             "view `{}`: unknown source `{}`",
@@ -83,7 +87,7 @@ pub(crate) fn source_path(project: &Project, base: &Path, view: &FeatureView) ->
             source.name, view.name
         ))
     })?;
-    Ok(base.join(rel))
+    Ok((source, base.join(rel)))
 }
 
 /// Reads the rows of `view`'s source whose event time lies in `min..=max` (µs): keys,
@@ -97,12 +101,8 @@ pub fn view_rows(
     min: i64,
     max: i64,
 ) -> Result<(FeatureRows, SourceStats)> {
-    let defs = &project.definitions;
-    let source = defs
-        .source(&view.source)
-        .ok_or_else(|| Error::Definitions(format!("unknown source `{}`", view.source)))?;
-    let path = source_path(project, base, view)?;
-    let keys = defs.view_join_keys(view);
+    let (source, path) = source_path(project, base, view)?;
+    let keys = project.definitions.view_join_keys(view);
     let mut names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
     names.push(&source.timestamp_field);
     if let Some(created) = &source.created_timestamp_field {

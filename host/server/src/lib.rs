@@ -11,6 +11,7 @@
 mod error;
 mod jobs;
 pub mod json;
+mod materialization;
 mod metrics;
 mod routes;
 mod state;
@@ -24,6 +25,7 @@ use skewless_online::{LocalStore, OnlineStore, StoreOptions};
 use skewless_registry::Registry;
 
 pub use error::ApiError;
+pub use materialization::{MaterializeError, plan_materialization, run_materialization};
 pub use state::{Serving, view_schemas};
 
 /// How to run a server.

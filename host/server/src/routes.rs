@@ -785,14 +785,12 @@ async fn start_materialize(State(state): Shared, body: Result<Bytes, BytesReject
         .project
         .clone()
         .ok_or_else(|| ApiError::bad_request("no definitions applied yet"))?;
-    let marks = state.registry.watermarks()?;
-    let windows = skewless_offline::plan_windows(&project, &request.views, start, end, |view| {
-        marks
-            .get(view)
-            .filter(|m| serving.fingerprints.get(view) == Some(&m.fingerprint))
-            .map(|m| m.end_micros)
-    })
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let windows =
+        crate::plan_materialization(&state.registry, &project, &request.views, start, end)
+            .map_err(|e| match e {
+                crate::MaterializeError::Offline(e) => ApiError::bad_request(e.to_string()),
+                crate::MaterializeError::Registry(e) => e.into(),
+            })?;
     let job = state.jobs.start(
         "materialize",
         json!({
@@ -805,33 +803,28 @@ async fn start_materialize(State(state): Shared, body: Result<Bytes, BytesReject
     );
     let state = state.clone();
     run_job(job.clone(), move |job| {
-        let stats = skewless_offline::materialize(
+        let stats = crate::run_materialization(
+            &state.registry,
             &project,
-            &state.config.source_root,
             state.store.as_ref(),
+            &state.config.source_root,
             &windows,
             job_threads(),
             job,
         )
         .map_err(|e| e.to_string())?;
-        let mut views = Vec::new();
-        for v in &stats.views {
-            let fingerprint = serving
-                .fingerprints
-                .get(&v.window.view)
-                .copied()
-                .unwrap_or_default();
-            state
-                .registry
-                .advance_watermark(&v.window.view, fingerprint, v.window.end)
-                .map_err(|e| format!("recording the watermark: {e}"))?;
-            views.push(json!({
-                "view": v.window.view,
-                "rows_in_window": v.rows_in_window,
-                "rows_written": v.rows_written,
-                "row_groups_skipped": v.source.row_groups_skipped,
-            }));
-        }
+        let views: Vec<Json> = stats
+            .views
+            .iter()
+            .map(|v| {
+                json!({
+                    "view": v.window.view,
+                    "rows_in_window": v.rows_in_window,
+                    "rows_written": v.rows_written,
+                    "row_groups_skipped": v.source.row_groups_skipped,
+                })
+            })
+            .collect();
         Ok(json!({"views": views, "elapsed_ms": stats.elapsed.as_millis() as u64}))
     });
     Ok(accepted(&job))
