@@ -163,20 +163,36 @@ fn peak_rss_kb() -> u64 {
 
 /// The child process: one Skewless backfill, as `skewless backfill` runs it.
 fn child(dir: &Path, threads: usize) -> Result<()> {
+    // A memory limit (bytes) makes the join spill; the output then goes to its own file.
+    let limit: Option<u64> = std::env::var("SKEWLESS_BENCH_MEMORY_LIMIT")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()?;
     let started = Instant::now();
     let registry = Registry::open(&dir.join("data"), engine(dir)?)?;
     let project = registry.validate(DEFS)?;
     let modules = |m: &_| registry.transform(m);
     let plan = skewless_plan::ServicePlan::for_service(&project, "fraud_v1", &modules)?;
-    skewless_offline::backfill(
+    let stats = skewless_offline::backfill(
         &project,
         dir,
         &plan,
         &dir.join("entities.parquet"),
-        &dir.join("skewless_out.parquet"),
-        threads,
+        &dir.join(if limit.is_some() {
+            "skewless_spilled.parquet"
+        } else {
+            "skewless_out.parquet"
+        }),
+        &skewless_offline::BackfillOptions {
+            threads,
+            memory_limit: limit.unwrap_or_else(skewless_offline::default_memory_limit),
+            ..Default::default()
+        },
         &skewless_offline::NoProgress,
     )?;
+    if limit.is_some() && stats.partitions < 2 {
+        bail!("the memory limit did not make the join spill");
+    }
     println!(
         "elapsed_s={:.3} peak_rss_kb={}",
         started.elapsed().as_secs_f64(),
@@ -216,13 +232,13 @@ fn column(path: &Path, name: &str) -> Result<Vec<Option<f64>>> {
 
 /// Both sides must produce the same features (DuckDB's arithmetic may differ in the last
 /// bit, so floats compare within 1e-12 relative).
-fn agree(dir: &Path) -> Result<()> {
+fn agree(dir: &Path, ours: &str) -> Result<()> {
     for name in [
         "user_stats:f6",
         "txn_risk:amount_zscore_proxy",
         "txn_risk:amount_to_max_ratio",
     ] {
-        let ours = column(&dir.join("skewless_out.parquet"), name)?;
+        let ours = column(&dir.join(ours), name)?;
         let theirs = column(&dir.join("duckdb_out.parquet"), name)?;
         if ours.len() != theirs.len() {
             bail!("{name}: {} rows vs {}", ours.len(), theirs.len());
@@ -279,13 +295,28 @@ fn main() -> Result<()> {
                 .arg(dir.join("duckdb_out.parquet"))
                 .arg(threads.to_string()),
         )?;
-        agree(&dir)?;
+        agree(&dir, "skewless_out.parquet")?;
         println!(
             "  {entities:>10} x {features:>10}: Skewless {ours_s:>7.2} s ({:>5.2} M rows/s, peak RSS {:>6} MiB) | DuckDB {duck_s:>7.2} s ({:>5.2} M rows/s, peak RSS {:>6} MiB) | same values",
             entities as f64 / ours_s / 1e6,
             ours_kb / 1024,
             entities as f64 / duck_s / 1e6,
             duck_kb / 1024,
+        );
+        // The same join under a memory limit far below its inputs: spilled by key.
+        let limit: u64 = if measuring() { 256 << 20 } else { 64 << 10 };
+        let (spill_s, spill_kb) = measure(
+            Command::new(std::env::current_exe()?)
+                .env("SKEWLESS_BENCH_BACKFILL_CHILD", &dir)
+                .env("SKEWLESS_BENCH_MEMORY_LIMIT", limit.to_string())
+                .env("SKEWLESS_LOG", "warn"),
+        )?;
+        agree(&dir, "skewless_spilled.parquet")?;
+        println!(
+            "  {entities:>10} x {features:>10}, --memory-limit {} KiB: Skewless {spill_s:>7.2} s ({:>5.2} M rows/s, peak RSS {:>6} MiB) | same values",
+            limit >> 10,
+            entities as f64 / spill_s / 1e6,
+            spill_kb / 1024,
         );
 
         // Materialize the whole feature source into a fresh store.

@@ -62,6 +62,15 @@ feature_services: [{name: svc, features: ["stats:*", "pairs:*"]}]
 
 const S: i64 = 1_000_000;
 
+/// Two threads; `partitions` forces the spilled join.
+fn options(partitions: Option<usize>) -> skewless_offline::BackfillOptions {
+    skewless_offline::BackfillOptions {
+        threads: 2,
+        partitions,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn backfill_equals_a_brute_force_point_in_time_reference() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,11 +166,12 @@ fn backfill_equals_a_brute_force_point_in_time_reference() {
         &plan,
         &entities,
         &out,
-        2,
+        &options(None),
         &skewless_offline::NoProgress,
     )
     .unwrap();
     assert_eq!(stats.rows, e);
+    assert_eq!(stats.partitions, 1, "these inputs fit in memory");
     let got = read(&out);
     let names: Vec<String> = got
         .schema()
@@ -257,6 +267,34 @@ fn backfill_equals_a_brute_force_point_in_time_reference() {
         let theirs = duck_count.is_valid(row).then(|| duck_count.value(row));
         assert_eq!(ours, theirs, "pairs at row {row} differs from DuckDB");
     }
+
+    // Spilled: split by entity key into files and joined a partition at a time, forced,
+    // or because the inputs exceed the memory limit. Same rows, bit for bit.
+    let limited = skewless_offline::BackfillOptions {
+        memory_limit: 1,
+        ..options(None)
+    };
+    for (options, partitions) in [(options(Some(7)), 7), (limited, 128)] {
+        let spilled = dir.path().join(format!("spilled-{partitions}.parquet"));
+        let stats = skewless_offline::backfill(
+            &project,
+            dir.path(),
+            &plan,
+            &entities,
+            &spilled,
+            &options,
+            &skewless_offline::NoProgress,
+        )
+        .unwrap();
+        assert_eq!(stats.partitions, partitions);
+        assert_eq!(read(&spilled), got, "{partitions} partitions");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".skewless"))
+        .collect();
+    assert!(leftovers.is_empty(), "spill files removed: {leftovers:?}");
 }
 
 #[test]
@@ -276,7 +314,7 @@ fn bad_input_is_named_and_leaves_no_output() {
             &plan,
             &entities,
             &out,
-            2,
+            &options(None),
             &skewless_offline::NoProgress,
         )
         .unwrap_err()
@@ -381,7 +419,7 @@ fn bad_input_is_named_and_leaves_no_output() {
         &plan,
         &entities,
         &out,
-        2,
+        &options(None),
         &skewless_offline::NoProgress,
     )
     .unwrap();
@@ -476,14 +514,16 @@ transforms:
         ],
     );
     let derived = dir.path().join("risk_history.parquet");
-    let made = skewless_offline::backfill_named(
+    let made = skewless_offline::backfill(
         &project,
         dir.path(),
         &plan,
         &frame,
         &derived,
-        2,
-        skewless_offline::ColumnNames::Plain,
+        &skewless_offline::BackfillOptions {
+            names: skewless_offline::ColumnNames::Plain,
+            ..options(None)
+        },
         &skewless_offline::NoProgress,
     );
     assert!(made.is_ok(), "{made:?}");
@@ -541,7 +581,7 @@ transforms:
         &plan,
         &entities,
         &out,
-        2,
+        &options(None),
         &skewless_offline::NoProgress,
     )
     .unwrap();
@@ -572,14 +612,16 @@ transforms:
             ("amount_log1p", Arc::new(Float64Array::from(vec![0.0]))),
         ],
     );
-    let e = skewless_offline::backfill_named(
+    let e = skewless_offline::backfill(
         &project,
         dir.path(),
         &plan,
         &clash,
         &dir.path().join("never.parquet"),
-        2,
-        skewless_offline::ColumnNames::Plain,
+        &skewless_offline::BackfillOptions {
+            names: skewless_offline::ColumnNames::Plain,
+            ..options(None)
+        },
         &skewless_offline::NoProgress,
     )
     .unwrap_err();
@@ -674,7 +716,7 @@ feature_services: [{name: svc, features: ["v:*"]}]
             &plan,
             &entities,
             &out,
-            2,
+            &options(None),
             &skewless_offline::NoProgress,
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -157,8 +157,51 @@ struct BackfillArgs {
     /// Worker threads for the join and the transforms [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Memory the join may use (`512MiB`, `4GiB`, or bytes). Larger inputs are split by
+    /// entity key into spill files and joined one partition at a time
+    /// [default: half the memory available].
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<u64>,
+    /// Split the join into exactly this many entity-key partitions (1: never spill),
+    /// whatever the memory estimate.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=128))]
+    partitions: Option<u16>,
+    /// Where spill files go [default: the output's directory]. A temporary directory is
+    /// made inside it and removed when the backfill ends.
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// A size: bytes, or a number with KiB, MiB, GiB (or KB, MB, GB, read as the same powers
+/// of two).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size: expected e.g. 512MiB, 4GiB or bytes"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1u64,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "`{other}` is not a size unit: use KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    let bytes = number * scale as f64;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("`{text}` is not a positive size"));
+    }
+    Ok(bytes as u64)
 }
 
 #[derive(Debug, Args)]
@@ -474,19 +517,25 @@ fn backfill(args: BackfillArgs) -> Result<()> {
         .unwrap_or(std::path::Path::new("."));
     tracing::info!(entities = %args.entities.display(), features = plan.features.len(), "backfill started");
     let progress = progress::Progress::new("backfill", 0);
-    let names = if args.plain_names {
-        skewless_offline::ColumnNames::Plain
-    } else {
-        skewless_offline::ColumnNames::Qualified
+    let defaults = skewless_offline::BackfillOptions::default();
+    let options = skewless_offline::BackfillOptions {
+        threads: threads(args.threads),
+        names: if args.plain_names {
+            skewless_offline::ColumnNames::Plain
+        } else {
+            skewless_offline::ColumnNames::Qualified
+        },
+        memory_limit: args.memory_limit.unwrap_or(defaults.memory_limit),
+        partitions: args.partitions.map(usize::from),
+        spill_dir: args.spill_dir.clone(),
     };
-    let stats = skewless_offline::backfill_named(
+    let stats = skewless_offline::backfill(
         &project,
         base,
         &plan,
         &args.entities,
         &args.out,
-        threads(args.threads),
-        names,
+        &options,
         &progress,
     )?;
     progress.finish();
@@ -498,6 +547,12 @@ fn backfill(args: BackfillArgs) -> Result<()> {
         stats.elapsed,
         stats.rows as f64 / stats.elapsed.as_secs_f64().max(1e-9)
     );
+    if stats.partitions > 1 {
+        println!(
+            "joined in {} entity-key partitions spilled to disk (the inputs exceeded the memory limit)",
+            stats.partitions
+        );
+    }
     Ok(())
 }
 

@@ -396,7 +396,10 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
         &plan,
         &dir.join("transactions.parquet"),
         &training,
-        threads,
+        &skewless_offline::BackfillOptions {
+            threads,
+            ..Default::default()
+        },
         &progress,
     )?;
     progress.finish();

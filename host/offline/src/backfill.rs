@@ -1,19 +1,22 @@
 //! Historical retrieval: an entity frame in, a training set out, through the one plan.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{Field, Schema};
-use skewless_core::assemble::ViewColumns;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, UInt8Type};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt8Array};
+use arrow_schema::{DataType as ArrowType, Field, Schema, SchemaRef};
+use skewless_core::assemble::{Status, ViewColumns};
 use skewless_core::key::KeyType;
 use skewless_core::{DType, Project};
 use skewless_plan::ServicePlan;
 
 use crate::asof::{KeyColumn, asof_join};
-use crate::parquet_io::{read_table, write_parquet_atomic};
-use crate::source::{SourceStats, column, conform, timestamps, view_rows};
+use crate::parquet_io::{AtomicParquet, decoded_size, read_table, scan, schema_of};
+use crate::source::{SourceStats, ViewSource, column, conform, timestamps};
+use crate::spill::{Partitioned, partitions};
 use crate::{Error, Progress, Result};
 
 /// The entity frame's time column: each row's "as of".
@@ -32,6 +35,9 @@ pub struct BackfillStats {
     pub elapsed: Duration,
     /// What reading each view's source cost, in plan order.
     pub sources: Vec<(String, SourceStats)>,
+    /// Entity-key partitions the join ran in: 1 when it ran in memory, more when the
+    /// inputs exceeded the memory limit and were spilled to disk.
+    pub partitions: usize,
 }
 
 fn slice_view(view: &ViewColumns, start: usize, len: usize) -> ViewColumns {
@@ -52,29 +58,103 @@ pub enum ColumnNames {
     Plain,
 }
 
+/// How a backfill runs.
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    /// Threads for the join and the transforms.
+    pub threads: usize,
+    /// How feature columns are named.
+    pub names: ColumnNames,
+    /// Memory the join may use, in bytes, estimated from the Parquet footers. Inputs
+    /// larger than this are hash-partitioned by entity key into spill files and joined one
+    /// partition at a time.
+    pub memory_limit: u64,
+    /// A fixed number of partitions, overriding the estimate (1: never spill).
+    pub partitions: Option<usize>,
+    /// Where spill files go (a temporary directory is made inside and removed after);
+    /// the output's directory when `None`.
+    pub spill_dir: Option<PathBuf>,
+}
+
+impl Default for BackfillOptions {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(2, usize::from),
+            names: ColumnNames::Qualified,
+            memory_limit: default_memory_limit(),
+            partitions: None,
+            spill_dir: None,
+        }
+    }
+}
+
+/// Half the memory available now (`MemAvailable`), or 4 GiB where that is unknown.
+pub fn default_memory_limit() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kib| kib * 1024 / 2)
+}
+
+/// Partitions at most: each is a few open files per view while spilling.
+const MAX_PARTITIONS: usize = 128;
+
 /// Backfills `plan` for the entity frame at `entities` and writes the training set to
 /// `out`: the entity frame's columns, unchanged and in order, then the service's features
-/// in the online response's order, named `view:feature`. Source paths are relative to
-/// `base`. A transform failure fails the backfill; `out` is replaced only when complete.
+/// in the online response's order, named as `options.names` says. Source paths are
+/// relative to `base`. A transform failure fails the backfill; `out` is replaced only when
+/// complete.
+///
+/// When the inputs fit `options.memory_limit` they are joined in memory; otherwise both
+/// sides are hash-partitioned by each view's entity key into spill files, each partition
+/// is joined alone, and the results are read back in entity-row order while the output
+/// is streamed, so memory stays bounded whatever the input sizes.
 pub fn backfill(
     project: &Project,
     base: &Path,
     plan: &ServicePlan,
     entities: &Path,
     out: &Path,
-    threads: usize,
+    options: &BackfillOptions,
     progress: &dyn Progress,
 ) -> Result<BackfillStats> {
-    backfill_named(
-        project,
-        base,
-        plan,
-        entities,
-        out,
-        threads,
-        ColumnNames::Qualified,
-        progress,
-    )
+    let started = Instant::now();
+    let job = Job::new(project, base, plan, entities, options)?;
+    let mut file = AtomicParquet::create(out, job.schema.clone())?;
+    let (sources, partitions) = if job.parts == 1 {
+        (job.in_memory(&mut file, progress)?, 1)
+    } else {
+        let root = options
+            .spill_dir
+            .clone()
+            .or_else(|| out.parent().map(Path::to_owned))
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let spill = tempfile::Builder::new()
+            .prefix(".skewless-spill-")
+            .tempdir_in(&root)
+            .map_err(|source| Error::Io { path: root, source })?;
+        tracing::info!(
+            partitions = job.parts,
+            estimate_bytes = job.estimate,
+            limit_bytes = options.memory_limit,
+            dir = %spill.path().display(),
+            "inputs exceed the memory limit: spilling by entity key"
+        );
+        (job.spilled(spill.path(), &mut file, progress)?, job.parts)
+    };
+    file.finish()?;
+    Ok(BackfillStats {
+        rows: job.rows,
+        features: plan.features.len(),
+        elapsed: started.elapsed(),
+        sources,
+        partitions,
+    })
 }
 
 /// The output schema: the frame's fields, then one per feature, named as `names` says;
@@ -110,179 +190,585 @@ fn output_schema(
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// [`backfill`], with the feature columns named as `names` says.
-#[allow(clippy::too_many_arguments)]
-pub fn backfill_named(
-    project: &Project,
-    base: &Path,
-    plan: &ServicePlan,
-    entities: &Path,
-    out: &Path,
+/// One chunk of entity rows on its way through the transforms.
+struct Chunk {
+    /// The index of its first entity row.
+    first: usize,
+    /// The entity frame's columns.
+    frame: Vec<ArrayRef>,
+    at: Vec<i64>,
+    views: Vec<ViewColumns>,
+    request: Vec<ArrayRef>,
+}
+
+/// A backfill's inputs, checked before any work: the output schema, the entity frame's
+/// times, each view's source, and how many partitions the join needs.
+struct Job<'a> {
+    plan: &'a ServicePlan,
+    entities: &'a Path,
     threads: usize,
-    names: ColumnNames,
-    progress: &dyn Progress,
-) -> Result<BackfillStats> {
-    let started = Instant::now();
-    let frame = read_table(entities, None, "the entity frame", None)?.batch;
-    let schema = output_schema(&frame.schema(), entities, plan, names)?;
-    let rows = frame.num_rows();
-    let why = "the entity frame needs it";
-    let at_raw = timestamps(
-        entities,
-        EVENT_TIMESTAMP,
-        &column(&frame, entities, EVENT_TIMESTAMP, why)?,
-    )?;
-    let mut at = Vec::with_capacity(rows);
-    for (row, t) in at_raw.iter().enumerate() {
-        at.push(t.ok_or_else(|| {
-            Error::Definitions(format!(
-                "{}: `{EVENT_TIMESTAMP}` is null at row {row}; every entity row needs a time",
-                entities.display()
-            ))
-        })?);
-    }
-    let key_arrays: Vec<ArrayRef> = plan
-        .join_keys
-        .iter()
-        .map(|k| {
-            conform(
-                entities,
-                &k.name,
-                &column(&frame, entities, &k.name, "a join key of the service")?,
-                k.dtype.dtype(),
-            )
-        })
-        .collect::<Result<_>>()?;
-    let request: Vec<ArrayRef> = plan
-        .request_fields
-        .iter()
-        .map(|f| {
-            conform(
-                entities,
-                &f.name,
-                &column(
-                    &frame,
-                    entities,
-                    &f.name,
+    schema: Arc<Schema>,
+    rows: usize,
+    /// The earliest and latest entity times (µs).
+    first: i64,
+    last: i64,
+    sources: Vec<ViewSource<'a>>,
+    parts: usize,
+    estimate: u64,
+}
+
+impl<'a> Job<'a> {
+    fn new(
+        project: &'a Project,
+        base: &Path,
+        plan: &'a ServicePlan,
+        entities: &'a Path,
+        options: &BackfillOptions,
+    ) -> Result<Self> {
+        let frame_schema = schema_of(entities)?;
+        let schema = output_schema(&frame_schema, entities, plan, options.names)?;
+        // Every column the backfill reads, present and convertible, before any work.
+        let needed = plan
+            .join_keys
+            .iter()
+            .map(|k| {
+                (
+                    k.name.as_str(),
+                    k.dtype.dtype(),
+                    "a join key of the service",
+                )
+            })
+            .chain(plan.request_fields.iter().map(|f| {
+                (
+                    f.name.as_str(),
+                    f.dtype,
                     "a request field a transform reads",
-                )?,
-                f.dtype,
-            )
-        })
-        .collect::<Result<_>>()?;
-    // Steps: one per view joined, then one per entity row through the transforms.
-    progress.start(rows as u64 + plan.views.len() as u64);
-    let (first, last) = (
-        at.iter().copied().min().unwrap_or(0),
-        at.iter().copied().max().unwrap_or(-1),
-    );
-    let mut views = Vec::with_capacity(plan.views.len());
-    let mut sources = Vec::with_capacity(plan.views.len());
-    for view in &plan.views {
-        let def = &project.definitions.feature_views[view.index];
-        // Only rows within one TTL before the earliest entity row can match.
-        let min = view
+                )
+            }))
+            .chain([(
+                EVENT_TIMESTAMP,
+                DType::Timestamp,
+                "the entity frame needs it",
+            )]);
+        for (name, dtype, why) in needed {
+            let field = frame_schema
+                .field_with_name(name)
+                .map_err(|_| Error::MissingColumn {
+                    path: entities.to_owned(),
+                    column: name.to_owned(),
+                    why: why.to_owned(),
+                })?;
+            if !dtype.accepts(field.data_type()) {
+                return Err(Error::WrongType {
+                    path: entities.to_owned(),
+                    column: name.to_owned(),
+                    found: field.data_type().to_string(),
+                    expected: dtype.name().to_owned(),
+                });
+            }
+        }
+        // The entity times: every row needs one, and their range bounds the sources' reads.
+        let (mut rows, mut first, mut last) = (0usize, i64::MAX, i64::MIN);
+        scan(
+            entities,
+            Some(&[EVENT_TIMESTAMP]),
+            "the entity frame needs it",
+            None,
+            CHUNK,
+            |batch| {
+                for (i, t) in timestamps(entities, EVENT_TIMESTAMP, batch.column(0))?
+                    .into_iter()
+                    .enumerate()
+                {
+                    let t = t.ok_or_else(|| {
+                        Error::Definitions(format!(
+                            "{}: `{EVENT_TIMESTAMP}` is null at row {}; every entity row needs a time",
+                            entities.display(),
+                            rows + i
+                        ))
+                    })?;
+                    first = first.min(t);
+                    last = last.max(t);
+                }
+                rows += batch.num_rows();
+                Ok(())
+            },
+        )?;
+        if rows == 0 {
+            (first, last) = (0, -1);
+        }
+        let sources = plan
+            .views
+            .iter()
+            .map(|v| ViewSource::new(project, base, &project.definitions.feature_views[v.index]))
+            .collect::<Result<Vec<_>>>()?;
+        let mut job = Self {
+            plan,
+            entities,
+            threads: options.threads.max(1),
+            schema,
+            rows,
+            first,
+            last,
+            sources,
+            parts: 1,
+            estimate: 0,
+        };
+        // What an in-memory join holds: the frame and its output, each view's rows twice
+        // (read, then canonical), and a few words per entity row per view.
+        let mut estimate = 2 * decoded_size(entities, None, "the entity frame", None)?;
+        for (v, source) in job.sources.iter().enumerate() {
+            source.check()?;
+            let (min, max) = job.window(v);
+            estimate += 2 * source.decoded_size(min, max)? + 24 * rows as u64;
+        }
+        job.estimate = estimate;
+        job.parts = match options.partitions {
+            Some(p) => p.clamp(1, MAX_PARTITIONS),
+            None => usize::try_from(estimate.div_ceil(options.memory_limit.max(1)))
+                .unwrap_or(MAX_PARTITIONS)
+                .clamp(1, MAX_PARTITIONS),
+        };
+        Ok(job)
+    }
+
+    /// The event times of view `v`'s rows that can match: one TTL before the earliest
+    /// entity row, up to the latest.
+    fn window(&self, v: usize) -> (i64, i64) {
+        let min = self.plan.views[v]
             .ttl
             .micros()
-            .map_or(i64::MIN, |t| first.saturating_sub(t));
-        let (rows_of_view, read) = view_rows(project, base, def, min, last)?;
-        let keys: Vec<(ArrayRef, KeyType)> = view
+            .map_or(i64::MIN, |t| self.first.saturating_sub(t));
+        (min, self.last)
+    }
+
+    /// The entity times of a batch of the frame (checked non-null by [`Job::new`]).
+    fn at(&self, batch: &RecordBatch) -> Result<Vec<i64>> {
+        let why = "the entity frame needs it";
+        Ok(timestamps(
+            self.entities,
+            EVENT_TIMESTAMP,
+            &column(batch, self.entities, EVENT_TIMESTAMP, why)?,
+        )?
+        .into_iter()
+        .map(Option::unwrap_or_default)
+        .collect())
+    }
+
+    /// The join-key columns of a batch of the frame, canonical, in the plan's order.
+    fn keys(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let why = "a join key of the service";
+        self.plan
+            .join_keys
+            .iter()
+            .map(|k| {
+                let array = column(batch, self.entities, &k.name, why)?;
+                conform(self.entities, &k.name, &array, k.dtype.dtype())
+            })
+            .collect()
+    }
+
+    /// View `v`'s keys, encoded, from the frame's key columns.
+    fn view_keys(&self, v: usize, keys: &[ArrayRef], rows: usize) -> KeyColumn {
+        let typed: Vec<(ArrayRef, KeyType)> = self.plan.views[v]
             .key_columns
             .iter()
-            .map(|&k| (key_arrays[k].clone(), plan.join_keys[k].dtype))
+            .map(|&k| (keys[k].clone(), self.plan.join_keys[k].dtype))
             .collect();
-        let entity_keys = KeyColumn::encode(&keys, rows);
-        let dtypes: Vec<DType> = view.features.iter().map(|f| f.dtype).collect();
-        views.push(asof_join(
-            &entity_keys,
-            &at,
-            &rows_of_view,
-            &dtypes,
-            view.ttl,
-            threads,
-        ));
-        tracing::info!(
-            view = %view.name,
-            source_rows = rows_of_view.event_ts.len(),
-            row_groups_skipped = read.row_groups_skipped,
-            "joined as of each entity row"
-        );
-        sources.push((view.name.clone(), read));
-        progress.advance(1);
+        KeyColumn::encode(&typed, rows)
     }
-    // Transforms over chunks, in parallel, in order.
-    let chunks: Vec<(usize, usize)> = (0..rows)
-        .step_by(CHUNK)
-        .map(|s| (s, CHUNK.min(rows - s)))
-        .collect();
-    let threads = threads.max(1);
-    let results: Vec<Result<Vec<ArrayRef>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|worker| {
-                let (chunks, views, request, at) = (&chunks, &views, &request, &at);
-                scope.spawn(move || {
-                    chunks
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| i % threads == worker)
-                        .map(|(i, &(start, len))| {
-                            let chunk_views =
-                                views.iter().map(|v| slice_view(v, start, len)).collect();
-                            let chunk_request: Vec<ArrayRef> =
-                                request.iter().map(|a| a.slice(start, len)).collect();
-                            let output =
-                                plan.run(len, &at[start..start + len], chunk_views, &chunk_request);
-                            for call in &output.calls {
-                                if let Some(e) = &call.error {
-                                    return (
-                                        i,
-                                        Err(Error::Transform {
-                                            transform: plan.transforms[call.transform].name.clone(),
-                                            first: start,
-                                            end: start + len,
-                                            reason: e.to_string(),
-                                        }),
-                                    );
-                                }
-                            }
-                            progress.advance(len as u64);
-                            (i, Ok(output.columns))
-                        })
-                        .collect::<Vec<_>>()
+
+    /// The request fields of a batch of the frame, canonical.
+    fn request(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let why = "a request field a transform reads";
+        self.plan
+            .request_fields
+            .iter()
+            .map(|f| {
+                let array = column(batch, self.entities, &f.name, why)?;
+                conform(self.entities, &f.name, &array, f.dtype)
+            })
+            .collect()
+    }
+
+    fn dtypes(&self, v: usize) -> Vec<DType> {
+        self.plan.views[v]
+            .features
+            .iter()
+            .map(|f| f.dtype)
+            .collect()
+    }
+
+    /// The whole join in memory.
+    fn in_memory(
+        &self,
+        file: &mut AtomicParquet,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(String, SourceStats)>> {
+        let frame = read_table(self.entities, None, "the entity frame", None)?.batch;
+        let rows = frame.num_rows();
+        let at = self.at(&frame)?;
+        let keys = self.keys(&frame)?;
+        let request = self.request(&frame)?;
+        // Steps: one per view joined, then one per entity row through the transforms.
+        progress.start(rows as u64 + self.plan.views.len() as u64);
+        let mut views = Vec::with_capacity(self.plan.views.len());
+        let mut sources = Vec::with_capacity(self.plan.views.len());
+        for (v, view) in self.plan.views.iter().enumerate() {
+            let (min, max) = self.window(v);
+            let source = &self.sources[v];
+            let mut batches = Vec::new();
+            let read = source.scan(min, max, CHUNK, |b| {
+                batches.push(b);
+                Ok(())
+            })?;
+            let all = arrow_select::concat::concat_batches(&source.canonical_schema(), &batches)
+                .map_err(|e| Error::Parquet {
+                    path: source.path().to_owned(),
+                    reason: e.to_string(),
+                })?;
+            drop(batches);
+            let rows_of_view = source.rows(&all);
+            drop(all);
+            views.push(asof_join(
+                &self.view_keys(v, &keys, rows),
+                &at,
+                &rows_of_view,
+                &self.dtypes(v),
+                view.ttl,
+                self.threads,
+            ));
+            tracing::info!(
+                view = %view.name,
+                source_rows = rows_of_view.event_ts.len(),
+                row_groups_skipped = read.row_groups_skipped,
+                "joined as of each entity row"
+            );
+            sources.push((view.name.clone(), read));
+            progress.advance(1);
+        }
+        let starts: Vec<usize> = (0..rows).step_by(CHUNK).collect();
+        for group in starts.chunks(self.threads) {
+            let chunks = group
+                .iter()
+                .map(|&first| {
+                    let len = CHUNK.min(rows - first);
+                    Chunk {
+                        first,
+                        frame: frame
+                            .columns()
+                            .iter()
+                            .map(|c| c.slice(first, len))
+                            .collect(),
+                        at: at[first..first + len].to_vec(),
+                        views: views.iter().map(|v| slice_view(v, first, len)).collect(),
+                        request: request.iter().map(|a| a.slice(first, len)).collect(),
+                    }
                 })
+                .collect();
+            self.run_chunks(chunks, file, progress)?;
+        }
+        Ok(sources)
+    }
+
+    /// The join partition by partition through spill files under `dir`.
+    fn spilled(
+        &self,
+        dir: &Path,
+        file: &mut AtomicParquet,
+        progress: &dyn Progress,
+    ) -> Result<Vec<(String, SourceStats)>> {
+        let parts = self.parts;
+        let views = &self.plan.views;
+        progress.start(self.rows as u64 + views.len() as u64);
+        // 1. The entity keys and times, split per view by that view's key.
+        let mut entity_parts: Vec<Partitioned> = (0..views.len())
+            .map(|v| Partitioned::new(dir, &format!("entities-{v}"), self.entity_schema(v), parts))
+            .collect();
+        let mut names: Vec<&str> = self
+            .plan
+            .join_keys
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        names.push(EVENT_TIMESTAMP);
+        scan(
+            self.entities,
+            Some(&names),
+            "the entity frame",
+            None,
+            CHUNK,
+            |batch| {
+                let n = batch.num_rows();
+                let keys = self.keys(&batch)?;
+                let at: ArrayRef = Arc::new(Int64Array::from(self.at(&batch)?));
+                for (v, split) in entity_parts.iter_mut().enumerate() {
+                    let mut columns: Vec<ArrayRef> = views[v]
+                        .key_columns
+                        .iter()
+                        .map(|&k| keys[k].clone())
+                        .collect();
+                    columns.push(at.clone());
+                    let part = partitions(&self.view_keys(v, &keys, n), parts);
+                    split.split(&self.batch(self.entity_schema(v), columns)?, &part)?;
+                }
+                Ok(())
+            },
+        )?;
+        let mut entity_parts = entity_parts
+            .into_iter()
+            .map(Partitioned::finish)
+            .collect::<Result<Vec<_>>>()?;
+        // 2. Per view: its source rows split the same way, then each partition joined
+        // alone, its result spilled in entity-row order.
+        let mut joined = Vec::with_capacity(views.len());
+        let mut sources = Vec::with_capacity(views.len());
+        for (v, view) in views.iter().enumerate() {
+            let source = &self.sources[v];
+            let key_types: Vec<KeyType> = view
+                .key_columns
+                .iter()
+                .map(|&k| self.plan.join_keys[k].dtype)
+                .collect();
+            let encode = |batch: &RecordBatch| {
+                let typed: Vec<(ArrayRef, KeyType)> = key_types
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (batch.column(i).clone(), *t))
+                    .collect();
+                KeyColumn::encode(&typed, batch.num_rows())
+            };
+            let (min, max) = self.window(v);
+            let mut split = Partitioned::new(
+                dir,
+                &format!("source-{v}"),
+                source.canonical_schema(),
+                parts,
+            );
+            let read = source.scan(min, max, CHUNK, |batch| {
+                split.split(&batch, &partitions(&encode(&batch), parts))
+            })?;
+            let mut source_parts = split.finish()?;
+            let result_schema = self.result_schema(v);
+            let mut results =
+                Partitioned::new(dir, &format!("joined-{v}"), result_schema.clone(), parts);
+            for p in 0..parts {
+                let entity = entity_parts[v].read(p)?;
+                entity_parts[v].remove(p);
+                let features = source_parts.read(p)?;
+                source_parts.remove(p);
+                if entity.num_rows() == 0 {
+                    continue;
+                }
+                let k = key_types.len();
+                let at = entity.column(k).as_primitive::<Int64Type>().values();
+                let result = asof_join(
+                    &encode(&entity),
+                    at,
+                    &source.rows(&features),
+                    &self.dtypes(v),
+                    view.ttl,
+                    self.threads,
+                );
+                let mut columns = result.columns;
+                columns.push(Arc::new(UInt8Array::from_iter_values(
+                    result.status.iter().map(|s| status_code(*s)),
+                )));
+                columns.push(Arc::new(Int64Array::from(result.event_ts)));
+                results.append(p, &self.batch(result_schema.clone(), columns)?)?;
+            }
+            tracing::info!(
+                view = %view.name,
+                source_rows = read.rows_read,
+                row_groups_skipped = read.row_groups_skipped,
+                partitions = parts,
+                "joined as of each entity row, partition by partition"
+            );
+            joined.push(results.finish()?);
+            sources.push((view.name.clone(), read));
+            progress.advance(1);
+        }
+        // 3. The frame again, in order, each row's view columns taken from its partition's
+        // results (which are in entity-row order within the partition).
+        let mut cursors = joined
+            .iter()
+            .map(|j| (0..parts).map(|p| j.cursor(p)).collect::<Result<Vec<_>>>())
+            .collect::<Result<Vec<_>>>()?;
+        let mut pending = Vec::with_capacity(self.threads);
+        let mut first = 0;
+        scan(
+            self.entities,
+            None,
+            "the entity frame",
+            None,
+            CHUNK,
+            |batch| {
+                let n = batch.num_rows();
+                let keys = self.keys(&batch)?;
+                let mut chunk_views = Vec::with_capacity(views.len());
+                for (v, cursors) in cursors.iter_mut().enumerate() {
+                    let part = partitions(&self.view_keys(v, &keys, n), parts);
+                    let mut need = vec![0usize; parts];
+                    let index: Vec<(usize, usize)> = part
+                        .iter()
+                        .map(|&p| {
+                            let p = p as usize;
+                            need[p] += 1;
+                            (p, need[p] - 1)
+                        })
+                        .collect();
+                    let taken = cursors
+                        .iter_mut()
+                        .zip(&need)
+                        .map(|(c, &n)| c.take(n))
+                        .collect::<Result<Vec<_>>>()?;
+                    let columns = (0..self.result_schema(v).fields().len())
+                        .map(|c| {
+                            let arrays: Vec<&dyn Array> =
+                                taken.iter().map(|b| b.column(c).as_ref()).collect();
+                            arrow_select::interleave::interleave(&arrays, &index)
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| Error::Parquet {
+                            path: dir.to_owned(),
+                            reason: format!("spill file: {e}"),
+                        })?;
+                    chunk_views.push(view_columns(columns));
+                }
+                pending.push(Chunk {
+                    first,
+                    frame: batch.columns().to_vec(),
+                    at: self.at(&batch)?,
+                    views: chunk_views,
+                    request: self.request(&batch)?,
+                });
+                first += n;
+                if pending.len() >= self.threads {
+                    self.run_chunks(std::mem::take(&mut pending), file, progress)?;
+                }
+                Ok(())
+            },
+        )?;
+        self.run_chunks(pending, file, progress)?;
+        Ok(sources)
+    }
+
+    /// A spilled entity row for view `v`: its key columns, then its time.
+    fn entity_schema(&self, v: usize) -> SchemaRef {
+        let mut fields: Vec<Field> = self.plan.views[v]
+            .key_columns
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| {
+                Field::new(
+                    format!("key{i}"),
+                    self.plan.join_keys[k].dtype.dtype().arrow_type(),
+                    true,
+                )
             })
             .collect();
-        let mut all: Vec<(usize, Result<Vec<ArrayRef>>)> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect();
-        all.sort_by_key(|(i, _)| *i);
-        all.into_iter().map(|(_, r)| r).collect()
-    });
-    let mut feature_chunks = Vec::with_capacity(results.len());
-    for r in results {
-        feature_chunks.push(r?);
+        fields.push(Field::new("at", ArrowType::Int64, false));
+        Arc::new(Schema::new(fields))
     }
-    let mut batches = Vec::with_capacity(chunks.len());
-    for ((start, len), features) in chunks.iter().zip(feature_chunks) {
-        let mut columns: Vec<ArrayRef> = frame
-            .columns()
+
+    /// A spilled join result for view `v`: its features, the status, the event time.
+    fn result_schema(&self, v: usize) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .dtypes(v)
             .iter()
-            .map(|c| c.slice(*start, *len))
+            .enumerate()
+            .map(|(i, d)| Field::new(format!("f{i}"), d.arrow_type(), true))
             .collect();
-        columns.extend(features);
-        batches.push(RecordBatch::try_new(schema.clone(), columns).map_err(|e| {
-            Error::Parquet {
-                path: out.to_owned(),
-                reason: e.to_string(),
-            }
-        })?);
+        fields.push(Field::new("status", ArrowType::UInt8, false));
+        fields.push(Field::new("event_ts", ArrowType::Int64, true));
+        Arc::new(Schema::new(fields))
     }
-    write_parquet_atomic(out, schema, &batches)?;
-    Ok(BackfillStats {
-        rows,
-        features: plan.features.len(),
-        elapsed: started.elapsed(),
-        sources,
-    })
+
+    fn batch(&self, schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
+        RecordBatch::try_new(schema, columns).map_err(|e| Error::Parquet {
+            path: self.entities.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Runs the transforms over `chunks`, one thread each, and writes them in order.
+    fn run_chunks(
+        &self,
+        chunks: Vec<Chunk>,
+        file: &mut AtomicParquet,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let results: Vec<Result<RecordBatch>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|chunk| scope.spawn(move || self.run_chunk(chunk, progress)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        });
+        for batch in results {
+            file.write(&batch?)?;
+        }
+        Ok(())
+    }
+
+    fn run_chunk(&self, chunk: Chunk, progress: &dyn Progress) -> Result<RecordBatch> {
+        let len = chunk.at.len();
+        let output = self.plan.run(len, &chunk.at, chunk.views, &chunk.request);
+        for call in &output.calls {
+            if let Some(e) = &call.error {
+                return Err(Error::Transform {
+                    transform: self.plan.transforms[call.transform].name.clone(),
+                    first: chunk.first,
+                    end: chunk.first + len,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        progress.advance(len as u64);
+        let mut columns = chunk.frame;
+        columns.extend(output.columns);
+        self.batch(self.schema.clone(), columns)
+    }
+}
+
+fn status_code(status: Status) -> u8 {
+    match status {
+        Status::Present => 0,
+        Status::NullValue => 1,
+        Status::NotFound => 2,
+        Status::OutsideMaxAge => 3,
+        Status::TransformError => 4,
+    }
+}
+
+fn status_of(code: u8) -> Status {
+    match code {
+        0 => Status::Present,
+        1 => Status::NullValue,
+        3 => Status::OutsideMaxAge,
+        4 => Status::TransformError,
+        _ => Status::NotFound,
+    }
+}
+
+/// [`ViewColumns`] from a spilled join result's columns (see [`Job::result_schema`]).
+fn view_columns(mut columns: Vec<ArrayRef>) -> ViewColumns {
+    let event_ts = columns
+        .pop()
+        .map_or_else(Vec::new, |a| a.as_primitive::<Int64Type>().iter().collect());
+    let status = columns.pop().map_or_else(Vec::new, |a| {
+        a.as_primitive::<UInt8Type>()
+            .values()
+            .iter()
+            .map(|&c| status_of(c))
+            .collect()
+    });
+    ViewColumns {
+        columns,
+        status,
+        event_ts,
+    }
 }

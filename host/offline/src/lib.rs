@@ -17,14 +17,18 @@ mod backfill;
 mod materialize;
 mod parquet_io;
 mod source;
+mod spill;
 
 use std::path::PathBuf;
 
 pub use asof::{FeatureRows, KeyColumn, asof_join};
 pub use backfill::EVENT_TIMESTAMP;
-pub use backfill::{BackfillStats, ColumnNames, backfill, backfill_named};
+pub use backfill::{BackfillOptions, BackfillStats, ColumnNames, backfill, default_memory_limit};
 pub use materialize::{MaterializeStats, ViewMaterialized, Window, materialize, plan_windows};
-pub use parquet_io::{Table, TimeFilter, read_table, write_parquet_atomic};
+pub use parquet_io::{
+    AtomicParquet, Scanned, Table, TimeFilter, decoded_size, read_table, scan, schema_of,
+    write_parquet_atomic,
+};
 pub use source::{SourceStats, view_rows};
 
 /// Progress of a long operation, reported from any thread.

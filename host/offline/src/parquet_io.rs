@@ -111,16 +111,63 @@ fn row_groups_in_range(
     )
 }
 
-/// Reads `columns` (all when `None`) of every file under `path`, in file order, and
-/// concatenates them. Every named column must exist in every file; the error names the
+/// What [`scan`] read: the row groups read and skipped, and the columns' schema.
+#[derive(Debug)]
+pub struct Scanned {
+    /// The columns read, in the requested order (empty when there were no rows).
+    pub schema: SchemaRef,
+    /// Row groups read.
+    pub row_groups_read: usize,
+    /// Row groups skipped by their timestamp statistics.
+    pub row_groups_skipped: usize,
+}
+
+/// Opens one file of `path` for reading; the error names the file.
+fn open(file: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let handle = File::open(file).map_err(|source| Error::Io {
+        path: file.to_owned(),
+        source,
+    })?;
+    ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| Error::Parquet {
+        path: file.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The indices of `columns` in a file's schema, in the requested order (all when `None`).
+fn column_order(
+    arrow: &arrow_schema::Schema,
+    file: &Path,
+    columns: Option<&[&str]>,
+    why: &str,
+) -> Result<Vec<usize>> {
+    match columns {
+        None => Ok((0..arrow.fields().len()).collect()),
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                arrow.index_of(name).map_err(|_| Error::MissingColumn {
+                    path: file.to_owned(),
+                    column: (*name).to_owned(),
+                    why: why.to_owned(),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Streams `columns` (all when `None`) of every file under `path`, in file order, to
+/// `each`, one batch of at most `batch_rows` rows at a time. Every named column must exist
+/// in every file, and every file must have the first one's columns; the error names the
 /// file. With `time`, row groups outside its range are skipped.
-pub fn read_table(
+pub fn scan(
     path: &Path,
     columns: Option<&[&str]>,
     why: &str,
     time: Option<TimeFilter<'_>>,
-) -> Result<Table> {
-    let mut batches = Vec::new();
+    batch_rows: usize,
+    mut each: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<Scanned> {
     let mut schema: Option<SchemaRef> = None;
     let (mut read, mut skipped) = (0, 0);
     for file in parquet_files(path)? {
@@ -128,28 +175,22 @@ pub fn read_table(
             path: file.clone(),
             reason,
         };
-        let handle = File::open(&file).map_err(|source| Error::Io {
-            path: file.clone(),
-            source,
-        })?;
-        let mut builder =
-            ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| parquet(e.to_string()))?;
+        let mut builder = open(&file)?;
         let arrow = builder.schema().clone();
         // Column indices in the requested order: files may order columns differently.
-        let order: Vec<usize> = match columns {
-            None => (0..arrow.fields().len()).collect(),
-            Some(names) => names
-                .iter()
-                .map(|name| {
-                    arrow.index_of(name).map_err(|_| Error::MissingColumn {
-                        path: file.clone(),
-                        column: (*name).to_owned(),
-                        why: why.to_owned(),
-                    })
-                })
-                .collect::<Result<_>>()?,
-        };
+        let order = column_order(&arrow, &file, columns, why)?;
         let file_schema = Arc::new(arrow.project(&order).map_err(|e| parquet(e.to_string()))?);
+        match &schema {
+            None => schema = Some(file_schema.clone()),
+            Some(first) if first.fields() != file_schema.fields() => {
+                return Err(parquet(format!(
+                    "its columns differ from the first file's: {} vs {}",
+                    describe(&file_schema),
+                    describe(first)
+                )));
+            }
+            Some(_) => {}
+        }
         let total_groups = builder.metadata().num_row_groups();
         if let Some(filter) = &time
             && let Some(groups) = row_groups_in_range(&builder, filter)
@@ -165,7 +206,7 @@ pub fn read_table(
             builder = builder.with_projection(mask);
         }
         let reader = builder
-            .with_batch_size(65_536)
+            .with_batch_size(batch_rows.max(1))
             .build()
             .map_err(|e| parquet(e.to_string()))?;
         for batch in reader {
@@ -183,31 +224,81 @@ pub fn read_table(
                 .collect::<Result<Vec<_>>>()?;
             let batch = RecordBatch::try_new(file_schema.clone(), columns)
                 .map_err(|e| parquet(e.to_string()))?;
-            batches.push(batch);
-        }
-        match &schema {
-            None => schema = Some(file_schema),
-            Some(first) if first.fields() != file_schema.fields() => {
-                return Err(parquet(format!(
-                    "its columns differ from the first file's: {} vs {}",
-                    describe(&file_schema),
-                    describe(first)
-                )));
-            }
-            Some(_) => {}
+            each(batch)?;
         }
     }
-    let schema = schema.unwrap_or_else(|| Arc::new(arrow_schema::Schema::empty()));
-    let batch =
-        arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| Error::Parquet {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-    Ok(Table {
-        batch,
+    Ok(Scanned {
+        schema: schema.unwrap_or_else(|| Arc::new(arrow_schema::Schema::empty())),
         row_groups_read: read,
         row_groups_skipped: skipped,
     })
+}
+
+/// Reads `columns` (all when `None`) of every file under `path`, in file order, and
+/// concatenates them: [`scan`], collected.
+pub fn read_table(
+    path: &Path,
+    columns: Option<&[&str]>,
+    why: &str,
+    time: Option<TimeFilter<'_>>,
+) -> Result<Table> {
+    let mut batches = Vec::new();
+    let scanned = scan(path, columns, why, time, 65_536, |b| {
+        batches.push(b);
+        Ok(())
+    })?;
+    let batch = arrow_select::concat::concat_batches(&scanned.schema, &batches).map_err(|e| {
+        Error::Parquet {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(Table {
+        batch,
+        row_groups_read: scanned.row_groups_read,
+        row_groups_skipped: scanned.row_groups_skipped,
+    })
+}
+
+/// The columns of the first file under `path`, from its footer.
+pub fn schema_of(path: &Path) -> Result<SchemaRef> {
+    let files = parquet_files(path)?;
+    Ok(open(&files[0])?.schema().clone())
+}
+
+/// The decoded size of `columns` (all when `None`) of the files under `path`, in bytes,
+/// from the Parquet footers alone; row groups outside `time` do not count. An estimate
+/// of what reading them costs in memory, to decide whether a job must spill.
+pub fn decoded_size(
+    path: &Path,
+    columns: Option<&[&str]>,
+    why: &str,
+    time: Option<TimeFilter<'_>>,
+) -> Result<u64> {
+    let mut total = 0u64;
+    for file in parquet_files(path)? {
+        let builder = open(&file)?;
+        let order = column_order(builder.schema(), &file, columns, why)?;
+        // Top-level Arrow fields map to Parquet leaf columns by name prefix.
+        let names: Vec<&str> = order
+            .iter()
+            .map(|&i| builder.schema().field(i).name().as_str())
+            .collect();
+        let groups = time
+            .as_ref()
+            .and_then(|filter| row_groups_in_range(&builder, filter))
+            .unwrap_or_else(|| (0..builder.metadata().num_row_groups()).collect());
+        for g in groups {
+            let group = builder.metadata().row_group(g);
+            for chunk in group.columns() {
+                let root = chunk.column_path().parts().first().map(String::as_str);
+                if root.is_some_and(|r| names.contains(&r)) {
+                    total += u64::try_from(chunk.uncompressed_size()).unwrap_or(0);
+                }
+            }
+        }
+    }
+    Ok(total)
 }
 
 fn describe(schema: &arrow_schema::Schema) -> String {
@@ -219,34 +310,83 @@ fn describe(schema: &arrow_schema::Schema) -> String {
         .join(", ")
 }
 
-/// Writes `batches` to `path` under a temporary name in the same directory and renames it
-/// when complete: a crash never leaves a partial file under `path`.
-pub fn write_parquet_atomic(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let io = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".skewless-")
-        .suffix(".parquet.tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    let parquet = |e: parquet::errors::ParquetError| Error::Parquet {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    };
-    let file = tmp.as_file().try_clone().map_err(io)?;
-    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), None).map_err(parquet)?;
-    for batch in batches {
-        writer.write(batch).map_err(parquet)?;
+/// A Parquet file written under a temporary name in its directory and renamed to its
+/// final name by [`AtomicParquet::finish`]: a crash or an error never leaves a partial
+/// file under the final name (the temporary file is removed when dropped unfinished).
+pub struct AtomicParquet {
+    path: PathBuf,
+    tmp: tempfile::NamedTempFile,
+    writer: ArrowWriter<File>,
+}
+
+impl std::fmt::Debug for AtomicParquet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtomicParquet")
+            .field("path", &self.path)
+            .field("tmp", &self.tmp.path())
+            .finish_non_exhaustive()
     }
-    writer.close().map_err(parquet)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+}
+
+impl AtomicParquet {
+    /// Starts writing `path` with `schema`; its directory is created if missing.
+    pub fn create(path: &Path, schema: SchemaRef) -> Result<Self> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".skewless-")
+            .suffix(".parquet.tmp")
+            .tempfile_in(dir)
+            .map_err(io)?;
+        let file = tmp.as_file().try_clone().map_err(io)?;
+        let writer = ArrowWriter::try_new(file, schema, None).map_err(|e| Error::Parquet {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            tmp,
+            writer,
+        })
+    }
+
+    /// Appends a batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch).map_err(|e| Error::Parquet {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Closes the file, syncs it and gives it its final name.
+    pub fn finish(self) -> Result<()> {
+        let Self { path, tmp, writer } = self;
+        let io = |source| Error::Io {
+            path: path.clone(),
+            source,
+        };
+        writer.close().map_err(|e| Error::Parquet {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(&path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+}
+
+/// Writes `batches` to `path` atomically (see [`AtomicParquet`]).
+pub fn write_parquet_atomic(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    let mut file = AtomicParquet::create(path, schema)?;
+    for batch in batches {
+        file.write(batch)?;
+    }
+    file.finish()
 }

@@ -3,15 +3,18 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use arrow_array::cast::AsArray;
-use arrow_array::types::TimestampMicrosecondType;
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::types::{Int64Type, TimestampMicrosecondType};
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use arrow_schema::{DataType as ArrowType, Field, Schema, SchemaRef};
 use skewless_core::definitions::{FeatureView, Source};
 use skewless_core::key::KeyType;
 use skewless_core::{DType, Project};
 
 use crate::asof::{FeatureRows, KeyColumn};
-use crate::parquet_io::{TimeFilter, read_table};
+use crate::parquet_io::{TimeFilter, decoded_size, scan, schema_of};
 use crate::{Error, Result};
 
 /// Converts `array` to `dtype`'s canonical type, or names the file and column that cannot.
@@ -90,10 +93,238 @@ pub(crate) fn source_path<'p>(
     Ok((source, base.join(rel)))
 }
 
+/// A view's source, ready to read: which columns, why, and how to conform them.
+pub(crate) struct ViewSource<'p> {
+    view: &'p FeatureView,
+    source: &'p Source,
+    path: PathBuf,
+    keys: Vec<skewless_core::definitions::JoinKey>,
+    why: String,
+}
+
+impl<'p> ViewSource<'p> {
+    /// Resolves `view`'s source against `base`.
+    pub(crate) fn new(project: &'p Project, base: &Path, view: &'p FeatureView) -> Result<Self> {
+        let (source, path) = source_path(project, base, view)?;
+        Ok(Self {
+            view,
+            source,
+            path,
+            keys: project.definitions.view_join_keys(view),
+            why: format!("feature view `{}`", view.name),
+        })
+    }
+
+    /// The source's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.keys.iter().map(|k| k.name.as_str()).collect();
+        names.push(&self.source.timestamp_field);
+        if let Some(created) = &self.source.created_timestamp_field {
+            names.push(created);
+        }
+        names.extend(self.view.features.iter().map(|f| f.name.as_str()));
+        names
+    }
+
+    fn filter(&self, min: i64, max: i64) -> TimeFilter<'_> {
+        TimeFilter {
+            column: &self.source.timestamp_field,
+            min,
+            max,
+        }
+    }
+
+    /// The schema of [`ViewSource::scan`]'s batches: the keys, the event and created times
+    /// (µs, never null), then the features, all canonical; named by position.
+    pub(crate) fn canonical_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Field::new(format!("key{i}"), k.dtype.dtype().arrow_type(), true))
+            .collect();
+        fields.push(Field::new("ts", ArrowType::Int64, false));
+        fields.push(Field::new("created", ArrowType::Int64, false));
+        fields.extend(
+            self.view
+                .features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| Field::new(format!("f{i}"), f.dtype.arrow_type(), true)),
+        );
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Checks, from the first file's footer, that every column the view needs is there
+    /// and converts to its declared type: errors before any work.
+    pub(crate) fn check(&self) -> Result<()> {
+        let schema = schema_of(&self.path)?;
+        let created = self.source.created_timestamp_field.iter();
+        let columns = self
+            .keys
+            .iter()
+            .map(|k| (k.name.as_str(), k.dtype.dtype()))
+            .chain(
+                std::iter::once(&self.source.timestamp_field)
+                    .chain(created)
+                    .map(|t| (t.as_str(), DType::Timestamp)),
+            )
+            .chain(
+                self.view
+                    .features
+                    .iter()
+                    .map(|f| (f.name.as_str(), f.dtype)),
+            );
+        for (name, dtype) in columns {
+            let field = schema
+                .field_with_name(name)
+                .map_err(|_| Error::MissingColumn {
+                    path: self.path.clone(),
+                    column: name.to_owned(),
+                    why: self.why.clone(),
+                })?;
+            if !dtype.accepts(field.data_type()) {
+                return Err(Error::WrongType {
+                    path: self.path.clone(),
+                    column: name.to_owned(),
+                    found: field.data_type().to_string(),
+                    expected: dtype.name().to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The decoded size of the columns a read of `min..=max` needs, from the footers.
+    pub(crate) fn decoded_size(&self, min: i64, max: i64) -> Result<u64> {
+        decoded_size(
+            &self.path,
+            Some(&self.names()),
+            &self.why,
+            Some(self.filter(min, max)),
+        )
+    }
+
+    /// Streams the rows whose event time lies in `min..=max` (µs) to `each`, in source
+    /// order, as batches of [`ViewSource::canonical_schema`]. Row groups outside the
+    /// range are skipped by their statistics. Rows without an event time are dropped (they
+    /// can never match); a null created time becomes `i64::MIN`, which loses every tie.
+    pub(crate) fn scan(
+        &self,
+        min: i64,
+        max: i64,
+        batch_rows: usize,
+        mut each: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<SourceStats> {
+        let schema = self.canonical_schema();
+        let mut rows_read = 0;
+        let scanned = scan(
+            &self.path,
+            Some(&self.names()),
+            &self.why,
+            Some(self.filter(min, max)),
+            batch_rows,
+            |table| {
+                rows_read += table.num_rows();
+                each(self.canonical(&table, &schema, min, max)?)
+            },
+        )?;
+        Ok(SourceStats {
+            rows_read,
+            row_groups_read: scanned.row_groups_read,
+            row_groups_skipped: scanned.row_groups_skipped,
+        })
+    }
+
+    fn canonical(
+        &self,
+        table: &RecordBatch,
+        schema: &SchemaRef,
+        min: i64,
+        max: i64,
+    ) -> Result<RecordBatch> {
+        let (path, why) = (&self.path, &self.why);
+        let mut columns: Vec<ArrayRef> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let array = column(table, path, &k.name, why)?;
+                conform(path, &k.name, &array, k.dtype.dtype())
+            })
+            .collect::<Result<_>>()?;
+        let field = &self.source.timestamp_field;
+        let ts = timestamps(path, field, &column(table, path, field, why)?)?;
+        let created = match &self.source.created_timestamp_field {
+            Some(name) => timestamps(path, name, &column(table, path, name, why)?)?,
+            None => vec![None; table.num_rows()],
+        };
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            ts.iter().map(|t| t.unwrap_or_default()),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            created.iter().map(|t| t.unwrap_or(i64::MIN)),
+        )));
+        for f in &self.view.features {
+            columns.push(conform(
+                path,
+                &f.name,
+                &column(table, path, &f.name, why)?,
+                f.dtype,
+            )?);
+        }
+        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Parquet {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if ts
+            .iter()
+            .all(|t| t.is_some_and(|t| (min..=max).contains(&t)))
+        {
+            return Ok(batch);
+        }
+        let keep = BooleanArray::from_iter(
+            ts.iter()
+                .map(|t| Some(t.is_some_and(|t| (min..=max).contains(&t)))),
+        );
+        arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| Error::Parquet {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Rows of [`ViewSource::canonical_schema`] as the join's input.
+    pub(crate) fn rows(&self, batch: &RecordBatch) -> FeatureRows {
+        let k = self.keys.len();
+        let keys: Vec<(ArrayRef, KeyType)> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (batch.column(i).clone(), key.dtype))
+            .collect();
+        FeatureRows {
+            keys: KeyColumn::encode(&keys, batch.num_rows()),
+            event_ts: batch
+                .column(k)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec(),
+            created_ts: batch
+                .column(k + 1)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec(),
+            has_created: self.source.created_timestamp_field.is_some(),
+            features: batch.columns()[k + 2..].to_vec(),
+        }
+    }
+}
+
 /// Reads the rows of `view`'s source whose event time lies in `min..=max` (µs): keys,
-/// times and features, in source order. Row groups outside the range are skipped by their
-/// statistics. Rows without an event time are dropped (they can never match); a null
-/// created time loses every tie.
+/// times and features, in source order (see [`ViewSource::scan`]).
 pub fn view_rows(
     project: &Project,
     base: &Path,
@@ -101,85 +332,18 @@ pub fn view_rows(
     min: i64,
     max: i64,
 ) -> Result<(FeatureRows, SourceStats)> {
-    let (source, path) = source_path(project, base, view)?;
-    let keys = project.definitions.view_join_keys(view);
-    let mut names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
-    names.push(&source.timestamp_field);
-    if let Some(created) = &source.created_timestamp_field {
-        names.push(created);
-    }
-    names.extend(view.features.iter().map(|f| f.name.as_str()));
-    let why = format!("feature view `{}`", view.name);
-    let filter = TimeFilter {
-        column: &source.timestamp_field,
-        min,
-        max,
-    };
-    let table = read_table(&path, Some(&names), &why, Some(filter))?;
-    let stats = SourceStats {
-        rows_read: table.batch.num_rows(),
-        row_groups_read: table.row_groups_read,
-        row_groups_skipped: table.row_groups_skipped,
-    };
-    let table = table.batch;
-    let key_columns: Vec<(ArrayRef, KeyType)> = keys
-        .iter()
-        .map(|k| {
-            let array = column(&table, &path, &k.name, &why)?;
-            Ok((conform(&path, &k.name, &array, k.dtype.dtype())?, k.dtype))
-        })
-        .collect::<Result<_>>()?;
-    let ts = timestamps(
-        &path,
-        &source.timestamp_field,
-        &column(&table, &path, &source.timestamp_field, &why)?,
-    )?;
-    let created = match &source.created_timestamp_field {
-        Some(name) => timestamps(&path, name, &column(&table, &path, name, &why)?)?,
-        None => vec![None; table.num_rows()],
-    };
-    let features = view
-        .features
-        .iter()
-        .map(|f| {
-            conform(
-                &path,
-                &f.name,
-                &column(&table, &path, &f.name, &why)?,
-                f.dtype,
-            )
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let keep: Vec<u32> = (0..table.num_rows())
-        .filter(|&i| ts[i].is_some_and(|t| (min..=max).contains(&t)))
-        .map(|i| i as u32)
-        .collect();
-    let indices = UInt32Array::from(keep.clone());
-    let take = |a: &ArrayRef| -> Result<ArrayRef> {
-        if keep.len() == a.len() {
-            return Ok(a.clone());
-        }
-        arrow_select::take::take(a, &indices, None).map_err(|e| Error::Parquet {
-            path: path.clone(),
+    let source = ViewSource::new(project, base, view)?;
+    let mut batches = Vec::new();
+    let stats = source.scan(min, max, 65_536, |b| {
+        batches.push(b);
+        Ok(())
+    })?;
+    let schema = source.canonical_schema();
+    let all =
+        arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| Error::Parquet {
+            path: source.path.clone(),
             reason: e.to_string(),
-        })
-    };
-    let key_columns: Vec<(ArrayRef, KeyType)> = key_columns
-        .iter()
-        .map(|(a, k)| Ok((take(a)?, *k)))
-        .collect::<Result<_>>()?;
-    let rows = FeatureRows {
-        keys: KeyColumn::encode(&key_columns, keep.len()),
-        event_ts: keep
-            .iter()
-            .map(|&i| ts[i as usize].unwrap_or_default())
-            .collect(),
-        created_ts: keep
-            .iter()
-            .map(|&i| created[i as usize].unwrap_or(i64::MIN))
-            .collect(),
-        has_created: source.created_timestamp_field.is_some(),
-        features: features.iter().map(take).collect::<Result<_>>()?,
-    };
-    Ok((rows, stats))
+        })?;
+    drop(batches);
+    Ok((source.rows(&all), stats))
 }

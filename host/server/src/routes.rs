@@ -745,12 +745,23 @@ async fn start_backfill(State(state): Shared, body: Result<Bytes, BytesRejection
         json!({"service": request.service, "entities": request.entities, "out": request.out}),
     );
     run_job(job.clone(), move |job| {
-        let stats =
-            skewless_offline::backfill(&project, &root, &plan, &entities, &out, job_threads(), job)
-                .map_err(|e| e.to_string())?;
+        let stats = skewless_offline::backfill(
+            &project,
+            &root,
+            &plan,
+            &entities,
+            &out,
+            &skewless_offline::BackfillOptions {
+                threads: job_threads(),
+                ..Default::default()
+            },
+            job,
+        )
+        .map_err(|e| e.to_string())?;
         Ok(json!({
             "rows": stats.rows,
             "features": stats.features,
+            "partitions": stats.partitions,
             "out": request.out,
             "elapsed_ms": stats.elapsed.as_millis() as u64,
         }))
