@@ -194,15 +194,17 @@ fn child(dir: &Path, threads: usize) -> Result<()> {
         bail!("the memory limit did not make the join spill");
     }
     println!(
-        "elapsed_s={:.3} peak_rss_kb={}",
+        "elapsed_s={:.3} peak_rss_kb={} partitions={}",
         started.elapsed().as_secs_f64(),
-        peak_rss_kb()
+        peak_rss_kb(),
+        stats.partitions
     );
     Ok(())
 }
 
-/// Runs a command that prints `elapsed_s=S peak_rss_kb=K`; returns (S, K).
-fn measure(command: &mut Command) -> Result<(f64, u64)> {
+/// Runs a command that prints `elapsed_s=S peak_rss_kb=K [partitions=P]`; returns (S, K,
+/// P or 0).
+fn measure(command: &mut Command) -> Result<(f64, u64, u64)> {
     let output = command.output().context("starting a benchmark process")?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
@@ -216,6 +218,7 @@ fn measure(command: &mut Command) -> Result<(f64, u64)> {
     Ok((
         field("elapsed_s=")?.parse()?,
         field("peak_rss_kb=")?.parse()?,
+        field("partitions=").map_or(Ok(0), str::parse)?,
     ))
 }
 
@@ -281,13 +284,13 @@ fn main() -> Result<()> {
         registry.upload("fraud_risk", "1.0.0", &module)?;
         drop(registry);
 
-        let (ours_s, ours_kb) = measure(
+        let (ours_s, ours_kb, ours_parts) = measure(
             Command::new(std::env::current_exe()?)
                 .env("SKEWLESS_BENCH_BACKFILL_CHILD", &dir)
                 .env("SKEWLESS_LOG", "warn"),
         )?;
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/duckdb_backfill.py");
-        let (duck_s, duck_kb) = measure(
+        let (duck_s, duck_kb, _) = measure(
             Command::new("python3")
                 .arg(script)
                 .arg(dir.join("entities.parquet"))
@@ -297,15 +300,15 @@ fn main() -> Result<()> {
         )?;
         agree(&dir, "skewless_out.parquet")?;
         println!(
-            "  {entities:>10} x {features:>10}: Skewless {ours_s:>7.2} s ({:>5.2} M rows/s, peak RSS {:>6} MiB) | DuckDB {duck_s:>7.2} s ({:>5.2} M rows/s, peak RSS {:>6} MiB) | same values",
+            "  {entities:>10} x {features:>10}: Skewless ({ours_parts} part.) {ours_s:>7.2} s ({:>5.2} M rows/s, peak RSS {:>6} MiB) | DuckDB {duck_s:>7.2} s ({:>5.2} M rows/s, peak RSS {:>6} MiB) | same values",
             entities as f64 / ours_s / 1e6,
             ours_kb / 1024,
             entities as f64 / duck_s / 1e6,
             duck_kb / 1024,
         );
         // The same join under a memory limit far below its inputs: spilled by key.
-        let limit: u64 = if measuring() { 256 << 20 } else { 64 << 10 };
-        let (spill_s, spill_kb) = measure(
+        let limit: u64 = if measuring() { 64 << 20 } else { 64 << 10 };
+        let (spill_s, spill_kb, spill_parts) = measure(
             Command::new(std::env::current_exe()?)
                 .env("SKEWLESS_BENCH_BACKFILL_CHILD", &dir)
                 .env("SKEWLESS_BENCH_MEMORY_LIMIT", limit.to_string())
@@ -313,7 +316,7 @@ fn main() -> Result<()> {
         )?;
         agree(&dir, "skewless_spilled.parquet")?;
         println!(
-            "  {entities:>10} x {features:>10}, --memory-limit {} KiB: Skewless {spill_s:>7.2} s ({:>5.2} M rows/s, peak RSS {:>6} MiB) | same values",
+            "  {entities:>10} x {features:>10}, --memory-limit {} KiB: Skewless ({spill_parts} part.) {spill_s:>7.2} s ({:>5.2} M rows/s, peak RSS {:>6} MiB) | same values",
             limit >> 10,
             entities as f64 / spill_s / 1e6,
             spill_kb / 1024,

@@ -4,17 +4,15 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use parquet::arrow::ArrowWriter;
+use arrow_array::{ArrayRef, Float64Array, Int64Array, TimestampMicrosecondArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Value, json};
 use skewless_test_artifacts::FRAUD_RISK;
 
-use crate::support::TestServer;
+use crate::support::{TestServer, write_parquet as write};
 
 const DEFS: &str = r#"
 project: fraud
@@ -34,15 +32,6 @@ feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
 /// 2026-11-20T00:00:00Z in microseconds.
 const T0: i64 = 1_795_132_800_000_000;
 const DAY: i64 = 86_400_000_000;
-
-fn write(path: &Path, columns: Vec<(&str, ArrayRef)>) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let batch = RecordBatch::try_from_iter(columns).unwrap();
-    let mut writer =
-        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-}
 
 /// Users 1..=3, two rows each: day -3 and day -1 (user 3's later row is after the window
 /// materialized below).
@@ -92,22 +81,6 @@ fn setup(dir: &Path) -> TestServer {
     server
 }
 
-/// Waits for a job to end; returns its last status.
-fn wait(server: &TestServer, accepted: &Value) -> Value {
-    let id = accepted["id"].as_str().expect("a job id");
-    assert_eq!(accepted["state"], "running");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, job) = server.json("GET", &format!("/v1/jobs/{id}"), &json!(null));
-        assert_eq!(status, 200, "{job}");
-        if job["state"] != "running" {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job {id} still running: {job}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn materialize_job_fills_the_store_the_server_serves_and_moves_the_watermark() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,7 +91,7 @@ fn materialize_job_fills_the_store_the_server_serves_and_moves_the_watermark() {
         &json!({"start": T0 - 10 * DAY, "end": "2026-11-20T00:00:00Z"}),
     );
     assert_eq!(status, 202, "{accepted}");
-    let job = wait(&server, &accepted);
+    let job = server.wait_job(&accepted);
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["result"]["views"][0]["rows_in_window"], 5);
     assert_eq!(job["result"]["views"][0]["rows_written"], 3);
@@ -143,7 +116,7 @@ fn materialize_job_fills_the_store_the_server_serves_and_moves_the_watermark() {
         accepted["request"]["windows"][0]["start"], "2026-11-20T00:00:00.000000Z",
         "starts at the watermark"
     );
-    let job = wait(&server, &accepted);
+    let job = server.wait_job(&accepted);
     assert_eq!(job["result"]["views"][0]["rows_written"], 1, "{job}");
     let watermarks: Value = serde_json::from_slice(
         &std::fs::read(dir.path().join("registry/watermarks.json")).unwrap(),
@@ -178,7 +151,7 @@ fn backfill_job_writes_the_training_set_under_the_source_root() {
         &json!({"service": "fraud_v1", "entities": "entities.parquet", "out": "out/train.parquet"}),
     );
     assert_eq!(status, 202, "{accepted}");
-    let job = wait(&server, &accepted);
+    let job = server.wait_job(&accepted);
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["result"]["rows"], 3);
     let file = std::fs::File::open(dir.path().join("out/train.parquet")).unwrap();
@@ -217,7 +190,7 @@ fn backfill_job_writes_the_training_set_under_the_source_root() {
         &json!({"service": "fraud_v1", "entities": "no_amount.parquet", "out": "bad.parquet"}),
     );
     assert_eq!(status, 202, "{accepted}");
-    let job = wait(&server, &accepted);
+    let job = server.wait_job(&accepted);
     assert_eq!(job["state"], "failed");
     assert!(job["error"].as_str().unwrap().contains("`amount`"), "{job}");
     assert!(!dir.path().join("bad.parquet").exists());

@@ -4,6 +4,7 @@ mod support;
 
 mod cache;
 mod determinism;
+mod differential;
 mod engine_errors;
 mod examples;
 mod jobs;

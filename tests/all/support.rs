@@ -63,7 +63,17 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server over `data_dir`, with an optional write token.
     pub fn start(data_dir: &std::path::Path, token: Option<&str>) -> TestServer {
+        Self::start_with(data_dir, token, skewless_online::StoreOptions::default())
+    }
+
+    /// [`TestServer::start`] with these online-store options.
+    pub fn start_with(
+        data_dir: &std::path::Path,
+        token: Option<&str>,
+        store: skewless_online::StoreOptions,
+    ) -> TestServer {
         let mut config = skewless_server::ServerConfig::new(data_dir);
+        config.store = store;
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.token = token.map(str::to_owned);
         // Jobs read their Parquet files from the data directory.
@@ -108,6 +118,26 @@ impl TestServer {
         token: Option<&str>,
     ) -> (u16, String) {
         http(self.addr, method, path, body, token)
+    }
+
+    /// Waits for the job `accepted` (a 202 answer) to end; returns its last status.
+    pub fn wait_job(&self, accepted: &serde_json::Value) -> serde_json::Value {
+        let id = accepted["id"].as_str().expect("a job id");
+        assert_eq!(accepted["state"], "running");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (status, job) =
+                self.json("GET", &format!("/v1/jobs/{id}"), &serde_json::Value::Null);
+            assert_eq!(status, 200, "{job}");
+            if job["state"] != "running" {
+                return job;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} still running: {job}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// A JSON request; returns the status and parsed body.
@@ -185,4 +215,58 @@ fn dechunk(mut body: &str) -> String {
         body = rest[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Writes one Parquet file of `columns`, creating its directory.
+pub fn write_parquet(path: &std::path::Path, columns: Vec<(&str, ArrayRef)>) {
+    std::fs::create_dir_all(path.parent().expect("a file path")).unwrap();
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// Every row of a Parquet file (or directory), in one batch.
+pub fn read_parquet(path: &std::path::Path) -> RecordBatch {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(path).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    let schema = batches
+        .first()
+        .map(RecordBatch::schema)
+        .expect("a batch, even an empty file has its schema");
+    arrow_select::concat::concat_batches(&schema, &batches).unwrap()
+}
+
+/// A small deterministic generator: the tests need variety, not quality.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number in `0..n`.
+    pub fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next(100) < percent
+    }
+
+    /// One of `items`.
+    pub fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.next(items.len() as u64) as usize].clone()
+    }
 }

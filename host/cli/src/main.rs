@@ -157,9 +157,10 @@ struct BackfillArgs {
     /// Worker threads for the join and the transforms [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
-    /// Memory the join may use (`512MiB`, `4GiB`, or bytes). Larger inputs are split by
-    /// entity key into spill files and joined one partition at a time
-    /// [default: half the memory available].
+    /// Memory the join may hold at once, as estimated from the Parquet footers (`512MiB`,
+    /// `4GiB`, or bytes). Larger inputs are split by entity key into spill files and
+    /// joined one partition at a time, which is also faster: partitions fit the caches
+    /// [default: 128MiB, or half the memory available if that is less].
     #[arg(long, value_parser = parse_size)]
     memory_limit: Option<u64>,
     /// Split the join into exactly this many entity-key partitions (1: never spill),

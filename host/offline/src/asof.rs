@@ -18,6 +18,8 @@ pub struct KeyColumn {
     /// `offsets[i]..offsets[i + 1]` is row i's key.
     offsets: Vec<usize>,
     valid: Vec<bool>,
+    /// The key itself when it is a single int64 column: looked up without bytes.
+    ints: Option<Vec<i64>>,
 }
 
 impl KeyColumn {
@@ -28,7 +30,11 @@ impl KeyColumn {
             bytes: Vec::with_capacity(rows * 9 * columns.len()),
             offsets: Vec::with_capacity(rows + 1),
             valid: Vec::with_capacity(rows),
+            ints: None,
         };
+        if let [(array, KeyType::Int64)] = columns {
+            keys.ints = Some(array.as_primitive::<Int64Type>().values()[..rows].to_vec());
+        }
         keys.offsets.push(0);
         let mut key = KeyBuf::new();
         for row in 0..rows {
@@ -55,6 +61,15 @@ impl KeyColumn {
     #[inline]
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         self.valid[i].then(|| &self.bytes[self.offsets[i]..self.offsets[i + 1]])
+    }
+
+    /// Row `i`'s key as an integer, when the key is a single int64 column; `Some(None)`
+    /// if it is null.
+    #[inline]
+    fn int(&self, i: usize) -> Option<Option<i64>> {
+        self.ints
+            .as_ref()
+            .map(|ints| self.valid[i].then(|| ints[i]))
     }
 
     /// The number of rows.
@@ -92,6 +107,12 @@ struct Fnv(u64);
 impl std::hash::Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
+    }
+
+    fn write_i64(&mut self, x: i64) {
+        // One multiply and a fold: the table's bucket and tag bits both get mixed bits.
+        let h = (x as u64 ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -134,6 +155,52 @@ fn group(ids: &[u32], groups: usize) -> (Vec<u32>, Vec<u32>) {
     (order, start)
 }
 
+/// Dense ids for the entity keys (`NO_GROUP` for a null one), their count, and each
+/// feature row's id (`NO_GROUP` when no entity row has its key).
+fn dense_ids<K: std::hash::Hash + Eq + Copy + Send + Sync>(
+    entity_rows: usize,
+    entity: impl Fn(usize) -> Option<K>,
+    feature_rows: usize,
+    feature: impl Fn(usize) -> Option<K> + Sync,
+    threads: usize,
+) -> (Vec<u32>, usize, Vec<u32>) {
+    let mut ids: FnvMap<K, u32> = FnvMap::default();
+    let entity_ids: Vec<u32> = (0..entity_rows)
+        .map(|i| match entity(i) {
+            Some(key) => {
+                let next = ids.len() as u32;
+                *ids.entry(key).or_insert(next)
+            }
+            None => NO_GROUP,
+        })
+        .collect();
+    let groups = ids.len();
+    // Looking feature keys up is the heavy part: split it over the threads.
+    let per = feature_rows.div_ceil(threads).max(1);
+    let feature_ids: Vec<u32> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..feature_rows)
+            .step_by(per)
+            .map(|first| {
+                let (ids, feature) = (&ids, &feature);
+                scope.spawn(move || {
+                    (first..(first + per).min(feature_rows))
+                        .map(|j| {
+                            feature(j)
+                                .and_then(|k| ids.get(&k).copied())
+                                .unwrap_or(NO_GROUP)
+                        })
+                        .collect::<Vec<u32>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    (entity_ids, groups, feature_ids)
+}
+
 /// For each entity row (key and time `at`), the feature row that counts, if any: the
 /// latest with `ts <= at` for the same key; ties go to the larger created time, then to
 /// the later source row. TTL is applied afterwards, by the builder.
@@ -149,44 +216,24 @@ fn matches(
     threads: usize,
 ) -> Vec<Option<u32>> {
     let threads = threads.max(1);
-    let mut ids: FnvMap<&[u8], u32> = FnvMap::default();
-    let entity_ids: Vec<u32> = (0..entity_keys.len())
-        .map(|i| match entity_keys.get(i) {
-            Some(key) => {
-                let next = ids.len() as u32;
-                *ids.entry(key).or_insert(next)
-            }
-            None => NO_GROUP,
-        })
-        .collect();
-    let groups = ids.len();
-    // Looking feature keys up is the heavy part: split it over the threads.
-    let rows = features.keys.len();
-    let per = rows.div_ceil(threads).max(1);
-    let feature_ids: Vec<u32> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..rows)
-            .step_by(per)
-            .map(|first| {
-                let ids = &ids;
-                scope.spawn(move || {
-                    (first..(first + per).min(rows))
-                        .map(|j| {
-                            features
-                                .keys
-                                .get(j)
-                                .and_then(|k| ids.get(k).copied())
-                                .unwrap_or(NO_GROUP)
-                        })
-                        .collect::<Vec<u32>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
-    drop(ids);
+    let (entity_ids, groups, feature_ids) =
+        if entity_keys.ints.is_some() && features.keys.ints.is_some() {
+            dense_ids(
+                entity_keys.len(),
+                |i| entity_keys.int(i).flatten(),
+                features.keys.len(),
+                |j| features.keys.int(j).flatten(),
+                threads,
+            )
+        } else {
+            dense_ids(
+                entity_keys.len(),
+                |i| entity_keys.get(i),
+                features.keys.len(),
+                |j| features.keys.get(j),
+                threads,
+            )
+        };
     let (entity_order, entity_start) = group(&entity_ids, groups);
     let (feature_order, feature_start) = group(&feature_ids, groups);
     let per_group = groups.div_ceil(threads).max(1);

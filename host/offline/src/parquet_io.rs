@@ -7,11 +7,14 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use skewless_core::DType;
 
 use crate::{Error, Result};
@@ -346,9 +349,23 @@ impl AtomicParquet {
             .tempfile_in(dir)
             .map_err(io)?;
         let file = tmp.as_file().try_clone().map_err(io)?;
-        let writer = ArrowWriter::try_new(file, schema, None).map_err(|e| Error::Parquet {
-            path: path.to_owned(),
-            reason: e.to_string(),
+        // Dictionary encoding pays for strings (names, categories repeat); for numbers it
+        // costs a hash per value (a tenth of a large backfill's time) and rarely wins.
+        let mut properties = WriterProperties::builder().set_dictionary_enabled(false);
+        for field in schema.fields() {
+            if matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) {
+                properties = properties
+                    .set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+            }
+        }
+        let writer = ArrowWriter::try_new(file, schema, Some(properties.build())).map_err(|e| {
+            Error::Parquet {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }
         })?;
         Ok(Self {
             path: path.to_owned(),
