@@ -561,16 +561,17 @@ fn serve(args: ServeArgs) -> Result<()> {
     let engine = args
         .engine
         .engine_with(1_000, Some(args.data_dir.join("compiled")))?;
+    let store = skewless_online::StoreOptions::new(
+        args.snapshot_after_mib << 20,
+        Duration::from_secs(args.snapshot_interval_secs),
+    );
     let config = skewless_server::ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         token: args.token.clone(),
         max_body_bytes: args.max_body_mib << 20,
         max_module_bytes: args.max_module_mib << 20,
-        store: skewless_online::StoreOptions {
-            snapshot_after_bytes: args.snapshot_after_mib << 20,
-            snapshot_interval: Duration::from_secs(args.snapshot_interval_secs),
-        },
+        store,
         source_root: args.source_root.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

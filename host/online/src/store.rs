@@ -38,6 +38,19 @@ pub struct StoreOptions {
     pub planted_ttl_skew: bool,
 }
 
+impl StoreOptions {
+    /// Snapshots after `snapshot_after_bytes` of log or `snapshot_interval`, whichever
+    /// comes first.
+    pub fn new(snapshot_after_bytes: u64, snapshot_interval: Duration) -> Self {
+        Self {
+            snapshot_after_bytes,
+            snapshot_interval,
+            #[cfg(feature = "planted-skew")]
+            planted_ttl_skew: false,
+        }
+    }
+}
+
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
@@ -744,10 +757,7 @@ mod tests {
     #[test]
     fn restart_replays_the_log_and_snapshots_cover_it() {
         let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions {
-            snapshot_after_bytes: 1,
-            snapshot_interval: Duration::from_secs(3600),
-        };
+        let options = StoreOptions::new(1, Duration::from_secs(3600));
         {
             let store = LocalStore::open(dir.path(), &[schema()], options.clone()).unwrap();
             for i in 0..50 {
