@@ -609,3 +609,19 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing in-flight requests");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_as_powers_of_two_and_bad_ones_are_named() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("4GB"), Ok(4 << 30));
+        assert_eq!(parse_size("1.5 KiB"), Ok(1536));
+        assert!(parse_size("lots").unwrap_err().contains("`lots`"));
+        assert!(parse_size("3 parsecs").unwrap_err().contains("`parsecs`"));
+        assert!(parse_size("0").is_err(), "a zero limit is refused");
+    }
+}

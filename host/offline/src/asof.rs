@@ -134,7 +134,7 @@ const NO_GROUP: u32 = u32::MAX;
 
 /// Rows grouped by key id: `order[start[g]..start[g + 1]]` are group g's rows, in row
 /// order (a counting sort, so O(rows)).
-fn group(ids: &[u32], groups: usize) -> (Vec<u32>, Vec<u32>) {
+pub(crate) fn group(ids: &[u32], groups: usize) -> (Vec<u32>, Vec<u32>) {
     let mut start = vec![0u32; groups + 1];
     for &g in ids {
         if g != NO_GROUP {

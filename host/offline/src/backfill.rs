@@ -15,7 +15,7 @@ use skewless_plan::ServicePlan;
 
 use crate::asof::{KeyColumn, asof_join};
 use crate::parquet_io::{AtomicParquet, decoded_size, read_table, scan, schema_of};
-use crate::source::{SourceStats, ViewSource, column, conform, timestamps};
+use crate::source::{SourceStats, ViewSource, check_columns, column, conform, timestamps};
 use crate::spill::{Partitioned, partitions};
 use crate::{Error, Progress, Result};
 
@@ -263,23 +263,7 @@ impl<'a> Job<'a> {
                 DType::Timestamp,
                 "the entity frame needs it",
             )]);
-        for (name, dtype, why) in needed {
-            let field = frame_schema
-                .field_with_name(name)
-                .map_err(|_| Error::MissingColumn {
-                    path: entities.to_owned(),
-                    column: name.to_owned(),
-                    why: why.to_owned(),
-                })?;
-            if !dtype.accepts(field.data_type()) {
-                return Err(Error::WrongType {
-                    path: entities.to_owned(),
-                    column: name.to_owned(),
-                    found: field.data_type().to_string(),
-                    expected: dtype.name().to_owned(),
-                });
-            }
-        }
+        check_columns(&frame_schema, entities, needed)?;
         // The entity times: every row needs one, and their range bounds the sources' reads.
         let (mut rows, mut first, mut last) = (0usize, i64::MAX, i64::MIN);
         scan(
@@ -429,20 +413,7 @@ impl<'a> Job<'a> {
         let mut sources = Vec::with_capacity(self.plan.views.len());
         for (v, view) in self.plan.views.iter().enumerate() {
             let (min, max) = self.window(v);
-            let source = &self.sources[v];
-            let mut batches = Vec::new();
-            let read = source.scan(min, max, CHUNK, |b| {
-                batches.push(b);
-                Ok(())
-            })?;
-            let all = arrow_select::concat::concat_batches(&source.canonical_schema(), &batches)
-                .map_err(|e| Error::Parquet {
-                    path: source.path().to_owned(),
-                    reason: e.to_string(),
-                })?;
-            drop(batches);
-            let rows_of_view = source.rows(&all);
-            drop(all);
+            let (rows_of_view, read) = self.sources[v].read(min, max)?;
             views.push(asof_join(
                 &self.view_keys(v, &keys, rows),
                 &at,
@@ -495,8 +466,14 @@ impl<'a> Job<'a> {
         let views = &self.plan.views;
         progress.start(self.rows as u64 + views.len() as u64);
         // 1. The entity keys and times, split per view by that view's key.
-        let mut entity_parts: Vec<Partitioned> = (0..views.len())
-            .map(|v| Partitioned::new(dir, &format!("entities-{v}"), self.entity_schema(v), parts))
+        let entity_schemas: Vec<SchemaRef> =
+            (0..views.len()).map(|v| self.entity_schema(v)).collect();
+        let mut entity_parts: Vec<Partitioned> = entity_schemas
+            .iter()
+            .enumerate()
+            .map(|(v, schema)| {
+                Partitioned::new(dir, &format!("entities-{v}"), schema.clone(), parts)
+            })
             .collect();
         let mut names: Vec<&str> = self
             .plan
@@ -515,7 +492,8 @@ impl<'a> Job<'a> {
                 let n = batch.num_rows();
                 let keys = self.keys(&batch)?;
                 let at: ArrayRef = Arc::new(Int64Array::from(self.at(&batch)?));
-                for (v, split) in entity_parts.iter_mut().enumerate() {
+                for ((v, split), schema) in entity_parts.iter_mut().enumerate().zip(&entity_schemas)
+                {
                     let mut columns: Vec<ArrayRef> = views[v]
                         .key_columns
                         .iter()
@@ -523,7 +501,7 @@ impl<'a> Job<'a> {
                         .collect();
                     columns.push(at.clone());
                     let part = partitions(&self.view_keys(v, &keys, n), parts);
-                    split.split(&self.batch(self.entity_schema(v), columns)?, &part)?;
+                    split.split(&self.batch(schema.clone(), columns)?, &part)?;
                 }
                 Ok(())
             },
@@ -635,7 +613,7 @@ impl<'a> Job<'a> {
                         .zip(&need)
                         .map(|(c, &n)| c.take(n))
                         .collect::<Result<Vec<_>>>()?;
-                    let columns = (0..self.result_schema(v).fields().len())
+                    let columns = (0..taken.first().map_or(0, RecordBatch::num_columns))
                         .map(|c| {
                             let arrays: Vec<&dyn Array> =
                                 taken.iter().map(|b| b.column(c).as_ref()).collect();

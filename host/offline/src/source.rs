@@ -61,6 +61,34 @@ pub(crate) fn timestamps(path: &Path, name: &str, array: &ArrayRef) -> Result<Ve
         .collect())
 }
 
+/// Checks that `schema` (the footer of `path`) has every column of `columns`, each of a
+/// type that converts losslessly to its dtype: the errors `conform` would give, before
+/// any row is read.
+pub(crate) fn check_columns<'c>(
+    schema: &arrow_schema::Schema,
+    path: &Path,
+    columns: impl IntoIterator<Item = (&'c str, DType, &'c str)>,
+) -> Result<()> {
+    for (name, dtype, why) in columns {
+        let field = schema
+            .field_with_name(name)
+            .map_err(|_| Error::MissingColumn {
+                path: path.to_owned(),
+                column: name.to_owned(),
+                why: why.to_owned(),
+            })?;
+        if !dtype.accepts(field.data_type()) {
+            return Err(Error::WrongType {
+                path: path.to_owned(),
+                column: name.to_owned(),
+                found: field.data_type().to_string(),
+                expected: dtype.name().to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// What reading a source cost.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SourceStats {
@@ -115,11 +143,6 @@ impl<'p> ViewSource<'p> {
         })
     }
 
-    /// The source's path.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.keys.iter().map(|k| k.name.as_str()).collect();
         names.push(&self.source.timestamp_field);
@@ -162,7 +185,6 @@ impl<'p> ViewSource<'p> {
     /// Checks, from the first file's footer, that every column the view needs is there
     /// and converts to its declared type: errors before any work.
     pub(crate) fn check(&self) -> Result<()> {
-        let schema = schema_of(&self.path)?;
         let created = self.source.created_timestamp_field.iter();
         let columns = self
             .keys
@@ -178,25 +200,9 @@ impl<'p> ViewSource<'p> {
                     .features
                     .iter()
                     .map(|f| (f.name.as_str(), f.dtype)),
-            );
-        for (name, dtype) in columns {
-            let field = schema
-                .field_with_name(name)
-                .map_err(|_| Error::MissingColumn {
-                    path: self.path.clone(),
-                    column: name.to_owned(),
-                    why: self.why.clone(),
-                })?;
-            if !dtype.accepts(field.data_type()) {
-                return Err(Error::WrongType {
-                    path: self.path.clone(),
-                    column: name.to_owned(),
-                    found: field.data_type().to_string(),
-                    expected: dtype.name().to_owned(),
-                });
-            }
-        }
-        Ok(())
+            )
+            .map(|(name, dtype)| (name, dtype, self.why.as_str()));
+        check_columns(schema_of(&self.path)?.as_ref(), &self.path, columns)
     }
 
     /// The decoded size of the columns a read of `min..=max` needs, from the footers.
@@ -296,6 +302,22 @@ impl<'p> ViewSource<'p> {
         })
     }
 
+    /// [`ViewSource::scan`], collected into the join's input.
+    pub(crate) fn read(&self, min: i64, max: i64) -> Result<(FeatureRows, SourceStats)> {
+        let mut batches = Vec::new();
+        let stats = self.scan(min, max, 65_536, |b| {
+            batches.push(b);
+            Ok(())
+        })?;
+        let all = arrow_select::concat::concat_batches(&self.canonical_schema(), &batches)
+            .map_err(|e| Error::Parquet {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
+        drop(batches);
+        Ok((self.rows(&all), stats))
+    }
+
     /// Rows of [`ViewSource::canonical_schema`] as the join's input.
     pub(crate) fn rows(&self, batch: &RecordBatch) -> FeatureRows {
         let k = self.keys.len();
@@ -332,18 +354,5 @@ pub fn view_rows(
     min: i64,
     max: i64,
 ) -> Result<(FeatureRows, SourceStats)> {
-    let source = ViewSource::new(project, base, view)?;
-    let mut batches = Vec::new();
-    let stats = source.scan(min, max, 65_536, |b| {
-        batches.push(b);
-        Ok(())
-    })?;
-    let schema = source.canonical_schema();
-    let all =
-        arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| Error::Parquet {
-            path: source.path.clone(),
-            reason: e.to_string(),
-        })?;
-    drop(batches);
-    Ok((source.rows(&all), stats))
+    ViewSource::new(project, base, view)?.read(min, max)
 }

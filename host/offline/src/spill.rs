@@ -10,7 +10,7 @@ use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::SchemaRef;
 
-use crate::asof::KeyColumn;
+use crate::asof::{KeyColumn, group};
 use crate::{Error, Result};
 
 /// The partition of an encoded key (FNV-1a, then modulo); a null key goes to partition 0.
@@ -93,19 +93,7 @@ impl Partitioned {
     /// each partition.
     pub(crate) fn split(&mut self, batch: &RecordBatch, part: &[u32]) -> Result<()> {
         let parts = self.writers.len();
-        let mut start = vec![0u32; parts + 1];
-        for &p in part {
-            start[p as usize + 1] += 1;
-        }
-        for p in 0..parts {
-            start[p + 1] += start[p];
-        }
-        let mut next = start.clone();
-        let mut order = vec![0u32; part.len()];
-        for (row, &p) in part.iter().enumerate() {
-            order[next[p as usize] as usize] = row as u32;
-            next[p as usize] += 1;
-        }
+        let (order, start) = group(part, parts);
         for p in 0..parts {
             let rows = &order[start[p] as usize..start[p + 1] as usize];
             if rows.is_empty() {
@@ -160,7 +148,7 @@ impl Parts {
     pub(crate) fn read(&self, part: usize) -> Result<RecordBatch> {
         let mut cursor = self.cursor(part)?;
         let mut batches = Vec::new();
-        while let Some(b) = cursor.next_batch()? {
+        while let Some(b) = cursor.pull()? {
             batches.push(b);
         }
         arrow_select::concat::concat_batches(&self.schema, &batches).map_err(arrow(
@@ -207,7 +195,8 @@ pub(crate) struct Cursor {
 }
 
 impl Cursor {
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+    /// The rest of the current batch, or the next one from the file.
+    fn pull(&mut self) -> Result<Option<RecordBatch>> {
         if let Some(b) = self.current.take() {
             let rest = b.slice(self.pos, b.num_rows() - self.pos);
             self.pos = 0;
@@ -225,37 +214,29 @@ impl Cursor {
         let mut parts = Vec::new();
         let mut need = n;
         while need > 0 {
-            let batch = match self.current.take() {
-                Some(b) => b,
-                None => {
-                    self.pos = 0;
-                    match &mut self.reader {
-                        None => None,
-                        Some((path, reader)) => reader.next().transpose().map_err(arrow(path))?,
-                    }
-                    .ok_or_else(|| Error::Parquet {
-                        path: PathBuf::from("spill"),
-                        reason: format!("a spill partition ended {need} rows early"),
-                    })?
-                }
-            };
-            let left = batch.num_rows() - self.pos;
-            let used = left.min(need);
-            parts.push(batch.slice(self.pos, used));
+            let batch = self.pull()?.ok_or_else(|| Error::Parquet {
+                path: self.path(),
+                reason: format!("a spill partition ended {need} rows early"),
+            })?;
+            let used = batch.num_rows().min(need);
+            parts.push(batch.slice(0, used));
             need -= used;
-            if used < left {
-                self.pos += used;
+            if used < batch.num_rows() {
+                self.pos = used;
                 self.current = Some(batch);
-            } else {
-                self.pos = 0;
             }
         }
-        if parts.len() == 1 {
-            return Ok(parts
-                .pop()
-                .unwrap_or_else(|| RecordBatch::new_empty(self.schema.clone())));
+        match parts.len() {
+            0 => Ok(RecordBatch::new_empty(self.schema.clone())),
+            1 => Ok(parts.swap_remove(0)),
+            _ => arrow_select::concat::concat_batches(&self.schema, &parts)
+                .map_err(arrow(&self.path())),
         }
-        arrow_select::concat::concat_batches(&self.schema, &parts)
-            .map_err(arrow(Path::new("spill")))
+    }
+
+    fn path(&self) -> PathBuf {
+        self.reader
+            .as_ref()
+            .map_or_else(|| PathBuf::from("spill"), |(path, _)| path.clone())
     }
 }
