@@ -14,7 +14,7 @@ use skewless_test_artifacts::FRAUD_RISK;
 
 use crate::support::{TestServer, write_parquet as write};
 
-const DEFS: &str = r#"
+pub(crate) const DEFS: &str = r#"
 project: fraud
 entities:   [{name: user, join_keys: [user_id]}]
 sources:    [{name: user_stats, path: history/user_stats.parquet}]
@@ -30,8 +30,8 @@ feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
 "#;
 
 /// 2026-11-20T00:00:00Z in microseconds.
-const T0: i64 = 1_795_132_800_000_000;
-const DAY: i64 = 86_400_000_000;
+pub(crate) const T0: i64 = 1_795_132_800_000_000;
+pub(crate) const DAY: i64 = 86_400_000_000;
 
 /// Users 1..=3, two rows each: day -3 and day -1 (user 3's later row is after the window
 /// materialized below).

@@ -12,3 +12,4 @@ mod materialize;
 mod offline;
 mod round_trip;
 mod server;
+mod verify;

@@ -72,14 +72,24 @@ impl TestServer {
         token: Option<&str>,
         store: skewless_online::StoreOptions,
     ) -> TestServer {
+        Self::start_configured(data_dir, |config| {
+            config.store = store;
+            config.token = token.map(str::to_owned);
+        })
+    }
+
+    /// A server over `data_dir` with the test defaults, then `configure` applied.
+    pub fn start_configured(
+        data_dir: &std::path::Path,
+        configure: impl FnOnce(&mut skewless_server::ServerConfig),
+    ) -> TestServer {
         let mut config = skewless_server::ServerConfig::new(data_dir);
-        config.store = store;
         config.listen = "127.0.0.1:0".parse().unwrap();
-        config.token = token.map(str::to_owned);
         // Jobs read their Parquet files from the data directory.
         config.source_root = data_dir.to_owned();
         config.max_body_bytes = 1 << 20;
         config.max_module_bytes = 8 << 20;
+        configure(&mut config);
         let engine = engine().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, addr) = std::sync::mpsc::channel();

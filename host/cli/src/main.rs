@@ -10,6 +10,7 @@ mod materialize;
 mod pipeline;
 mod progress;
 mod quickstart;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,6 +105,14 @@ enum Command {
     /// Materialize each view from its watermark (or one TTL before END when it has none)
     /// to END: the periodic job that keeps the online store fresh.
     MaterializeIncremental(MaterializeIncrementalArgs),
+    /// Prove online equals offline on your data: take a sample of the rows a running
+    /// server served for a feature service, serve them again as of one time, recompute
+    /// the same rows through the offline path on this machine (the definitions' Parquet
+    /// sources, the server's own module bytes), and compare every value bit for bit.
+    ///
+    /// Prints rows checked and the first mismatches side by side; exits non-zero on any
+    /// mismatch. The server does the same with `POST /v1/verify`. See docs/verify.md.
+    Verify(verify::VerifyArgs),
     /// Validate and apply a definitions file (YAML) on a running server, atomically.
     Apply {
         /// The definitions file.
@@ -306,6 +315,10 @@ struct ServeArgs {
     /// Snapshot the online store at least this often while there are writes, in seconds.
     #[arg(long, default_value_t = 300)]
     snapshot_interval_secs: u64,
+    /// Served rows kept per feature service (a uniform sample) for `skewless verify` and
+    /// the drift report; 0 keeps none.
+    #[arg(long, default_value_t = 1000)]
+    sample_rows: usize,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -437,6 +450,7 @@ fn run(command: Command) -> Result<()> {
         Command::Quickstart(args) => quickstart::run(&args),
         Command::Serve(args) => serve(args),
         Command::Backfill(args) => backfill(args),
+        Command::Verify(args) => verify::run(&args),
         Command::Materialize(args) => materialize::run(Some(args.start), args.end, &args.target),
         Command::MaterializeIncremental(args) => materialize::run(None, args.end, &args.target),
         Command::Upload {
@@ -573,6 +587,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_module_bytes: args.max_module_mib << 20,
         store,
         source_root: args.source_root.clone(),
+        sample_rows: args.sample_rows,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

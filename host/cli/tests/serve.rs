@@ -342,6 +342,84 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
         materialized, online,
         "materialized rows serve what pushed rows serve"
     );
+
+    // `skewless verify`: the rows just served, recomputed offline on this side from the
+    // same Parquet history, at the watermark (t), agree bit for bit.
+    let verify = |defs: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_skewless"))
+            .args([
+                "verify",
+                "--service",
+                "fraud_v1",
+                "--server",
+                &format!("http://{addr}"),
+            ])
+            .arg("--defs")
+            .arg(defs)
+            .env("SKEWLESS_CACHE_DIR", dir.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let agreed = verify(&defs);
+    let stdout = String::from_utf8_lossy(&agreed.stdout);
+    assert!(
+        agreed.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&agreed.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "at 2026-11-20T00:00:00.000000Z: 4 rows x 7 features = 28 values, 0 mismatches"
+        ),
+        "{stdout}"
+    );
+    // Data that drifted from what the server materialized is caught: user 2's latest
+    // average differs in this copy of the history.
+    let mut changed = avg;
+    changed[2] = 2e-300;
+    let copy = dir.path().join("changed");
+    std::fs::create_dir_all(&copy).unwrap();
+    let history = RecordBatch::try_new(
+        history.schema(),
+        history
+            .columns()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == 2 {
+                    std::sync::Arc::new(Float64Array::from(changed.to_vec())) as ArrayRef
+                } else {
+                    c.clone()
+                }
+            })
+            .collect(),
+    )
+    .unwrap();
+    let mut w = ArrowWriter::try_new(
+        std::fs::File::create(copy.join("user_stats.parquet")).unwrap(),
+        history.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&history).unwrap();
+    w.close().unwrap();
+    std::fs::write(copy.join("defs.yaml"), FRAUD_DEFS).unwrap();
+    let differed = verify(&copy.join("defs.yaml"));
+    let stdout = String::from_utf8_lossy(&differed.stdout);
+    let stderr = String::from_utf8_lossy(&differed.stderr);
+    assert!(!differed.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("user_stats:txn_amount_avg_7d: 1 mismatches"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"{"user_id":2} user_stats:txn_amount_avg_7d: 1e-300 (PRESENT) | 2e-300"#),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("values differ between serving and the offline path"),
+        "{stderr}"
+    );
     server.kill().ok();
     let _ = server.wait();
 

@@ -305,6 +305,15 @@ impl Registry {
             .collect()
     }
 
+    /// The stored bytes of a module version, or `None` if it was never uploaded.
+    pub fn module_bytes(&self, reference: &ModuleRef) -> Result<Option<Vec<u8>>> {
+        if self.loaded(reference).is_none() {
+            return Ok(None);
+        }
+        let path = module_path(&self.dir, &reference.name, &reference.version);
+        std::fs::read(&path).map(Some).map_err(io(&path))
+    }
+
     /// The loaded transform of a module version.
     pub fn transform(&self, reference: &ModuleRef) -> Option<Transform> {
         self.loaded(reference).map(|l| l.transform.clone())

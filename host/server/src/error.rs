@@ -25,6 +25,17 @@ impl ApiError {
     }
 
     /// A 500; the message is logged, not sent.
+    /// 409: the request is fine, but the server's state cannot answer it yet.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message)
+    }
+
+    /// 422: the request was understood, but what it names cannot be processed.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+
+    /// 500.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }

@@ -8,13 +8,17 @@
 
 #![deny(missing_docs)]
 
+pub mod drift;
 mod error;
 mod jobs;
 pub mod json;
 mod materialization;
 mod metrics;
+mod quality;
 mod routes;
+pub mod sample;
 mod state;
+pub mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +50,9 @@ pub struct ServerConfig {
     /// What relative paths in jobs resolve against: source paths in the definitions and
     /// the entity frame and output of `POST /v1/backfill`.
     pub source_root: PathBuf,
+    /// Served rows kept per feature service for `verify` and drift (a uniform sample of
+    /// everything served); 0 keeps none.
+    pub sample_rows: usize,
 }
 
 impl ServerConfig {
@@ -59,6 +66,7 @@ impl ServerConfig {
             max_module_bytes: 256 << 20,
             store: StoreOptions::default(),
             source_root: PathBuf::from("."),
+            sample_rows: 1000,
         }
     }
 }

@@ -95,6 +95,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "Rows written by push, by source.",
     ),
     (
+        "skewless_verify_values_total",
+        "counter",
+        "Values compared by POST /v1/verify, by feature service.",
+    ),
+    (
+        "skewless_verify_mismatches_total",
+        "counter",
+        "Values POST /v1/verify found to differ between serving and the offline path, by feature service.",
+    ),
+    (
         "skewless_http_requests_total",
         "counter",
         "HTTP requests by route and status.",

@@ -27,6 +27,8 @@ use crate::error::ApiError;
 use crate::jobs::{Job, JobState, resolve};
 use crate::json;
 use crate::metrics::labels;
+use crate::quality;
+use crate::sample::Served;
 use crate::state::{AppState, Serving};
 
 type Shared = State<Arc<AppState>>;
@@ -48,6 +50,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/transforms", get(list_modules))
         .route("/v1/transforms/{name}", get(module_versions))
+        .route(
+            "/v1/transforms/{name}/{version}",
+            get(quality::module_bytes),
+        )
+        .route("/v1/feature-services/{name}/sample", get(quality::sample))
+        .route("/v1/feature-services/{name}/drift", get(quality::drift))
+        .route("/v1/verify", post(quality::verify))
         .route("/v1/definitions", get(definitions))
         .route("/v1/feature-views", get(feature_views))
         .route("/v1/feature-services", get(feature_services))
@@ -186,8 +195,9 @@ async fn definitions(State(state): Shared) -> ApiResult {
         .into_response())
 }
 
-async fn feature_views(State(state): Shared) -> Response {
+async fn feature_views(State(state): Shared) -> ApiResult {
     let rows: HashMap<String, u64> = state.store.stats().rows.into_iter().collect();
+    let until = quality::materialized_until(&state, &state.serving())?;
     let views: Vec<Json> = state
         .registry
         .project()
@@ -208,12 +218,13 @@ async fn feature_views(State(state): Shared) -> Response {
                         "description": v.metadata.description,
                         "tags": v.metadata.tags,
                         "online_rows": rows.get(&v.name).copied().unwrap_or(0),
+                        "materialized_until": until.get(&v.name).map(|&t| json::format_timestamp(t)),
                     })
                 })
                 .collect()
         })
         .unwrap_or_default();
-    axum::Json(json!({ "feature_views": views })).into_response()
+    Ok(axum::Json(json!({ "feature_views": views })).into_response())
 }
 
 async fn feature_services(State(state): Shared) -> Response {
@@ -380,7 +391,7 @@ async fn push(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FeaturesRequest {
+pub(crate) struct FeaturesRequest {
     feature_service: Option<String>,
     features: Option<Vec<String>>,
     #[serde(default)]
@@ -389,6 +400,13 @@ struct FeaturesRequest {
     request_data: HashMap<String, Vec<Json>>,
     /// The time features are served as of; now when absent.
     request_time: Option<Json>,
+    /// Whether the rows may enter the service's served sample (verify's replays say no).
+    #[serde(default = "yes")]
+    sample: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 async fn features(State(state): Shared, body: Result<Bytes, BytesRejection>) -> Response {
@@ -418,7 +436,8 @@ fn serve(state: &AppState, body: Result<Bytes, BytesRejection>, service: &mut St
         .clone_into(service);
     let serving = state.serving();
     let plan = plan_for(state, &serving, &request)?;
-    run_plan(state, &serving, &plan, request)
+    let body = run_plan(state, &serving, &plan, request)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn plan_for(
@@ -455,12 +474,15 @@ fn plan_for(
     }
 }
 
-fn run_plan(
+/// Serves `request` with `plan` and returns the response body; the rows of a feature
+/// service's request are offered to its sample (see [`crate::sample`]) unless the request
+/// says `"sample": false`.
+pub(crate) fn run_plan(
     state: &AppState,
     serving: &Serving,
     plan: &ServicePlan,
     request: FeaturesRequest,
-) -> ApiResult {
+) -> ApiResult<Vec<u8>> {
     let at = match &request.request_time {
         Some(t) => json::parse_timestamp(t)
             .map_err(|e| ApiError::bad_request(format!("request_time: {e}")))?,
@@ -570,6 +592,23 @@ fn run_plan(
             tracing::warn!(transform = %t.name, module = %module, error = %error, "transform failed; its features are TRANSFORM_ERROR");
         }
     }
+    if request.sample && request.feature_service.is_some() {
+        let fields: Vec<&Vec<Json>> = plan
+            .request_fields
+            .iter()
+            .map(|f| &request.request_data[&f.name])
+            .collect();
+        state.samples.record(
+            plan,
+            &Served {
+                at,
+                entities: &entity_columns,
+                request: &fields,
+                output: &output,
+                rows,
+            },
+        );
+    }
     Ok(render(plan, &output, rows))
 }
 
@@ -586,7 +625,7 @@ fn check_rows(rows: &mut Option<usize>, n: usize, section: &str, name: &str) -> 
     }
 }
 
-fn render(plan: &ServicePlan, output: &skewless_plan::ServiceOutput, rows: usize) -> Response {
+fn render(plan: &ServicePlan, output: &skewless_plan::ServiceOutput, rows: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + rows * plan.features.len() * 48);
     out.extend_from_slice(b"{\"metadata\":{\"feature_names\":[");
     for (i, f) in plan.features.iter().enumerate() {
@@ -632,7 +671,7 @@ fn render(plan: &ServicePlan, output: &skewless_plan::ServiceOutput, rows: usize
         out.extend_from_slice(b"]}");
     }
     out.extend_from_slice(b"]}");
-    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+    out
 }
 
 // ---- health and metrics -------------------------------------------------------------
@@ -650,7 +689,7 @@ async fn healthz(State(state): Shared) -> Response {
 
 async fn metrics(State(state): Shared, _headers: HeaderMap) -> Response {
     let stats = state.store.stats();
-    let gauges = [
+    let mut gauges = vec![
         (
             "skewless_online_rows",
             "Rows held in the online store, by feature view.",
@@ -676,6 +715,7 @@ async fn metrics(State(state): Shared, _headers: HeaderMap) -> Response {
             vec![(String::new(), stats.snapshots as f64)],
         ),
     ];
+    gauges.extend(quality::drift_gauges(&state));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(&gauges),

@@ -91,6 +91,11 @@ pub(crate) struct AppState {
     pub(crate) applying: tokio::sync::Mutex<()>,
     /// Backfills and materializations started over HTTP.
     pub(crate) jobs: crate::jobs::Jobs,
+    /// What each feature service served, sampled.
+    pub(crate) samples: crate::sample::Samples,
+    /// The last drift computed per (service, feature), exported as gauges.
+    pub(crate) drift:
+        std::sync::Mutex<std::collections::BTreeMap<(String, String), crate::drift::FeatureDrift>>,
 }
 
 impl AppState {
@@ -101,6 +106,8 @@ impl AppState {
         serving: Serving,
     ) -> Self {
         Self {
+            samples: crate::sample::Samples::new(config.sample_rows),
+            drift: std::sync::Mutex::default(),
             config,
             registry,
             store,

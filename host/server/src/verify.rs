@@ -1,0 +1,393 @@
+//! Verification: rows a service served, recomputed through the offline path at the same
+//! time, compared value by value, bit for bit.
+//!
+//! Both `POST /v1/verify` and `skewless verify` use this module: they get the served
+//! answer for some rows at a time `at` (the server from its own serving path, the command
+//! over HTTP), backfill the same rows with `event_timestamp = at` ([`offline`]), and
+//! [`compare`] the two. Floats are compared by their bits (NaN is canonical on both paths),
+//! nulls by position.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
+use arrow_schema::{Field, Schema};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json, json};
+use skewless_core::assemble::{Value, ValueReader};
+use skewless_core::key::KeyType;
+use skewless_core::{DType, Project};
+use skewless_plan::ServicePlan;
+
+use crate::json;
+use crate::sample::ServedRow;
+
+/// The rows to verify: per join key and per request field of the plan, one value per row.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    /// Per join key of the plan, in its order.
+    pub entities: Vec<Vec<Json>>,
+    /// Per request field of the plan, in its order.
+    pub request: Vec<Vec<Json>>,
+    /// The number of rows.
+    pub len: usize,
+}
+
+impl Rows {
+    /// Rows from a served sample (laid out in the same plan's order).
+    pub fn from_sample(plan: &ServicePlan, sample: &[ServedRow]) -> Self {
+        let entities = (0..plan.join_keys.len())
+            .map(|i| sample.iter().map(|r| r.entities[i].clone()).collect())
+            .collect();
+        let request = (0..plan.request_fields.len())
+            .map(|i| sample.iter().map(|r| r.request[i].clone()).collect())
+            .collect();
+        Self {
+            entities,
+            request,
+            len: sample.len(),
+        }
+    }
+
+    /// Rows from columnar JSON (`{"user_id": [..]}`), as `POST /v1/features` takes them;
+    /// every join key and request field of the plan must be there, all of one length.
+    pub fn from_columns(
+        plan: &ServicePlan,
+        entities: &Map<String, Json>,
+        request_data: &Map<String, Json>,
+    ) -> Result<Self, String> {
+        let mut len = None;
+        let mut pick = |section: &str, map: &Map<String, Json>, name: &str| {
+            let values = map
+                .get(name)
+                .and_then(Json::as_array)
+                .ok_or_else(|| format!("{section}.{name} is missing (needed by {})", plan.name))?;
+            match len {
+                Some(n) if n != values.len() => Err(format!(
+                    "{section}.{name} has {} values, but other columns have {n}",
+                    values.len()
+                )),
+                _ => {
+                    len = Some(values.len());
+                    Ok(values.clone())
+                }
+            }
+        };
+        let entities = plan
+            .join_keys
+            .iter()
+            .map(|k| pick("entities", entities, &k.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let request = plan
+            .request_fields
+            .iter()
+            .map(|f| pick("request_data", request_data, &f.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            entities,
+            request,
+            len: len.unwrap_or(0),
+        })
+    }
+
+    /// The body of `POST /v1/features` that serves these rows of `plan`'s service at `at`,
+    /// kept out of the service's served sample.
+    pub fn features_request(&self, plan: &ServicePlan, at: i64) -> Json {
+        json!({
+            "feature_service": plan.name,
+            "entities": self.columns(plan.join_keys.iter().map(|k| &k.name), &self.entities),
+            "request_data": self.columns(plan.request_fields.iter().map(|f| &f.name), &self.request),
+            "request_time": json::format_timestamp(at),
+            "sample": false,
+        })
+    }
+
+    fn columns<'a>(
+        &self,
+        names: impl Iterator<Item = &'a String>,
+        values: &[Vec<Json>],
+    ) -> Map<String, Json> {
+        names
+            .zip(values)
+            .map(|(name, v)| (name.clone(), Json::Array(v.clone())))
+            .collect()
+    }
+
+    /// Row `row`'s entity, for a report: `{"user_id": 7}`.
+    fn entity(&self, plan: &ServicePlan, row: usize) -> Map<String, Json> {
+        plan.join_keys
+            .iter()
+            .zip(&self.entities)
+            .map(|(k, v)| (k.name.clone(), v[row].clone()))
+            .collect()
+    }
+
+    /// The entity frame of these rows at `at`: the join keys, the request fields, and
+    /// `event_timestamp`.
+    pub fn entity_frame(&self, plan: &ServicePlan, at: i64) -> Result<RecordBatch, String> {
+        let mut fields = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for (key, values) in plan.join_keys.iter().zip(&self.entities) {
+            let dtype = match key.dtype {
+                KeyType::Int64 => DType::Int64,
+                KeyType::String => DType::String,
+            };
+            arrays.push(json::column(values, dtype).map_err(|e| format!("{}{e}", key.name))?);
+            fields.push(Field::new(&key.name, dtype.arrow_type(), true));
+        }
+        for (field, values) in plan.request_fields.iter().zip(&self.request) {
+            arrays
+                .push(json::column(values, field.dtype).map_err(|e| format!("{}{e}", field.name))?);
+            fields.push(Field::new(&field.name, field.dtype.arrow_type(), true));
+        }
+        arrays.push(Arc::new(
+            TimestampMicrosecondArray::from(vec![at; self.len]).with_timezone("UTC"),
+        ));
+        fields.push(Field::new(
+            skewless_offline::EVENT_TIMESTAMP,
+            DType::Timestamp.arrow_type(),
+            false,
+        ));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| e.to_string())
+    }
+}
+
+/// Backfills `rows` of `plan` at `at` through the offline path (sources under `base`) in
+/// a temporary directory, and returns the training rows.
+pub fn offline(
+    project: &Project,
+    base: &Path,
+    plan: &ServicePlan,
+    rows: &Rows,
+    at: i64,
+    threads: usize,
+) -> Result<RecordBatch, String> {
+    let frame = rows.entity_frame(plan, at)?;
+    let dir = tempfile::Builder::new()
+        .prefix(".skewless-verify-")
+        .tempdir()
+        .map_err(|e| format!("making a temporary directory: {e}"))?;
+    let entities = dir.path().join("entities.parquet");
+    let out = dir.path().join("offline.parquet");
+    skewless_offline::write_parquet_atomic(&entities, frame.schema(), &[frame])
+        .map_err(|e| e.to_string())?;
+    let options = skewless_offline::BackfillOptions {
+        threads,
+        ..Default::default()
+    };
+    skewless_offline::backfill(
+        project,
+        base,
+        plan,
+        &entities,
+        &out,
+        &options,
+        &skewless_offline::NoProgress,
+    )
+    .map_err(|e| format!("offline path: {e}"))?;
+    let table = skewless_offline::read_table(&out, None, "verify output", None)
+        .map_err(|e| e.to_string())?;
+    Ok(table.batch)
+}
+
+/// One value that differs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mismatch {
+    /// The row of the verified rows.
+    pub row: usize,
+    /// Its entity keys.
+    pub entity: Map<String, Json>,
+    /// The qualified feature.
+    pub feature: String,
+    /// What the server answered.
+    pub served: Json,
+    /// The status the server gave.
+    pub served_status: String,
+    /// What the offline path computed.
+    pub offline: Json,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// The service.
+    pub service: String,
+    /// The time both paths computed as of.
+    pub at: String,
+    /// Rows checked.
+    pub rows: usize,
+    /// Features per row.
+    pub features: usize,
+    /// Values compared: rows times features.
+    pub values_checked: usize,
+    /// Values that differ.
+    pub mismatches: usize,
+    /// Mismatches per feature (only features with any).
+    pub mismatches_by_feature: BTreeMap<String, usize>,
+    /// The first mismatches, in row order.
+    pub examples: Vec<Mismatch>,
+}
+
+impl Report {
+    /// A terminal report: the counts, then the first mismatches side by side.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = format!(
+            "verified {} at {}: {} rows x {} features = {} values, {} mismatches\n",
+            self.service, self.at, self.rows, self.features, self.values_checked, self.mismatches
+        );
+        for (feature, n) in &self.mismatches_by_feature {
+            let _ = writeln!(out, "  {feature}: {n} mismatches");
+        }
+        if !self.examples.is_empty() {
+            let _ = writeln!(out, "first mismatches (served | offline):");
+        }
+        for m in &self.examples {
+            let _ = writeln!(
+                out,
+                "  row {} {} {}: {} ({}) | {}",
+                m.row,
+                Json::Object(m.entity.clone()),
+                m.feature,
+                m.served,
+                m.served_status,
+                m.offline
+            );
+        }
+        out
+    }
+}
+
+/// Compares the served answer (`POST /v1/features`'s response body) for `rows` at `at`
+/// with the offline path's `training` rows, value by value. Column names or orders that
+/// differ are an error: the two paths did not compute the same features.
+pub fn compare(
+    plan: &ServicePlan,
+    rows: &Rows,
+    at: i64,
+    served: &Json,
+    training: &RecordBatch,
+    examples: usize,
+) -> Result<Report, String> {
+    let names: Vec<&str> = served["metadata"]["feature_names"]
+        .as_array()
+        .ok_or("the served answer has no metadata.feature_names")?
+        .iter()
+        .map(|n| n.as_str().unwrap_or(""))
+        .collect();
+    let planned: Vec<&str> = plan.features.iter().map(|f| f.qualified.as_str()).collect();
+    if names != planned {
+        return Err(format!(
+            "the server serves {} as {names:?}, but the definitions plan {planned:?}: are they the same definitions?",
+            plan.name
+        ));
+    }
+    // The training set's feature columns follow the entity frame's, in the same order.
+    let schema = training.schema();
+    let trained: Vec<&str> = schema
+        .fields()
+        .iter()
+        .rev()
+        .take(planned.len())
+        .rev()
+        .map(|f| f.name().as_str())
+        .collect();
+    if trained != planned {
+        return Err(format!(
+            "the offline path wrote features {trained:?}, the server served {planned:?}"
+        ));
+    }
+    if training.num_rows() != rows.len {
+        return Err(format!(
+            "the offline path wrote {} rows for {} requested",
+            training.num_rows(),
+            rows.len
+        ));
+    }
+    let results = served["results"]
+        .as_array()
+        .ok_or("the served answer has no results")?;
+    let first_feature = schema.fields().len() - planned.len();
+    let mut report = Report {
+        service: plan.name.clone(),
+        at: json::format_timestamp(at),
+        rows: rows.len,
+        features: planned.len(),
+        values_checked: rows.len * planned.len(),
+        mismatches: 0,
+        mismatches_by_feature: BTreeMap::new(),
+        examples: Vec::new(),
+    };
+    let mut found = Vec::new();
+    for (i, feature) in plan.features.iter().enumerate() {
+        let values = results
+            .get(i)
+            .and_then(|r| r["values"].as_array())
+            .filter(|v| v.len() == rows.len)
+            .ok_or_else(|| format!("served {}: not {} values", feature.qualified, rows.len))?;
+        let served_array = json::column(values, feature.dtype)
+            .map_err(|e| format!("served {}{e}", feature.qualified))?;
+        let served_reader = ValueReader::new(&served_array, feature.dtype);
+        let trained_array = training.column(first_feature + i);
+        let Some(trained_reader) = ValueReader::new(trained_array, feature.dtype) else {
+            return Err(format!(
+                "the offline path wrote {} as {}, not {}",
+                feature.qualified,
+                trained_array.data_type(),
+                feature.dtype
+            ));
+        };
+        for row in 0..rows.len {
+            let s = text(served_reader.as_ref().map_or(Value::Null, |r| r.value(row)));
+            let t = text(trained_reader.value(row));
+            if s != t {
+                *report
+                    .mismatches_by_feature
+                    .entry(feature.qualified.clone())
+                    .or_default() += 1;
+                found.push((row, i, s, t));
+            }
+        }
+    }
+    report.mismatches = found.len();
+    found.sort_by_key(|&(row, feature, ..)| (row, feature));
+    for (row, i, s, t) in found.into_iter().take(examples) {
+        report.examples.push(Mismatch {
+            row,
+            entity: rows.entity(plan, row),
+            feature: plan.features[i].qualified.clone(),
+            served: serde_json::from_slice(&s).unwrap_or(Json::Null),
+            served_status: results[i]["statuses"][row]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned(),
+            offline: serde_json::from_slice(&t).unwrap_or(Json::Null),
+        });
+    }
+    Ok(report)
+}
+
+/// A value as the serving endpoint writes it: the shortest text that reads back to the
+/// same bits, so equal texts mean equal values (NaN is canonical on both paths).
+fn text(value: Value<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    json::write_value(&mut out, value);
+    out
+}
+
+/// The time to verify at when none is given: the earliest point every view of `plan` is
+/// materialized to (`materialized_until` of a view), where the online store should hold
+/// exactly what the sources hold; now if a view was never materialized.
+pub fn default_at(
+    plan: &ServicePlan,
+    materialized_until: impl Fn(&str) -> Option<i64>,
+    now: i64,
+) -> i64 {
+    plan.views
+        .iter()
+        .map(|v| materialized_until(&v.name))
+        .try_fold(i64::MAX, |earliest, end| end.map(|e| earliest.min(e)))
+        .filter(|&t| t != i64::MAX)
+        .unwrap_or(now)
+}
