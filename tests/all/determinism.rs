@@ -37,6 +37,18 @@ fn nan_input() -> RecordBatch {
     ])
 }
 
+/// Every float output of the determinism guest, SIMD and fused multiply-adds included.
+const FLOAT_OUTPUTS: [&str; 8] = [
+    "quotient",
+    "difference",
+    "sqrt",
+    "product",
+    "f32_sum",
+    "simd",
+    "relaxed_madd",
+    "scalar_fma",
+];
+
 fn float_bits(batch: &RecordBatch, column: &str) -> Vec<u64> {
     let array = batch
         .column_by_name(column)
@@ -60,7 +72,7 @@ fn nan_arithmetic_is_bit_identical_across_calls_and_engines() {
     let first = t.call(&input).unwrap();
     for _ in 0..3 {
         let again = t.call(&input).unwrap();
-        for column in ["quotient", "difference", "sqrt", "product", "f32_sum"] {
+        for column in FLOAT_OUTPUTS {
             assert_eq!(
                 float_bits(&first, column),
                 float_bits(&again, column),
@@ -72,7 +84,7 @@ fn nan_arithmetic_is_bit_identical_across_calls_and_engines() {
     let other = Engine::new(EngineConfig::default()).unwrap();
     let t2 = other.load_file(artifacts::DETERMINISM).unwrap();
     let elsewhere = t2.call(&input).unwrap();
-    for column in ["quotient", "difference", "sqrt", "product", "f32_sum"] {
+    for column in FLOAT_OUTPUTS {
         assert_eq!(
             float_bits(&first, column),
             float_bits(&elsewhere, column),
@@ -80,7 +92,7 @@ fn nan_arithmetic_is_bit_identical_across_calls_and_engines() {
         );
     }
     // And every NaN it produced is the canonical one.
-    for column in ["quotient", "difference", "sqrt", "product", "f32_sum"] {
+    for column in FLOAT_OUTPUTS {
         for bits in float_bits(&first, column) {
             if f64::from_bits(bits).is_nan() {
                 assert_eq!(
