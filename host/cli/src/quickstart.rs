@@ -328,6 +328,91 @@ fn example_request() -> serde_json::Value {
     })
 }
 
+/// Transactions served as traffic before the checks.
+const TRAFFIC: usize = 500;
+
+/// Steps 6 and 7: serve the last transactions of the data as traffic, then verify the
+/// served rows against the offline path and report drift against the training set.
+fn check(dir: &Path, addr: SocketAddr) -> Result<()> {
+    let fields = ["user_id", "amount", "lat", "lon", "merchant_name"];
+    let table = skewless_offline::read_table(
+        &dir.join("transactions.parquet"),
+        Some(&fields),
+        "transactions",
+        None,
+    )?;
+    let batch = &table.batch;
+    let take = TRAFFIC.min(batch.num_rows());
+    let last = batch.slice(batch.num_rows() - take, take);
+    let mut columns = serde_json::Map::new();
+    for (field, dtype) in fields.iter().zip([
+        skewless_core::DType::Int64,
+        skewless_core::DType::Float64,
+        skewless_core::DType::Float64,
+        skewless_core::DType::Float64,
+        skewless_core::DType::String,
+    ]) {
+        let column = last
+            .column_by_name(field)
+            .context("a transactions column")?;
+        let reader = skewless_core::assemble::ValueReader::new(column, dtype)
+            .with_context(|| format!("transactions.{field} is not {dtype}"))?;
+        let values = (0..take)
+            .map(|i| skewless_server::sample::to_json(reader.value(i)))
+            .collect();
+        columns.insert((*field).to_owned(), serde_json::Value::Array(values));
+    }
+    let user_id = columns.remove("user_id").unwrap_or_default();
+    let request = serde_json::json!({
+        "feature_service": "fraud_v1",
+        "entities": {"user_id": user_id},
+        "request_data": columns,
+        "request_time": END,
+    });
+    let base = format!("http://{addr}");
+    client::send(
+        "POST",
+        &format!("{base}/v1/features"),
+        None,
+        "application/json",
+        serde_json::to_vec(&request)?,
+    )?;
+    let (_, body) = client::send(
+        "POST",
+        &format!("{base}/v1/verify"),
+        None,
+        "application/json",
+        serde_json::to_vec(&serde_json::json!({"service": "fraud_v1", "rows": 200}))?,
+    )?;
+    let report: skewless_server::verify::Report = serde_json::from_str(&body)?;
+    println!(
+        "6. served the last {take} transactions as traffic, then verified {} of them again at {}: {} values, {} mismatches against the offline path",
+        report.rows, report.at, report.values_checked, report.mismatches
+    );
+    if report.mismatches > 0 {
+        print!("{}", report.render());
+        bail!("serving and the offline path disagree; see the report above");
+    }
+    let drift = client::get_json(&format!(
+        "{base}/v1/feature-services/fraud_v1/drift?training=training_set.parquet"
+    ))?;
+    println!(
+        "7. drift of what was served against training_set.parquet (PSI, KS, null rate served - trained):"
+    );
+    for f in drift["features"].as_array().into_iter().flatten() {
+        let number =
+            |v: &serde_json::Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.3}"));
+        println!(
+            "   {:<34} psi {:>7}  ks {:>6}  nulls {:>+7.3}",
+            f["feature"].as_str().unwrap_or("?"),
+            number(&f["psi"]),
+            number(&f["ks"]),
+            f["null_rate_diff"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
 /// Runs the whole quickstart.
 pub fn run(args: &QuickstartArgs) -> Result<()> {
     if args.rows == 0 {
@@ -475,8 +560,13 @@ fn serve(args: &QuickstartArgs, data: &Path, engine: skewless_engine::Engine) ->
             result["statuses"]
         );
     }
+    check(&args.dir, addr)?;
     println!(
         "\nAsk it yourself:\n\ncurl -s {url} \\\n  -H 'content-type: application/json' \\\n  -d '{request}'\n"
+    );
+    println!(
+        "Check it yourself: skewless verify --service fraud_v1 --defs {} --server http://{addr}\n",
+        args.dir.join("features.yaml").display()
     );
     if args.exit {
         let _ = stop.send(());

@@ -63,6 +63,10 @@ fn quickstart_runs_every_step_and_its_training_set_is_point_in_time_correct() {
         "3. backfilled 4000 rows x 16 features",
         "4. materialized",
         "5. serving on http://127.0.0.1:",
+        "6. served the last 500 transactions as traffic, then verified 200 of them again at 2026-10-31T00:00:00.000000Z: 3200 values, 0 mismatches against the offline path",
+        "7. drift of what was served against training_set.parquet",
+        "   txn_risk:amount_log1p              psi ",
+        "Check it yourself: skewless verify --service fraud_v1 --defs ",
     ] {
         assert!(stdout.contains(step), "missing `{step}` in:\n{stdout}");
     }
