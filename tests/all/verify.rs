@@ -144,6 +144,13 @@ fn verify_replays_served_rows_through_the_offline_path() {
         (report["rows"].as_u64(), report["mismatches"].as_u64()),
         (Some(3), Some(0))
     );
+    // A day before the watermark: the report says why differences could be expected.
+    assert!(
+        report["notes"][0].as_str().unwrap().starts_with(
+            "view `user_stats` is materialized to 2026-11-20T00:00:00.000000Z, after 2026-11-19"
+        ),
+        "{report}"
+    );
 
     // Replays are not traffic: the sample saw only the 30 served rows.
     let (_, sample) = server.json(

@@ -96,22 +96,18 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     let rows = Rows::from_columns(&plan, &object("entities"), &object("request_data"))
         .map_err(|e| anyhow::anyhow!("the server's sample: {e}"))?;
 
-    let at = match args.at {
-        Some(at) => at,
-        None => {
-            let views = client::get_json(&format!("{base_url}/v1/feature-views"))?;
-            let until = |name: &str| {
-                views["feature_views"]
-                    .as_array()?
-                    .iter()
-                    .find(|v| v["name"] == name)
-                    .and_then(|v| {
-                        skewless_server::json::parse_timestamp(&v["materialized_until"]).ok()
-                    })
-            };
-            verify::default_at(&plan, until, chrono::Utc::now().timestamp_micros())
-        }
+    let views = client::get_json(&format!("{base_url}/v1/feature-views"))?;
+    let until = |name: &str| {
+        views["feature_views"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == name)
+            .and_then(|v| skewless_server::json::parse_timestamp(&v["materialized_until"]).ok())
     };
+    let at = args
+        .at
+        .unwrap_or_else(|| verify::default_at(&plan, until, chrono::Utc::now().timestamp_micros()));
+    let notes = verify::notes(&plan, until, at);
 
     let (_, served) = client::send(
         "POST",
@@ -135,8 +131,11 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         crate::threads(args.threads),
     )
     .map_err(anyhow::Error::msg)?;
-    let report = verify::compare(&plan, &rows, at, &served, &offline, args.show)
-        .map_err(anyhow::Error::msg)?;
+    let report = verify::Report {
+        notes,
+        ..verify::compare(&plan, &rows, at, &served, &offline, args.show)
+            .map_err(anyhow::Error::msg)?
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

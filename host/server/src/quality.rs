@@ -174,19 +174,15 @@ pub(crate) async fn verify(State(state): Shared, body: Result<Bytes, BytesReject
         )
         .map_err(ApiError::bad_request)?,
     };
+    let until = materialized_until(&state, &serving)?;
+    let until = |v: &str| until.get(v).copied();
     let at = match &request.at {
         Some(t) => {
             json::parse_timestamp(t).map_err(|e| ApiError::bad_request(format!("at: {e}")))?
         }
-        None => {
-            let until = materialized_until(&state, &serving)?;
-            verify::default_at(
-                &plan,
-                |v| until.get(v).copied(),
-                chrono::Utc::now().timestamp_micros(),
-            )
-        }
+        None => verify::default_at(&plan, until, chrono::Utc::now().timestamp_micros()),
     };
+    let notes = verify::notes(&plan, until, at);
     let features: FeaturesRequest = serde_json::from_value(rows.features_request(&plan, at))
         .map_err(|e| ApiError::internal(format!("building the serving request: {e}")))?;
     let served = run_plan(&state, &serving, &plan, features)?;
@@ -199,6 +195,7 @@ pub(crate) async fn verify(State(state): Shared, body: Result<Bytes, BytesReject
             let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
             let offline = verify::offline(&project, &root, &plan, &rows, at, threads)?;
             verify::compare(&plan, &rows, at, &served, &offline, request.examples)
+                .map(|report| verify::Report { notes, ..report })
         })
         .await
         .map_err(|e| ApiError::internal(format!("worker task failed: {e}")))?

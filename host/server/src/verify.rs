@@ -227,6 +227,9 @@ pub struct Report {
     pub mismatches_by_feature: BTreeMap<String, usize>,
     /// The first mismatches, in row order.
     pub examples: Vec<Mismatch>,
+    /// Why mismatches may be expected at this time, if they may (see [`notes`]).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -239,6 +242,9 @@ impl Report {
         );
         for (feature, n) in &self.mismatches_by_feature {
             let _ = writeln!(out, "  {feature}: {n} mismatches");
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
         }
         if !self.examples.is_empty() {
             let _ = writeln!(out, "first mismatches (served | offline):");
@@ -318,6 +324,7 @@ pub fn compare(
         mismatches: 0,
         mismatches_by_feature: BTreeMap::new(),
         examples: Vec::new(),
+        notes: Vec::new(),
     };
     let mut found = Vec::new();
     for (i, feature) in plan.features.iter().enumerate() {
@@ -390,4 +397,33 @@ pub fn default_at(
         .try_fold(i64::MAX, |earliest, end| end.map(|e| earliest.min(e)))
         .filter(|&t| t != i64::MAX)
         .unwrap_or(now)
+}
+
+/// What makes serving and the offline path legitimately differ at `at`: a view
+/// materialized past `at` (the online store keeps only each entity's latest row, so an
+/// entity updated after `at` reads as missing online while the offline path finds its
+/// older row), or one never materialized (the store holds only pushed rows).
+pub fn notes(
+    plan: &ServicePlan,
+    materialized_until: impl Fn(&str) -> Option<i64>,
+    at: i64,
+) -> Vec<String> {
+    plan.views
+        .iter()
+        .filter_map(|v| match materialized_until(&v.name) {
+            Some(until) if until > at => {
+                let until = json::format_timestamp(until);
+                Some(format!(
+                    "view `{}` is materialized to {until}, after {}: the online store keeps only each entity's latest row, so an entity updated since reads as NOT_FOUND online; verify at {until} or later",
+                    v.name,
+                    json::format_timestamp(at)
+                ))
+            }
+            Some(_) => None,
+            None => Some(format!(
+                "view `{}` was never materialized: the online store holds only pushed rows, which the offline path sees only if they are in its source too",
+                v.name
+            )),
+        })
+        .collect()
 }
