@@ -74,6 +74,23 @@ fn serve(server: &TestServer, users: &[i64], amounts: &[f64]) -> Value {
     body
 }
 
+/// Up to `rows` rows of fraud_v1's served sample, and the set of their user ids.
+fn served_sample(server: &TestServer, rows: usize) -> (Value, BTreeSet<i64>) {
+    let (status, sample) = server.json(
+        "GET",
+        &format!("/v1/feature-services/fraud_v1/sample?rows={rows}"),
+        &Value::Null,
+    );
+    assert_eq!(status, 200, "{sample}");
+    let ids = sample["entities"]["user_id"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    (sample, ids)
+}
+
 fn amounts(rng: &mut Lcg, n: usize, scale: f64) -> Vec<f64> {
     (0..n)
         .map(|_| (1 + rng.next(5_000)) as f64 / 4.0 * scale)
@@ -99,22 +116,11 @@ fn verify_replays_served_rows_through_the_offline_path() {
     );
     assert_eq!(status, 200, "{body}");
 
-    let (status, sample) = server.json(
-        "GET",
-        "/v1/feature-services/fraud_v1/sample?rows=1000",
-        &Value::Null,
-    );
-    assert_eq!(status, 200, "{sample}");
+    let (sample, ids) = served_sample(&server, 1000);
     assert_eq!(
         (sample["rows"].as_u64(), sample["seen"].as_u64()),
         (Some(30), Some(30))
     );
-    let ids: BTreeSet<i64> = sample["entities"]["user_id"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
     assert_eq!(ids, (1..=30).collect());
     assert_eq!(
         sample["values"]["txn_risk:amount_log1p"]
@@ -153,12 +159,7 @@ fn verify_replays_served_rows_through_the_offline_path() {
     );
 
     // Replays are not traffic: the sample saw only the 30 served rows.
-    let (_, sample) = server.json(
-        "GET",
-        "/v1/feature-services/fraud_v1/sample?rows=1",
-        &Value::Null,
-    );
-    assert_eq!(sample["seen"], 30);
+    assert_eq!(served_sample(&server, 1).0["seen"], 30);
 
     let (_, metrics) = server.call("GET", "/metrics", b"", None);
     assert!(
@@ -213,33 +214,17 @@ fn the_sample_is_bounded_and_uniform_over_everything_served() {
         let users: Vec<i64> = (start..start + 10).collect();
         serve(&server, &users, &[1.0; 10]);
     }
-    let (status, sample) = server.json(
-        "GET",
-        "/v1/feature-services/fraud_v1/sample?rows=100",
-        &Value::Null,
-    );
-    assert_eq!(status, 200, "{sample}");
+    let (sample, ids) = served_sample(&server, 100);
     assert_eq!(
         (sample["rows"].as_u64(), sample["seen"].as_u64()),
         (Some(8), Some(200))
     );
-    let ids: BTreeSet<i64> = sample["entities"]["user_id"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
     assert_eq!(ids.len(), 8, "distinct rows: {ids:?}");
     assert!(
         ids.iter().filter(|&&id| id > 100).count() >= 2,
         "later traffic is sampled too: {ids:?}"
     );
-    let (_, three) = server.json(
-        "GET",
-        "/v1/feature-services/fraud_v1/sample?rows=3",
-        &Value::Null,
-    );
-    assert_eq!(three["rows"], 3);
+    assert_eq!(served_sample(&server, 3).0["rows"], 3);
 }
 
 #[test]

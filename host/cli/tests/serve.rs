@@ -59,6 +59,13 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, 
     Some((status, body.to_owned()))
 }
 
+fn write_parquet(path: impl AsRef<Path>, batch: &arrow_array::RecordBatch) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+}
+
 fn cli(args: &[&str]) {
     let output = Command::new(env!("CARGO_BIN_EXE_skewless"))
         .args(args)
@@ -176,7 +183,6 @@ feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
 #[test]
 fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
     use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
-    use parquet::arrow::ArrowWriter;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     const DAY: i64 = 86_400_000_000;
@@ -214,14 +220,7 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
         ),
     ])
     .unwrap();
-    let mut w = ArrowWriter::try_new(
-        std::fs::File::create(dir.path().join("user_stats.parquet")).unwrap(),
-        history.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&history).unwrap();
-    w.close().unwrap();
+    write_parquet(dir.path().join("user_stats.parquet"), &history);
     let amounts = [150.0, 1e-9, 7.25, 3.0];
     let entities = RecordBatch::try_from_iter(vec![
         (
@@ -239,14 +238,7 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
     ])
     .unwrap();
     let entities_path = dir.path().join("entities.parquet");
-    let mut w = ArrowWriter::try_new(
-        std::fs::File::create(&entities_path).unwrap(),
-        entities.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&entities).unwrap();
-    w.close().unwrap();
+    write_parquet(&entities_path, &entities);
 
     // Online: the same history pushed, features requested as of t.
     let (mut server, addr) = start(&data);
@@ -395,14 +387,7 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
             .collect(),
     )
     .unwrap();
-    let mut w = ArrowWriter::try_new(
-        std::fs::File::create(copy.join("user_stats.parquet")).unwrap(),
-        history.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&history).unwrap();
-    w.close().unwrap();
+    write_parquet(copy.join("user_stats.parquet"), &history);
     std::fs::write(copy.join("defs.yaml"), FRAUD_DEFS).unwrap();
     let differed = verify(&copy.join("defs.yaml"));
     let stdout = String::from_utf8_lossy(&differed.stdout);
