@@ -700,3 +700,92 @@ feature_services: [{name: svc, features: ["v:*"]}]
         assert_eq!(x, vec![Some(1.0), Some(2.0), None], "{name}");
     }
 }
+
+/// A spilled backfill that fails after it began spilling (a source whose data pages are
+/// corrupt, behind a valid footer) leaves neither its spill directory nor an output.
+#[test]
+fn a_failed_spilled_backfill_removes_its_spill_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = Definitions::from_yaml(DEFS)
+        .unwrap()
+        .validate(&|_: &ModuleRef| None)
+        .unwrap();
+    let plan = ServicePlan::for_service(&project, "svc", &|_| None).unwrap();
+    let n = 2000;
+    let users = || Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef;
+    let times = || {
+        Arc::new(TimestampMicrosecondArray::from_iter_values(
+            (0..n).map(|i| i * S),
+        ))
+    };
+    let stats = dir.path().join("stats.parquet");
+    write(
+        &stats,
+        vec![
+            ("user_id", users()),
+            ("ts", times()),
+            ("created", times()),
+            (
+                "value",
+                Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))),
+            ),
+        ],
+    );
+    std::fs::create_dir_all(dir.path().join("pairs")).unwrap();
+    let merchants = || {
+        Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| format!("m{i}")),
+        )) as ArrayRef
+    };
+    write(
+        &dir.path().join("pairs/p.parquet"),
+        vec![
+            ("user_id", users()),
+            ("merchant", merchants()),
+            ("event_timestamp", times()),
+            ("count", Arc::new(Int64Array::from_iter_values(0..n))),
+        ],
+    );
+    let entities = dir.path().join("entities.parquet");
+    write(
+        &entities,
+        vec![
+            ("user_id", users()),
+            ("merchant", merchants()),
+            ("event_timestamp", times()),
+        ],
+    );
+    let spill = dir.path().join("spill");
+    std::fs::create_dir_all(&spill).unwrap();
+    let out = dir.path().join("training.parquet");
+    let run = || {
+        skewless_offline::backfill(
+            &project,
+            dir.path(),
+            &plan,
+            &entities,
+            &out,
+            &skewless_offline::BackfillOptions {
+                spill_dir: Some(spill.clone()),
+                ..options(Some(4))
+            },
+            &skewless_offline::NoProgress,
+        )
+    };
+    // It works as given, and cleans up after itself.
+    assert_eq!(run().unwrap().partitions, 4);
+    assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
+    std::fs::remove_file(&out).unwrap();
+
+    // The first page header of the stats file, garbled; the footer still reads.
+    let mut bytes = std::fs::read(&stats).unwrap();
+    for b in &mut bytes[4..24] {
+        *b = 0xff;
+    }
+    std::fs::write(&stats, bytes).unwrap();
+    let error = run().unwrap_err().to_string();
+    assert!(error.contains("stats.parquet"), "{error}");
+    let left: Vec<_> = std::fs::read_dir(&spill).unwrap().collect();
+    assert!(left.is_empty(), "spill files left behind: {left:?}");
+    assert!(!out.exists(), "no output under the final name");
+}
