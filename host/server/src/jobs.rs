@@ -150,3 +150,32 @@ pub(crate) fn resolve(root: &Path, given: &str, what: &str) -> Result<PathBuf, S
     }
     Ok(root.join(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_jobs_beyond_the_cap_go_oldest_first_and_running_ones_stay() {
+        let jobs = Jobs::default();
+        let long = jobs.start("backfill", Json::Null);
+        for _ in 0..150 {
+            let job = jobs.start("materialize", Json::Null);
+            job.finish(JobState::Succeeded(Json::Null));
+        }
+        jobs.start("materialize", Json::Null);
+        let all = jobs.all();
+        let finished = all.iter().filter(|j| !j.is_running()).count();
+        assert_eq!(finished, KEEP_FINISHED);
+        assert!(
+            jobs.get(&long.id).is_some(),
+            "a running job is never dropped"
+        );
+        assert!(
+            jobs.get("materialize-2").is_none(),
+            "the oldest finished went first"
+        );
+        assert!(jobs.get("materialize-151").is_some());
+        assert_eq!(all.len(), KEEP_FINISHED + 2);
+    }
+}

@@ -892,3 +892,30 @@ async fn job_status(State(state): Shared, Path(id): Path<String>) -> ApiResult {
     })?;
     Ok(axum::Json(job.status()).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_job_ends_as_failed() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let jobs = crate::jobs::Jobs::default();
+        let job = jobs.start("backfill", Json::Null);
+        runtime.block_on(async {
+            run_job(job.clone(), |_| panic!("the join went wrong"));
+            while job.is_running() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        });
+        let status = job.status();
+        assert_eq!(status["state"], "failed");
+        let error = status["error"].as_str().unwrap();
+        assert!(error.starts_with("the job's worker failed"), "{error}");
+        assert!(error.contains("the join went wrong"), "{error}");
+    }
+}
