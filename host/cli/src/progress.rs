@@ -1,4 +1,5 @@
-//! Progress for long commands: a bar with rows/s on a terminal, plain log lines otherwise.
+//! Progress for long commands: a bar with rows/s on a terminal, plain log lines otherwise
+//! (every `SKEWLESS_PROGRESS_SECS` seconds, default 5).
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -16,6 +17,8 @@ pub struct Progress {
     done: AtomicU64,
     started: Instant,
     last_log: Mutex<Instant>,
+    /// How often a plain log line is written when stderr is not a terminal.
+    every: Duration,
 }
 
 impl Progress {
@@ -34,7 +37,13 @@ impl Progress {
             bar
         });
         let now = Instant::now();
+        let every = std::env::var("SKEWLESS_PROGRESS_SECS")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or(Duration::from_secs(5), Duration::from_secs_f64);
         Self {
+            every,
             bar,
             what,
             total: AtomicU64::new(total),
@@ -62,7 +71,7 @@ impl Progress {
             Some(bar) => bar.set_position(done),
             None => {
                 let mut last = self.last_log.lock().unwrap_or_else(|e| e.into_inner());
-                if last.elapsed() >= Duration::from_secs(5) {
+                if last.elapsed() >= self.every {
                     *last = Instant::now();
                     let secs = self.started.elapsed().as_secs_f64().max(1e-9);
                     tracing::info!(

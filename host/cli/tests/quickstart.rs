@@ -20,7 +20,9 @@ fn quickstart(dir: &Path, rows: &str) -> Output {
         .args(["--module", artifacts::MERCHANT_CATEGORY])
         .args(["--rows", rows, "--listen", "127.0.0.1:0", "--exit", "--dir"])
         .arg(dir)
-        .env("SKEWLESS_LOG", "warn")
+        // Off a terminal, progress is a log line every SKEWLESS_PROGRESS_SECS.
+        .env("SKEWLESS_LOG", "warn,skewless::progress=info")
+        .env("SKEWLESS_PROGRESS_SECS", "0")
         .output()
         .expect("skewless runs")
 }
@@ -71,6 +73,17 @@ fn quickstart_runs_every_step_and_its_training_set_is_point_in_time_correct() {
         assert!(stdout.contains(step), "missing `{step}` in:\n{stdout}");
     }
     assert!(stdout.contains("curl -s http://127.0.0.1:"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains('\x1b'),
+        "no terminal colours off a terminal: {stderr}"
+    );
+    for what in ["backfill", "materialize"] {
+        assert!(
+            stderr.contains(&format!("progress what=\"{what}\" rows=")),
+            "no plain progress line for {what}: {stderr}"
+        );
+    }
     assert!(
         stdout.contains(r#"txn_risk:amount_log1p"#) && stdout.contains(r#"["PRESENT","PRESENT"]"#),
         "the server answered with features: {stdout}"
