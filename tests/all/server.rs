@@ -283,9 +283,22 @@ fn writes_need_the_token_and_open_addresses_need_one() {
         assert_eq!(status, 401, "{body}");
         let (status, _) = server.call("PUT", "/v1/definitions", DEFS.as_bytes(), token);
         assert_eq!(status, 401);
-        for write in ["/v1/push/user_stats", "/v1/backfill", "/v1/materialize"] {
+        for write in [
+            "/v1/push/user_stats",
+            "/v1/backfill",
+            "/v1/materialize",
+            "/v1/verify",
+        ] {
             let (status, _) = server.call("POST", write, b"{}", token);
             assert_eq!(status, 401, "{write}");
+        }
+        // Served rows and drift reports expose request data: guarded like writes.
+        for read in [
+            "/v1/feature-services/fraud_v1/sample",
+            "/v1/feature-services/fraud_v1/drift?training=t.parquet",
+        ] {
+            let (status, _) = server.call("GET", read, b"", token);
+            assert_eq!(status, 401, "{read}");
         }
     }
     assert_eq!(

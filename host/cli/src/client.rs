@@ -19,9 +19,9 @@ pub fn send(
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-/// `GET url`, parsed as JSON.
-pub fn get_json(url: &str) -> Result<serde_json::Value> {
-    let (_, text) = send("GET", url, None, "application/json", Vec::new())?;
+/// `GET url` (with the bearer token, if any), parsed as JSON.
+pub fn get_json(url: &str, token: Option<&str>) -> Result<serde_json::Value> {
+    let (_, text) = send("GET", url, token, "application/json", Vec::new())?;
     serde_json::from_str(&text).with_context(|| format!("GET {url}: the answer is not JSON"))
 }
 

@@ -393,9 +393,10 @@ fn check(dir: &Path, addr: SocketAddr) -> Result<()> {
         print!("{}", report.render());
         bail!("serving and the offline path disagree; see the report above");
     }
-    let drift = client::get_json(&format!(
-        "{base}/v1/feature-services/fraud_v1/drift?training=training_set.parquet"
-    ))?;
+    let drift = client::get_json(
+        &format!("{base}/v1/feature-services/fraud_v1/drift?training=training_set.parquet"),
+        None,
+    )?;
     println!(
         "7. drift of what was served against training_set.parquet (PSI, KS, null rate served - trained):"
     );

@@ -47,6 +47,7 @@ pub struct VerifyArgs {
 
 pub fn run(args: &VerifyArgs) -> Result<()> {
     let base_url = args.server.server.trim_end_matches('/');
+    let token = args.server.token.as_deref();
     let yaml = std::fs::read_to_string(&args.defs)
         .with_context(|| format!("reading {}", args.defs.display()))?;
     let definitions =
@@ -57,7 +58,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let engine = args.engine.engine()?;
     let registry = Registry::open(scratch.path(), engine)?;
-    let served_modules = client::get_json(&format!("{base_url}/v1/transforms"))?;
+    let served_modules = client::get_json(&format!("{base_url}/v1/transforms"), token)?;
     for transform in &definitions.transforms {
         let module = &transform.module;
         let url = format!(
@@ -88,15 +89,18 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     let plan = skewless_plan::ServicePlan::for_service(&project, &args.service, &modules)?;
 
     // Rows the server served.
-    let sample = client::get_json(&format!(
-        "{base_url}/v1/feature-services/{}/sample?rows={}",
-        args.service, args.sample
-    ))?;
+    let sample = client::get_json(
+        &format!(
+            "{base_url}/v1/feature-services/{}/sample?rows={}",
+            args.service, args.sample
+        ),
+        token,
+    )?;
     let object = |name: &str| sample[name].as_object().cloned().unwrap_or_else(Map::new);
     let rows = Rows::from_columns(&plan, &object("entities"), &object("request_data"))
         .map_err(|e| anyhow::anyhow!("the server's sample: {e}"))?;
 
-    let views = client::get_json(&format!("{base_url}/v1/feature-views"))?;
+    let views = client::get_json(&format!("{base_url}/v1/feature-views"), token)?;
     let until = |name: &str| {
         views["feature_views"]
             .as_array()?

@@ -46,6 +46,11 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/push/{source}", post(push))
         .route("/v1/backfill", post(start_backfill))
         .route("/v1/materialize", post(start_materialize))
+        // Served rows (entity keys, request data) and the work verify and drift do are
+        // guarded like writes.
+        .route("/v1/feature-services/{name}/sample", get(quality::sample))
+        .route("/v1/feature-services/{name}/drift", get(quality::drift))
+        .route("/v1/verify", post(quality::verify))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/transforms", get(list_modules))
@@ -54,9 +59,6 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/v1/transforms/{name}/{version}",
             get(quality::module_bytes),
         )
-        .route("/v1/feature-services/{name}/sample", get(quality::sample))
-        .route("/v1/feature-services/{name}/drift", get(quality::drift))
-        .route("/v1/verify", post(quality::verify))
         .route("/v1/definitions", get(definitions))
         .route("/v1/feature-views", get(feature_views))
         .route("/v1/feature-services", get(feature_services))
