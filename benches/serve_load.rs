@@ -22,20 +22,6 @@ use skewless_online::{LocalStore, OnlineStore, StoreOptions};
 use skewless_plan::ServicePlan;
 use skewless_registry::Registry;
 
-const DEFS: &str = r#"
-project: bench
-entities: [{name: user, join_keys: [user_id]}]
-sources: [{name: user_stats}]
-feature_views:
-  - {name: user_stats, entities: [user], source: user_stats, ttl: 7d,
-     features: [{name: txn_amount_avg_7d, dtype: float64}, {name: txn_amount_max_7d, dtype: float64},
-                {name: account_age_days, dtype: int64}]}
-transforms:
-  - {name: txn_risk, module: fraud_risk@1.0.0,
-     inputs: [user_stats:txn_amount_avg_7d, user_stats:txn_amount_max_7d, user_stats:account_age_days, request:amount],
-     request_schema: [{name: amount, dtype: float64}]}
-feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
-"#;
 const USERS: i64 = 100_000;
 const NOW: i64 = 1_795_132_800_000_000;
 
@@ -141,7 +127,12 @@ fn main() {
         let module = std::fs::read(skewless_test_artifacts::FRAUD_RISK).expect("fraud_risk built");
         let (s, b) = send("PUT", "/v1/transforms/fraud_risk/1.0.0".into(), module).await;
         assert_eq!(s, 201, "{b:?}");
-        let (s, b) = send("PUT", "/v1/definitions".into(), DEFS.as_bytes().to_vec()).await;
+        let (s, b) = send(
+            "PUT",
+            "/v1/definitions".into(),
+            skewless_test_artifacts::fraud_defs("").into_bytes(),
+        )
+        .await;
         assert_eq!(s, 200, "{b:?}");
         for start in (0..USERS).step_by(10_000) {
             let (s, b) = send(
@@ -163,7 +154,9 @@ fn main() {
             .upload("fraud_risk", "1.0.0", &module)
             .expect("upload");
         let (project, ()) = registry
-            .apply(DEFS, |_| Ok::<(), ()>(()))
+            .apply(&skewless_test_artifacts::fraud_defs(""), |_| {
+                Ok::<(), ()>(())
+            })
             .expect("apply")
             .expect("prepared");
         let schemas = skewless_server::view_schemas(&project);

@@ -14,20 +14,10 @@ use skewless_test_artifacts::FRAUD_RISK;
 
 use crate::support::{TestServer, write_parquet as write};
 
-pub(crate) const DEFS: &str = r#"
-project: fraud
-entities:   [{name: user, join_keys: [user_id]}]
-sources:    [{name: user_stats, path: history/user_stats.parquet}]
-feature_views:
-  - {name: user_stats, entities: [user], source: user_stats, ttl: 7d,
-     features: [{name: txn_amount_avg_7d, dtype: float64}, {name: txn_amount_max_7d, dtype: float64},
-                {name: account_age_days, dtype: int64}]}
-transforms:
-  - {name: txn_risk, module: fraud_risk@1.0.0,
-     inputs: [user_stats:txn_amount_avg_7d, user_stats:txn_amount_max_7d, user_stats:account_age_days, request:amount],
-     request_schema: [{name: amount, dtype: float64}]}
-feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
-"#;
+/// The fraud definitions, the view read from `history/user_stats.parquet`.
+pub(crate) fn defs() -> String {
+    skewless_test_artifacts::fraud_defs("path: history/user_stats.parquet")
+}
 
 /// 2026-11-20T00:00:00Z in microseconds.
 pub(crate) const T0: i64 = 1_795_132_800_000_000;
@@ -76,7 +66,7 @@ fn setup(dir: &Path) -> TestServer {
         None,
     );
     assert_eq!(status, 201, "{body}");
-    let (status, body) = server.call("PUT", "/v1/definitions", DEFS.as_bytes(), None);
+    let (status, body) = server.call("PUT", "/v1/definitions", defs().as_bytes(), None);
     assert_eq!(status, 200, "{body}");
     server
 }

@@ -10,7 +10,7 @@ use arrow_array::{ArrayRef, Float64Array, Int64Array, TimestampMicrosecondArray}
 use serde_json::{Value, json};
 use skewless_test_artifacts::FRAUD_RISK;
 
-use crate::jobs::{DAY, DEFS, T0};
+use crate::jobs::{DAY, T0, defs};
 use crate::support::{Lcg, TestServer, write_parquet};
 
 /// Users 1..=40 with three rows each within ten days before T0, and user 1's only row
@@ -52,7 +52,7 @@ fn prepare(server: &TestServer) {
         None,
     );
     assert!(status == 201 || status == 200, "{body}");
-    let (status, body) = server.call("PUT", "/v1/definitions", DEFS.as_bytes(), None);
+    let (status, body) = server.call("PUT", "/v1/definitions", defs().as_bytes(), None);
     assert_eq!(status, 200, "{body}");
     let (status, accepted) = server.json(
         "POST",
@@ -297,6 +297,17 @@ fn verify_sample_and_drift_refuse_what_they_cannot_check() {
         422,
         "user_stats:txn_amount_avg_7d",
     );
+
+    // The same features under a renamed request field: rows sampled before the apply
+    // are laid out for the old request, so they are not replayed.
+    let renamed = defs().replace(
+        "request:amount],\n     request_schema: [{name: amount,",
+        "{from: \"request:amt\", as: amount}],\n     request_schema: [{name: amt,",
+    );
+    assert_ne!(renamed, defs());
+    let (status, body) = server.call("PUT", "/v1/definitions", renamed.as_bytes(), None);
+    assert_eq!(status, 200, "{body}");
+    verify(json!({"service": "fraud_v1"}), 409, "has served no rows");
 }
 
 #[test]

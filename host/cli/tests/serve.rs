@@ -66,6 +66,21 @@ fn write_parquet(path: impl AsRef<Path>, batch: &arrow_array::RecordBatch) {
     writer.close().unwrap();
 }
 
+/// `skewless upload` of fraud_risk@1.0.0, then `skewless apply DEFS`, against `url`.
+fn upload_fraud_risk_and_apply(url: &str, defs: &Path) {
+    cli(&[
+        "upload",
+        artifacts::FRAUD_RISK,
+        "--name",
+        "fraud_risk",
+        "--version",
+        "1.0.0",
+        "--server",
+        url,
+    ]);
+    cli(&["apply", defs.to_str().unwrap(), "--server", url]);
+}
+
 fn cli(args: &[&str]) {
     let output = Command::new(env!("CARGO_BIN_EXE_skewless"))
         .args(args)
@@ -165,21 +180,6 @@ fn kill_9_during_a_push_loop_loses_no_acknowledged_write() {
     let _ = server.wait();
 }
 
-const FRAUD_DEFS: &str = r#"
-project: fraud
-entities: [{name: user, join_keys: [user_id]}]
-sources: [{name: user_stats, path: user_stats.parquet, timestamp_field: event_timestamp}]
-feature_views:
-  - {name: user_stats, entities: [user], source: user_stats, ttl: 7d,
-     features: [{name: txn_amount_avg_7d, dtype: float64}, {name: txn_amount_max_7d, dtype: float64},
-                {name: account_age_days, dtype: int64}]}
-transforms:
-  - {name: txn_risk, module: fraud_risk@1.0.0,
-     inputs: [user_stats:txn_amount_avg_7d, user_stats:txn_amount_max_7d, user_stats:account_age_days, request:amount],
-     request_schema: [{name: amount, dtype: float64}]}
-feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
-"#;
-
 #[test]
 fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
     use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
@@ -190,7 +190,9 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let defs = dir.path().join("defs.yaml");
-    std::fs::write(&defs, FRAUD_DEFS).unwrap();
+    let fraud_defs =
+        artifacts::fraud_defs("path: user_stats.parquet, timestamp_field: event_timestamp");
+    std::fs::write(&defs, &fraud_defs).unwrap();
     // History: several rows per user, one of them too old for the TTL at t.
     let users = [1i64, 1, 2, 2, 3];
     let ts = [t - 3 * DAY, t - DAY, t - 2 * DAY, t - 9 * DAY, t - 8 * DAY];
@@ -243,17 +245,7 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
     // Online: the same history pushed, features requested as of t.
     let (mut server, addr) = start(&data);
     let url = format!("http://{addr}");
-    cli(&[
-        "upload",
-        artifacts::FRAUD_RISK,
-        "--name",
-        "fraud_risk",
-        "--version",
-        "1.0.0",
-        "--server",
-        &url,
-    ]);
-    cli(&["apply", defs.to_str().unwrap(), "--server", &url]);
+    upload_fraud_risk_and_apply(&url, &defs);
     let push = serde_json::json!({"columns": {
         "user_id": users, "event_timestamp": ts, "txn_amount_avg_7d": avg,
         "txn_amount_max_7d": max, "account_age_days": age}});
@@ -272,17 +264,7 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
     let data2 = dir.path().join("data2");
     let (mut server, addr) = start(&data2);
     let url = format!("http://{addr}");
-    cli(&[
-        "upload",
-        artifacts::FRAUD_RISK,
-        "--name",
-        "fraud_risk",
-        "--version",
-        "1.0.0",
-        "--server",
-        &url,
-    ]);
-    cli(&["apply", defs.to_str().unwrap(), "--server", &url]);
+    upload_fraud_risk_and_apply(&url, &defs);
     let source_root = dir.path().to_str().unwrap();
     let data2_arg = data2.to_str().unwrap();
     let t_arg = t.to_string();
@@ -388,7 +370,7 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
     )
     .unwrap();
     write_parquet(copy.join("user_stats.parquet"), &history);
-    std::fs::write(copy.join("defs.yaml"), FRAUD_DEFS).unwrap();
+    std::fs::write(copy.join("defs.yaml"), &fraud_defs).unwrap();
     let differed = verify(&copy.join("defs.yaml"));
     let stdout = String::from_utf8_lossy(&differed.stdout);
     let stderr = String::from_utf8_lossy(&differed.stderr);

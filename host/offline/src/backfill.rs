@@ -354,13 +354,25 @@ impl<'a> Job<'a> {
 
     /// The join-key columns of a batch of the frame, canonical, in the plan's order.
     fn keys(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        let why = "a join key of the service";
-        self.plan
-            .join_keys
-            .iter()
-            .map(|k| {
-                let array = column(batch, self.entities, &k.name, why)?;
-                conform(self.entities, &k.name, &array, k.dtype.dtype())
+        let keys = self.plan.join_keys.iter();
+        self.canonical(
+            batch,
+            keys.map(|k| (k.name.as_str(), k.dtype.dtype())),
+            "a join key of the service",
+        )
+    }
+
+    /// Columns `wanted` (name, dtype) of a batch of the frame, converted to their dtypes.
+    fn canonical<'n>(
+        &self,
+        batch: &RecordBatch,
+        wanted: impl Iterator<Item = (&'n str, DType)>,
+        why: &str,
+    ) -> Result<Vec<ArrayRef>> {
+        wanted
+            .map(|(name, dtype)| {
+                let array = column(batch, self.entities, name, why)?;
+                conform(self.entities, name, &array, dtype)
             })
             .collect()
     }
@@ -377,15 +389,12 @@ impl<'a> Job<'a> {
 
     /// The request fields of a batch of the frame, canonical.
     fn request(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        let why = "a request field a transform reads";
-        self.plan
-            .request_fields
-            .iter()
-            .map(|f| {
-                let array = column(batch, self.entities, &f.name, why)?;
-                conform(self.entities, &f.name, &array, f.dtype)
-            })
-            .collect()
+        let fields = self.plan.request_fields.iter();
+        self.canonical(
+            batch,
+            fields.map(|f| (f.name.as_str(), f.dtype)),
+            "a request field a transform reads",
+        )
     }
 
     fn dtypes(&self, v: usize) -> Vec<DType> {

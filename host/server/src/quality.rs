@@ -18,7 +18,7 @@ use crate::jobs::resolve;
 use crate::json;
 use crate::metrics::{Gauge, labels};
 use crate::routes::{FeaturesRequest, run_plan};
-use crate::sample::{ServedRow, columns};
+use crate::sample::{Layout, ServedRow, columns};
 use crate::state::{AppState, Serving};
 use crate::verify::{self, Rows};
 
@@ -70,8 +70,9 @@ fn served_rows(
         ))
     };
     let (layout, seen, rows) = state.samples.get(&plan.name, limit).ok_or_else(none)?;
-    let current = plan.features.iter().map(|f| &f.qualified);
-    if !layout.features.iter().eq(current) {
+    // Rows are indexed by the plan's join keys, request fields and features: a sample
+    // of another layout (a re-apply nothing has been served under yet) does not count.
+    if layout != Layout::of(plan) {
         return Err(none());
     }
     if rows.is_empty() {

@@ -55,7 +55,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    fn of(plan: &ServicePlan) -> Self {
+    /// The layout of `plan`'s rows.
+    pub fn of(plan: &ServicePlan) -> Self {
         Self {
             join_keys: plan.join_keys.iter().map(|k| k.name.clone()).collect(),
             request_fields: plan.request_fields.iter().map(|f| f.name.clone()).collect(),
@@ -152,9 +153,11 @@ impl Samples {
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
         let sample = services.get_mut(service)?;
         let mut rows = sample.rows.clone();
-        // A partial Fisher-Yates shuffle picks `limit` rows uniformly.
+        // A partial Fisher-Yates shuffle picks `limit` rows uniformly; all of them need
+        // no shuffle.
         let limit = limit.min(rows.len());
-        for i in 0..limit {
+        let shuffled = if limit == rows.len() { 0 } else { limit };
+        for i in 0..shuffled {
             let j = i + (sample.next_random() % (rows.len() - i) as u64) as usize;
             rows.swap(i, j);
         }

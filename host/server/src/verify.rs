@@ -16,7 +16,6 @@ use arrow_schema::{Field, Schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
 use skewless_core::assemble::{Value, ValueReader};
-use skewless_core::key::KeyType;
 use skewless_core::{DType, Project};
 use skewless_plan::ServicePlan;
 
@@ -129,10 +128,7 @@ impl Rows {
         let mut fields = Vec::new();
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for (key, values) in plan.join_keys.iter().zip(&self.entities) {
-            let dtype = match key.dtype {
-                KeyType::Int64 => DType::Int64,
-                KeyType::String => DType::String,
-            };
+            let dtype = key.dtype.dtype();
             arrays.push(json::column(values, dtype).map_err(|e| format!("{}{e}", key.name))?);
             fields.push(Field::new(&key.name, dtype.arrow_type(), true));
         }
