@@ -5,6 +5,7 @@
 //! quickstart (`quickstart`). Wiring only: the work happens in the library crates and in
 //! this crate's `pipeline` module.
 
+mod build;
 mod client;
 mod materialize;
 mod pipeline;
@@ -50,6 +51,15 @@ enum Command {
     /// is written under a temporary name and renamed when complete, so a failed run never
     /// leaves a partial file under OUTPUT.
     RunTransform(RunTransformArgs),
+    /// Build a transform project into a component: Rust (Cargo.toml), Python
+    /// (pyproject.toml, with componentize-py), JavaScript (package.json, with
+    /// componentize-js) or C (a Makefile beside .c files, with clang and wasi-libc).
+    ///
+    /// The WIT contract and the SDKs are built in. Missing build tools are installed into
+    /// --tools-dir (componentize-py with pip, componentize-js with npm), or named with the
+    /// command that installs them. The component is checked by loading it, as an upload
+    /// would, and its path is printed. See docs/languages.md.
+    Build(build::BuildArgs),
     /// Print a component's declared signature, sha256 and imports check, without running it.
     Inspect {
         /// The component (.wasm).
@@ -447,6 +457,11 @@ fn run(command: Command) -> Result<()> {
                 println!("  {c}");
             }
             println!("imports:   WASI 0.2 only (checked)");
+            Ok(())
+        }
+        Command::Build(args) => {
+            let out = build::run(&args)?;
+            println!("{}", out.display());
             Ok(())
         }
         Command::Quickstart(args) => quickstart::run(&args),

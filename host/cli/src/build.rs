@@ -1,0 +1,582 @@
+//! `skewless build PATH`: one command that turns a transform project in any supported
+//! language into a Skewless component.
+//!
+//! The language is told by the project's manifest: `Cargo.toml` (Rust, cargo for
+//! wasm32-wasip2), `pyproject.toml` (Python, componentize-py), `package.json` (JavaScript,
+//! componentize-js) or a `Makefile` beside C sources (C, clang for wasm32-wasi against
+//! wasi-libc). The WIT contract and the Python, JavaScript and C SDKs are built into this
+//! binary, so a project needs nothing from this repository. Generated files go to
+//! `PATH/target/skewless/`; the component is checked by loading it into an engine before
+//! the command reports success.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, ValueEnum};
+use skewless_engine::{Engine, EngineConfig};
+
+/// The WIT contract every component is built against.
+const WIT: &str = include_str!("../../../wit/transform.wit");
+/// The world of that contract a transform implements.
+const WORLD: &str = "feature-transform";
+
+/// The componentize-py version `build` installs when none is found.
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+/// The componentize-js version, pinned by the embedded package.json and lock file.
+pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
+
+const PYTHON_SDK: &[(&str, &str)] = &[
+    (
+        "skewless/__init__.py",
+        include_str!("../../../sdk/python/skewless/__init__.py"),
+    ),
+    (
+        "skewless/ieee.py",
+        include_str!("../../../sdk/python/skewless/ieee.py"),
+    ),
+    (
+        "skewless/_guest.py",
+        include_str!("../../../sdk/python/skewless/_guest.py"),
+    ),
+];
+const JS_SDK: &str = include_str!("../../../sdk/js/skewless.js");
+const JS_TOOL: &[(&str, &str)] = &[
+    ("build.mjs", include_str!("../../../sdk/js/build.mjs")),
+    ("package.json", include_str!("../../../sdk/js/package.json")),
+    (
+        "package-lock.json",
+        include_str!("../../../sdk/js/package-lock.json"),
+    ),
+];
+const C_SDK: &[(&str, &str)] = &[
+    ("skewless.h", include_str!("../../../sdk/c/skewless.h")),
+    ("skewless.c", include_str!("../../../sdk/c/skewless.c")),
+    ("skewless.mk", include_str!("../../../sdk/c/skewless.mk")),
+];
+
+/// The languages `build` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Language {
+    /// A cargo crate (`Cargo.toml`) built for wasm32-wasip2 with the Rust SDK.
+    Rust,
+    /// A Python project (`pyproject.toml`) built with componentize-py.
+    Python,
+    /// A JavaScript project (`package.json`) built with componentize-js.
+    Javascript,
+    /// C sources with a `Makefile`, built with clang for wasm32-wasi.
+    C,
+}
+
+impl std::fmt::Display for Language {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Rust => "Rust",
+            Self::Python => "Python",
+            Self::Javascript => "JavaScript",
+            Self::C => "C",
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The transform project: a directory with Cargo.toml, pyproject.toml, package.json,
+    /// or a Makefile and C sources.
+    pub path: PathBuf,
+    /// Where to write the component [default: PATH/target/skewless/NAME.wasm].
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// The language, when the directory holds more than one manifest.
+    #[arg(long, value_enum)]
+    pub language: Option<Language>,
+    /// Where build tools are installed when missing (componentize-py, componentize-js)
+    /// [default: $XDG_CACHE_HOME/skewless/tools, or ~/.cache/skewless/tools].
+    #[arg(long, env = "SKEWLESS_TOOLS_DIR")]
+    pub tools_dir: Option<PathBuf>,
+}
+
+/// Tells the language of the project at `path` from its manifest.
+pub fn detect(path: &Path) -> Result<Language> {
+    if !path.is_dir() {
+        bail!("{} is not a directory", path.display());
+    }
+    let mut found = Vec::new();
+    if path.join("Cargo.toml").is_file() {
+        found.push(Language::Rust);
+    }
+    if path.join("pyproject.toml").is_file() {
+        found.push(Language::Python);
+    }
+    if path.join("package.json").is_file() {
+        found.push(Language::Javascript);
+    }
+    if path.join("Makefile").is_file() && !c_sources(path)?.is_empty() {
+        found.push(Language::C);
+    }
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => bail!(
+            "cannot tell the language of {}: expected Cargo.toml (Rust), pyproject.toml \
+             (Python), package.json (JavaScript), or a Makefile beside .c files (C)",
+            path.display()
+        ),
+        many => bail!(
+            "{} holds manifests of several languages ({}); choose one with --language",
+            path.display(),
+            many.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn c_sources(path: &Path) -> Result<Vec<PathBuf>> {
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+        let p = entry?.path();
+        if p.extension().is_some_and(|e| e == "c") {
+            sources.push(p);
+        }
+    }
+    Ok(sources)
+}
+
+/// Builds the project and returns the component's path.
+pub fn run(args: &BuildArgs) -> Result<PathBuf> {
+    let path = &args.path;
+    let language = match args.language {
+        Some(l) => l,
+        None => detect(path)?,
+    };
+    let name = project_name(path, language)?;
+    let stage = path.join("target").join("skewless");
+    std::fs::create_dir_all(&stage).with_context(|| format!("creating {}", stage.display()))?;
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => stage.join(format!("{}.wasm", name.replace('-', "_"))),
+    };
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let wit = stage.join("wit");
+    write_files(&wit, &[("transform.wit", WIT)])?;
+    let tools = args.tools_dir.clone().unwrap_or_else(default_tools_dir);
+
+    tracing::info!(project = %path.display(), %language, name, "building");
+    let started = Instant::now();
+    match language {
+        Language::Rust => build_rust(path, &out)?,
+        Language::Python => build_python(path, &name, &stage, &wit, &tools, &out)?,
+        Language::Javascript => build_js(path, &stage, &wit, &tools, &out)?,
+        Language::C => build_c(path, &stage, &out)?,
+    }
+
+    // A component that does not load is not built: check it the way an upload would.
+    let engine = Engine::new(EngineConfig::default())?;
+    let transform = engine
+        .load_file(&out)
+        .with_context(|| format!("the built component {} does not load", out.display()))?;
+    let size = std::fs::metadata(&out)?.len();
+    tracing::info!(
+        component = %out.display(),
+        bytes = size,
+        sha256 = transform.sha256(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "built"
+    );
+    Ok(out)
+}
+
+fn default_tools_dir() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("skewless").join("tools")
+}
+
+/// The project's name: the crate, Python module, npm package or directory name.
+fn project_name(path: &Path, language: Language) -> Result<String> {
+    let dir_name = || {
+        std::fs::canonicalize(path)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "transform".into())
+    };
+    Ok(match language {
+        Language::Rust => toml_value(&path.join("Cargo.toml"), &["package", "name"])?
+            .unwrap_or_else(dir_name),
+        Language::Python => python_module(path)?,
+        Language::Javascript => {
+            let json = read_json(&path.join("package.json"))?;
+            json.get("name")
+                .and_then(|n| n.as_str())
+                .map(|n| n.rsplit('/').next().unwrap_or(n).to_owned())
+                .unwrap_or_else(dir_name)
+        }
+        Language::C => dir_name(),
+    })
+}
+
+fn toml_value(file: &Path, keys: &[&str]) -> Result<Option<String>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let value: toml::Table = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", file.display()))?;
+    let mut at = &toml::Value::Table(value);
+    for key in keys {
+        match at.get(key) {
+            Some(v) => at = v,
+            None => return Ok(None),
+        }
+    }
+    match at.as_str() {
+        Some(s) => Ok(Some(s.to_owned())),
+        None => bail!("{}: {} must be a string", file.display(), keys.join(".")),
+    }
+}
+
+fn read_json(file: &Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))
+}
+
+/// The module componentize-py builds: `[tool.skewless] module`, or the project name with
+/// `-` as `_`.
+fn python_module(path: &Path) -> Result<String> {
+    let pyproject = path.join("pyproject.toml");
+    let module = match toml_value(&pyproject, &["tool", "skewless", "module"])? {
+        Some(m) => m,
+        None => toml_value(&pyproject, &["project", "name"])?
+            .map(|n| n.replace('-', "_"))
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: set [tool.skewless] module (the module that declares the transform)",
+                    pyproject.display()
+                )
+            })?,
+    };
+    if !path.join(format!("{module}.py")).is_file()
+        && !path.join(&module).join("__init__.py").is_file()
+    {
+        bail!(
+            "{}: the module `{module}` is neither {module}.py nor {module}/__init__.py in {}",
+            pyproject.display(),
+            path.display()
+        );
+    }
+    Ok(module)
+}
+
+fn write_files(dir: &Path, files: &[(&str, &str)]) -> Result<()> {
+    for (name, text) in files {
+        let file = dir.join(name);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        // Rewrite only what changed, so that tools that cache by mtime stay warm.
+        if std::fs::read_to_string(&file).ok().as_deref() != Some(*text) {
+            std::fs::write(&file, text).with_context(|| format!("writing {}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `command`, failing with its output when it fails; `what` names it in errors.
+fn run_tool(command: &mut Command, what: &str) -> Result<String> {
+    tracing::debug!(?command, "running");
+    let output = command.stdin(Stdio::null()).output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow!("{what} is not installed (could not run {:?})", command.get_program())
+        } else {
+            anyhow!("running {what}: {e}")
+        }
+    })?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            output.status,
+            tail(&stdout, 40),
+            tail(&stderr, 40)
+        );
+    }
+    Ok(stdout)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    all[start..].iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn build_rust(path: &Path, out: &Path) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let stdout = run_tool(
+        Command::new(cargo)
+            .arg("build")
+            .arg("--manifest-path")
+            .arg(path.join("Cargo.toml"))
+            .args([
+                "--target",
+                "wasm32-wasip2",
+                "--release",
+                "--message-format=json-render-diagnostics",
+            ]),
+        "cargo build --target wasm32-wasip2 (if the target is missing: rustup target add wasm32-wasip2)",
+    )?;
+    let mut built = None;
+    for line in stdout.lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if message["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let is_cdylib = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "cdylib"));
+        if !is_cdylib {
+            continue;
+        }
+        if let Some(files) = message["filenames"].as_array() {
+            for f in files.iter().filter_map(|f| f.as_str()) {
+                if f.ends_with(".wasm") {
+                    built = Some(PathBuf::from(f));
+                }
+            }
+        }
+    }
+    let built = built.ok_or_else(|| {
+        anyhow!(
+            "cargo built no .wasm for {}: the crate needs `crate-type = [\"cdylib\"]` under [lib]",
+            path.display()
+        )
+    })?;
+    std::fs::copy(&built, out)
+        .with_context(|| format!("copying {} to {}", built.display(), out.display()))?;
+    Ok(())
+}
+
+/// How to run componentize-py: the one on PATH, or one installed into the tools dir.
+fn componentize_py(tools: &Path) -> Result<Command> {
+    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+    let probe = |pythonpath: Option<&Path>| {
+        let mut c = Command::new(&python);
+        c.args(["-c", "import componentize_py"]);
+        if let Some(p) = pythonpath {
+            c.env("PYTHONPATH", p);
+        }
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let runner = |pythonpath: Option<&Path>| {
+        let mut c = Command::new(&python);
+        c.args([
+            "-c",
+            "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
+        ]);
+        if let Some(p) = pythonpath {
+            c.env("PYTHONPATH", p);
+        }
+        c
+    };
+    if probe(None) {
+        return Ok(runner(None));
+    }
+    let dir = tools.join(format!("componentize-py-{COMPONENTIZE_PY_VERSION}"));
+    if !probe(Some(&dir)) {
+        tracing::info!(
+            into = %dir.display(),
+            "componentize-py is not installed: installing componentize-py=={COMPONENTIZE_PY_VERSION} (once)"
+        );
+        run_tool(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .arg("--target")
+                .arg(&dir)
+                .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}")),
+            &format!(
+                "pip install componentize-py=={COMPONENTIZE_PY_VERSION} (install it yourself \
+                 with `python3 -m pip install componentize-py=={COMPONENTIZE_PY_VERSION}`)"
+            ),
+        )?;
+    }
+    Ok(runner(Some(&dir)))
+}
+
+fn build_python(
+    path: &Path,
+    module: &str,
+    stage: &Path,
+    wit: &Path,
+    tools: &Path,
+    out: &Path,
+) -> Result<()> {
+    let sdk = stage.join("python");
+    write_files(&sdk, PYTHON_SDK)?;
+    // The entry module: imports the author's module (which declares the transform with
+    // the decorator) and exports the SDK's glue as the `transformer` interface.
+    write_files(
+        &sdk,
+        &[(
+            "skewless_entry.py",
+            &format!("import {module}  # noqa: F401\nfrom skewless._guest import Transformer  # noqa: F401\n"),
+        )],
+    )?;
+    let mut command = componentize_py(tools)?;
+    command
+        .arg("-d")
+        .arg(wit)
+        .args(["-w", WORLD, "componentize"])
+        .arg("-p")
+        .arg(&sdk)
+        .arg("-p")
+        .arg(path)
+        .arg("skewless_entry")
+        .arg("-o")
+        .arg(out);
+    run_tool(&mut command, "componentize-py")?;
+    Ok(())
+}
+
+fn build_js(path: &Path, stage: &Path, wit: &Path, tools: &Path, out: &Path) -> Result<()> {
+    let package = read_json(&path.join("package.json"))?;
+    let main = package
+        .get("main")
+        .and_then(|m| m.as_str())
+        .unwrap_or("index.js");
+    // Stage the sources beside the SDK so that `import ... from "./skewless.js"` resolves.
+    let sources = stage.join("js");
+    copy_tree(path, &sources, &["target", "node_modules", ".git"])?;
+    write_files(&sources, &[("skewless.js", JS_SDK)])?;
+    let entry = sources.join(main);
+    if !entry.is_file() {
+        bail!(
+            "{}: the entry `{main}` (package.json \"main\") does not exist",
+            path.display()
+        );
+    }
+
+    let tool = tools.join(format!("componentize-js-{COMPONENTIZE_JS_VERSION}"));
+    write_files(&tool, JS_TOOL)?;
+    let installed = tool
+        .join("node_modules/@bytecodealliance/componentize-js/package.json")
+        .is_file();
+    if !installed {
+        tracing::info!(
+            into = %tool.display(),
+            "componentize-js is not installed: npm ci (componentize-js {COMPONENTIZE_JS_VERSION}, once)"
+        );
+        run_tool(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&tool),
+            "npm (Node.js 18 or newer with npm is needed to build JavaScript transforms)",
+        )?;
+    }
+    run_tool(
+        Command::new("node")
+            .arg(tool.join("build.mjs"))
+            .arg("--wit")
+            .arg(wit)
+            .arg("--entry")
+            .arg(&entry)
+            .arg("--out")
+            .arg(out),
+        "node build.mjs (componentize-js)",
+    )?;
+    Ok(())
+}
+
+/// Copies the files under `from` to `to`, skipping the directories named in `skip`.
+fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            if !skip.iter().any(|s| name == *s) {
+                copy_tree(&entry.path(), &to.join(&name), skip)?;
+            }
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), to.join(&name))
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn build_c(path: &Path, stage: &Path, out: &Path) -> Result<()> {
+    let sdk = stage.join("c");
+    write_files(&sdk, C_SDK)?;
+    generate_c_bindings(&sdk)?;
+    let core = stage.join("transform.core.wasm");
+    let sdk_abs = std::fs::canonicalize(&sdk)?;
+    let core_abs = std::fs::canonicalize(stage)?.join("transform.core.wasm");
+    run_tool(
+        Command::new("make")
+            .arg("-C")
+            .arg(path)
+            .arg(format!("SKEWLESS_SDK={}", sdk_abs.display()))
+            .arg(format!("OUT={}", core_abs.display())),
+        "make (C transforms need make and clang with the wasm32-wasi target and wasi-libc; \
+         on Debian: apt-get install make clang lld wasi-libc libclang-rt-14-dev-wasm32)",
+    )?;
+    let module = std::fs::read(&core).with_context(|| {
+        format!(
+            "make succeeded but wrote no {}: the Makefile must build $(OUT)",
+            core.display()
+        )
+    })?;
+    let component = componentize_core(&module)?;
+    std::fs::write(out, component).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// Writes the `wit-bindgen c` bindings of the contract into `dir`.
+fn generate_c_bindings(dir: &Path) -> Result<()> {
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve
+        .push_str("transform.wit", WIT)
+        .context("parsing the WIT contract")?;
+    let world = resolve.select_world(&[package], Some(WORLD))?;
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default()
+        .build()
+        .generate(&mut resolve, world, &mut files)
+        .context("generating the C bindings")?;
+    for (name, bytes) in files.iter() {
+        let file = dir.join(name);
+        if std::fs::read(&file).ok().as_deref() != Some(bytes) {
+            std::fs::write(&file, bytes).with_context(|| format!("writing {}", file.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Wraps a core module built against wasi-libc into a component: the WASI preview 1
+/// calls it makes (if any) go through the reactor adapter to WASI 0.2.
+pub fn componentize_core(module: &[u8]) -> Result<Vec<u8>> {
+    let mut encoder = wit_component::ComponentEncoder::default();
+    encoder
+        .module(module)
+        .context("the core module has no Skewless component type (was it linked with feature_transform_component_type.o?)")?
+        .validate(true);
+    encoder.adapter(
+        "wasi_snapshot_preview1",
+        wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+    )?;
+    encoder.encode().context("encoding the component")
+}
