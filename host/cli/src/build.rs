@@ -435,7 +435,10 @@ fn build_python(
         )],
     )?;
     let mut command = componentize_py(tools)?;
+    // componentize-py is Rust inside: without this, an error in the author's module comes
+    // wrapped in a long native backtrace that hides the Python traceback.
     command
+        .env("RUST_BACKTRACE", "0")
         .arg("-d")
         .arg(wit)
         .args(["-w", WORLD, "componentize"])
