@@ -21,6 +21,14 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("OTHER_WORLD", "guest-other-world", FIXTURES),
     ("UNKNOWN_DTYPE", "guest-unknown-dtype", FIXTURES),
 ];
+/// (constant, project under example-transforms/): the examples in other languages, built
+/// by skewless-build as `skewless build` would.
+const POLYGLOT: &[(&str, &str)] = &[
+    ("FRAUD_RISK_C", "c/fraud_risk"),
+    ("FRAUD_RISK_PY", "python/fraud_risk"),
+    ("FRAUD_RISK_JS", "js/fraud_risk"),
+    ("MERCHANT_TEXT_PY", "python/merchant_text"),
+];
 const ROOT: &str = "Cargo.toml";
 const FIXTURES: &str = "tests/guests/Cargo.toml";
 
@@ -31,7 +39,7 @@ fn main() {
     let root = manifest_dir.join("../..").canonicalize().unwrap();
     for watched in [
         "wit",
-        "sdk/rust",
+        "sdk",
         "example-transforms",
         "tests/guests",
         ".cargo",
@@ -62,6 +70,16 @@ fn main() {
             .join(format!("{}.wasm", package.replace('-', "_")));
         assert!(file.exists(), "{} was not built", file.display());
         writeln!(out, "/// The `{package}` component.").unwrap();
+        writeln!(
+            out,
+            "pub const {constant}: &str = {:?};",
+            file.display().to_string()
+        )
+        .unwrap();
+    }
+    for (constant, project) in POLYGLOT {
+        let file = build_polyglot(&root, project, &target_dir.join("polyglot"));
+        writeln!(out, "/// The `example-transforms/{project}` component.").unwrap();
         writeln!(
             out,
             "pub const {constant}: &str = {:?};",
@@ -117,4 +135,72 @@ fn build(root: &Path, manifest: &Path, target_dir: &Path, packages: &[&str]) {
     }
     let status = cmd.status().expect("running cargo to build guests");
     assert!(status.success(), "building guests {packages:?} failed");
+}
+
+/// Builds `example-transforms/{project}` into `dir`, unless the component there was built
+/// from the same sources (the project, the SDKs and the WIT contract), which a digest
+/// beside it records: a Python or JavaScript build takes many seconds.
+fn build_polyglot(root: &Path, project: &str, dir: &Path) -> PathBuf {
+    let source = root.join("example-transforms").join(project);
+    let name = project.replace('/', "_");
+    let out = dir.join(format!("{name}.wasm"));
+    let digest_file = dir.join(format!("{name}.inputs"));
+    let mut digest = Fnv::default();
+    for tree in [source.clone(), root.join("sdk"), root.join("wit")] {
+        digest.tree(&tree);
+    }
+    let digest = format!("{:016x}", digest.0);
+    if out.exists() && std::fs::read_to_string(&digest_file).ok().as_deref() == Some(&digest) {
+        return out;
+    }
+    let options = skewless_build::BuildOptions {
+        out: Some(out.clone()),
+        stage: Some(dir.join("stage").join(&name)),
+        ..Default::default()
+    };
+    if let Err(e) = skewless_build::build(&source, &options) {
+        panic!(
+            "building example-transforms/{project} failed (scripts/test installs the \
+             toolchains: componentize-py, Node.js with npm, clang with wasi-libc): {e:#}"
+        );
+    }
+    std::fs::write(&digest_file, digest).unwrap();
+    out
+}
+
+/// FNV-1a over file names and contents, in name order; skips build outputs.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn tree(&mut self, dir: &Path) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if ["target", "node_modules", "__pycache__"].contains(&name.as_str()) {
+                continue;
+            }
+            self.bytes(name.as_bytes());
+            if path.is_dir() {
+                self.tree(&path);
+            } else {
+                self.bytes(&std::fs::read(&path).unwrap());
+            }
+        }
+    }
 }

@@ -5,7 +5,6 @@
 //! quickstart (`quickstart`). Wiring only: the work happens in the library crates and in
 //! this crate's `pipeline` module.
 
-mod build;
 mod client;
 mod materialize;
 mod pipeline;
@@ -59,7 +58,7 @@ enum Command {
     /// --tools-dir (componentize-py with pip, componentize-js with npm), or named with the
     /// command that installs them. The component is checked by loading it, as an upload
     /// would, and its path is printed. See docs/languages.md.
-    Build(build::BuildArgs),
+    Build(BuildArgs),
     /// Print a component's declared signature, sha256 and imports check, without running it.
     Inspect {
         /// The component (.wasm).
@@ -130,6 +129,50 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// The transform project: a directory with Cargo.toml, pyproject.toml, package.json,
+    /// or a Makefile and C sources.
+    path: PathBuf,
+    /// Where to write the component [default: PATH/target/skewless/NAME.wasm].
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// The language (rust, python, javascript or c), when the directory holds more than
+    /// one manifest.
+    #[arg(long)]
+    language: Option<skewless_build::Language>,
+    /// Where build tools are installed when missing (componentize-py, componentize-js)
+    /// [default: $XDG_CACHE_HOME/skewless/tools, or ~/.cache/skewless/tools].
+    #[arg(long, env = "SKEWLESS_TOOLS_DIR")]
+    tools_dir: Option<PathBuf>,
+}
+
+/// Builds the project, then loads the component as an upload would: one that does not
+/// load is not built.
+fn build(args: BuildArgs) -> Result<()> {
+    let options = skewless_build::BuildOptions {
+        language: args.language,
+        out: args.out,
+        stage: None,
+        tools_dir: args.tools_dir,
+    };
+    let built = skewless_build::build(&args.path, &options)?;
+    let engine = Engine::new(EngineConfig::default())?;
+    let transform = engine
+        .load_file(&built.path)
+        .with_context(|| format!("the built component {} does not load", built.path.display()))?;
+    tracing::info!(
+        language = %built.language,
+        bytes = std::fs::metadata(&built.path)?.len(),
+        sha256 = transform.sha256(),
+        inputs = transform.signature().inputs.len(),
+        outputs = transform.signature().outputs.len(),
+        "the component loads"
+    );
+    println!("{}", built.path.display());
+    Ok(())
 }
 
 /// Where a running server is.
@@ -459,11 +502,7 @@ fn run(command: Command) -> Result<()> {
             println!("imports:   WASI 0.2 only (checked)");
             Ok(())
         }
-        Command::Build(args) => {
-            let out = build::run(&args)?;
-            println!("{}", out.display());
-            Ok(())
-        }
+        Command::Build(args) => build(args),
         Command::Quickstart(args) => quickstart::run(&args),
         Command::Serve(args) => serve(args),
         Command::Backfill(args) => backfill(args),

@@ -1,4 +1,6 @@
-//! Transforms in Python, JavaScript and C, built from source by `skewless build`.
+//! Transforms in Python, JavaScript and C, built from source: the examples by
+//! skewless-test-artifacts (with skewless-build, as `skewless build` does), the projects
+//! written here by the `skewless build` command itself.
 //!
 //! - fraud_risk in C, Python and JavaScript gives the same bits as the Rust one over
 //!   thousands of random rows with NaN, ±0, ±inf, subnormals, extremes and nulls, for
@@ -21,7 +23,9 @@ use std::sync::{Arc, OnceLock};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
-use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
 use skewless_engine::{Engine, EngineConfig, Transform};
 use skewless_test_artifacts as artifacts;
 
@@ -115,7 +119,9 @@ impl Rng {
             1 | 2 => Some(SPECIAL[self.below(SPECIAL.len() as u64) as usize]),
             3 => Some(f64::from_bits(self.next())),
             4 => Some(-self.unit() * 2.0),
-            _ => Some((self.unit() * 30.0 - 8.0).exp() * if self.below(8) == 0 { -1.0 } else { 1.0 }),
+            _ => {
+                Some((self.unit() * 30.0 - 8.0).exp() * if self.below(8) == 0 { -1.0 } else { 1.0 })
+            }
         }
     }
     fn int(&mut self) -> Option<i64> {
@@ -176,7 +182,12 @@ fn compare(language: &str, want: &RecordBatch, got: &RecordBatch, log_ulps: u64)
             }
             if let Some(w) = w.as_boolean_opt() {
                 let g = g.as_boolean();
-                assert_eq!(w.value(row), g.value(row), "{language}: {} row {row}", field.name());
+                assert_eq!(
+                    w.value(row),
+                    g.value(row),
+                    "{language}: {} row {row}",
+                    field.name()
+                );
                 continue;
             }
             let (a, b) = (
@@ -207,15 +218,11 @@ fn compare(language: &str, want: &RecordBatch, got: &RecordBatch, log_ulps: u64)
 
 #[test]
 fn fraud_risk_is_bit_identical_in_c_python_and_javascript() {
-    let examples = root().join("example-transforms");
     let rust = load(Path::new(artifacts::FRAUD_RISK), "fraud_risk (Rust)");
-    let c = load(&build(&examples.join("c/fraud_risk"), "fraud_risk_c"), "fraud_risk (C)");
-    let python = load(
-        &build(&examples.join("python/fraud_risk"), "fraud_risk_py"),
-        "fraud_risk (Python)",
-    );
+    let c = load(Path::new(artifacts::FRAUD_RISK_C), "fraud_risk (C)");
+    let python = load(Path::new(artifacts::FRAUD_RISK_PY), "fraud_risk (Python)");
     let js = load(
-        &build(&examples.join("js/fraud_risk"), "fraud_risk_js"),
+        Path::new(artifacts::FRAUD_RISK_JS),
         "fraud_risk (JavaScript)",
     );
     for t in [&c, &python, &js] {
@@ -229,7 +236,10 @@ fn fraud_risk_is_bit_identical_in_c_python_and_javascript() {
         rows += input.num_rows();
         let want = rust.call(&input).unwrap();
         assert_eq!(compare("C", &want, &c.call(&input).unwrap(), 0), 0);
-        assert_eq!(compare("Python", &want, &python.call(&input).unwrap(), 0), 0);
+        assert_eq!(
+            compare("Python", &want, &python.call(&input).unwrap(), 0),
+            0
+        );
         js_worst = js_worst.max(compare("JavaScript", &want, &js.call(&input).unwrap(), 1));
     }
     // What docs/languages.md reports for JavaScript's Math.log1p.
@@ -239,7 +249,10 @@ fn fraud_risk_is_bit_identical_in_c_python_and_javascript() {
 #[test]
 fn merchant_text_gives_what_cpython_gives() {
     let project = root().join("example-transforms/python/merchant_text");
-    let transform = load(&build(&project, "merchant_text"), "merchant_text@1.0.0");
+    let transform = load(
+        Path::new(artifacts::MERCHANT_TEXT_PY),
+        "merchant_text@1.0.0",
+    );
     let names = [
         Some("Café  Müller GmbH"),
         Some("ACME Stores, Inc."),
@@ -304,7 +317,11 @@ print(json.dumps(m.merchant_text(names)))
     }
     assert_eq!(normalized.value(0), "cafe muller gmbh");
     assert_eq!(chain.value(1), 2, "`stores` and `inc` are chain words");
-    assert_eq!(normalized.value(4), "shop express", "NFKC folds full-width letters");
+    assert_eq!(
+        normalized.value(4),
+        "shop express",
+        "NFKC folds full-width letters"
+    );
 }
 
 /// One Python project whose rows choose how it misbehaves.
@@ -366,11 +383,20 @@ fn a_misbehaving_python_transform_fails_its_call_with_the_exception() {
     let cases = [
         ("raise", "raised ValueError: amount must be positive"),
         ("short", "output 'y': 1 values for 3 input rows"),
-        ("type", "output 'y' (float64) row 0: expected a float, got str 'not a float'"),
-        ("import", "raised ModuleNotFoundError: No module named 'numpy'"),
+        (
+            "type",
+            "output 'y' (float64) row 0: expected a float, got str 'not a float'",
+        ),
+        (
+            "import",
+            "raised ModuleNotFoundError: No module named 'numpy'",
+        ),
         ("file", "raised FileNotFoundError"),
         // CPython for WASI has no `_socket`: the attempt fails at its import.
-        ("socket", "raised ModuleNotFoundError: No module named 'socket'"),
+        (
+            "socket",
+            "raised ModuleNotFoundError: No module named 'socket'",
+        ),
         ("columns", "returned 2 columns; it declares 1 outputs (y)"),
     ];
     for (mode, expected) in cases {
@@ -379,7 +405,10 @@ fn a_misbehaving_python_transform_fails_its_call_with_the_exception() {
             error.starts_with("misbehave@0.1.0: the transform failed: "),
             "{mode}: a typed guest error naming the transform: {error}"
         );
-        assert!(error.contains("'misbehave'"), "{mode}: names the Python function: {error}");
+        assert!(
+            error.contains("'misbehave'"),
+            "{mode}: names the Python function: {error}"
+        );
         assert!(error.contains(expected), "{mode}: {error}");
         // The host, and the transform, carry on.
         let ok = call("ok").unwrap();
@@ -415,15 +444,25 @@ fn build_names_what_it_cannot_build() {
     assert!(text.contains("pyproject.toml (Python)"), "{text}");
 
     std::fs::write(dir.path().join("package.json"), "{}").unwrap();
-    std::fs::write(dir.path().join("pyproject.toml"), "[project]\nname = \"x\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("pyproject.toml"),
+        "[project]\nname = \"x\"\n",
+    )
+    .unwrap();
     let (ok, text) = skewless_build(dir.path(), &dir.path().join("x.wasm"));
     assert!(!ok);
-    assert!(text.contains("several languages (Python, JavaScript)"), "{text}");
+    assert!(
+        text.contains("several languages (Python, JavaScript)"),
+        "{text}"
+    );
 
     std::fs::remove_file(dir.path().join("package.json")).unwrap();
     let (ok, text) = skewless_build(dir.path(), &dir.path().join("x.wasm"));
     assert!(!ok);
-    assert!(text.contains("the module `x` is neither x.py nor x/__init__.py"), "{text}");
+    assert!(
+        text.contains("the module `x` is neither x.py nor x/__init__.py"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -462,16 +501,18 @@ int skewless_transform(const skewless_input *in, skewless_output *out) {
     .unwrap();
     let transform = load(&build(&project, "short_c"), "short@0.1.0");
     let call = |names: Vec<&str>| {
-        let input = RecordBatch::try_from_iter([(
-            "name",
-            Arc::new(StringArray::from(names)) as ArrayRef,
-        )])
-        .unwrap();
+        let input =
+            RecordBatch::try_from_iter([("name", Arc::new(StringArray::from(names)) as ArrayRef)])
+                .unwrap();
         transform.call(&input)
     };
     let out = call(vec!["abc", "héllo"]).unwrap();
     assert_eq!(out.column(0).as_string::<i32>().value(1), "HéLLO");
-    let flags = out.column(1).as_any().downcast_ref::<BooleanArray>().unwrap();
+    let flags = out
+        .column(1)
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .unwrap();
     assert_eq!((flags.value(0), flags.value(1)), (false, true));
     let error = call(vec!["ok", "fail"]).unwrap_err().to_string();
     assert_eq!(
@@ -483,5 +524,9 @@ int skewless_transform(const skewless_input *in, skewless_output *out) {
         error.contains("output upper: 1 rows appended for 2 input rows"),
         "{error}"
     );
-    assert_eq!(call(vec!["x"]).unwrap().num_rows(), 1, "the transform carries on");
+    assert_eq!(
+        call(vec!["x"]).unwrap().num_rows(),
+        1,
+        "the transform carries on"
+    );
 }

@@ -1,21 +1,19 @@
-//! `skewless build PATH`: one command that turns a transform project in any supported
-//! language into a Skewless component.
+//! Builds a transform project in any supported language into a Skewless component: the
+//! work behind `skewless build PATH`, and how the test artifacts are built.
 //!
 //! The language is told by the project's manifest: `Cargo.toml` (Rust, cargo for
 //! wasm32-wasip2), `pyproject.toml` (Python, componentize-py), `package.json` (JavaScript,
 //! componentize-js) or a `Makefile` beside C sources (C, clang for wasm32-wasi against
 //! wasi-libc). The WIT contract and the Python, JavaScript and C SDKs are built into this
-//! binary, so a project needs nothing from this repository. Generated files go to
-//! `PATH/target/skewless/`; the component is checked by loading it into an engine before
-//! the command reports success.
+//! crate, so a project needs nothing from this repository. Generated and staged files go
+//! to a stage directory (`PATH/target/skewless/` by default): the project's own
+//! directory is only read.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Args, ValueEnum};
-use skewless_engine::{Engine, EngineConfig};
 
 /// The WIT contract every component is built against.
 const WIT: &str = include_str!("../../../wit/transform.wit");
@@ -57,7 +55,7 @@ const C_SDK: &[(&str, &str)] = &[
 ];
 
 /// The languages `build` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {
     /// A cargo crate (`Cargo.toml`) built for wasm32-wasip2 with the Rust SDK.
     Rust,
@@ -80,21 +78,45 @@ impl std::fmt::Display for Language {
     }
 }
 
-#[derive(Debug, Args)]
-pub struct BuildArgs {
-    /// The transform project: a directory with Cargo.toml, pyproject.toml, package.json,
-    /// or a Makefile and C sources.
-    pub path: PathBuf,
-    /// Where to write the component [default: PATH/target/skewless/NAME.wasm].
-    #[arg(short, long)]
-    pub out: Option<PathBuf>,
-    /// The language, when the directory holds more than one manifest.
-    #[arg(long, value_enum)]
+impl std::str::FromStr for Language {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "rust" => Ok(Self::Rust),
+            "python" => Ok(Self::Python),
+            "javascript" | "js" => Ok(Self::Javascript),
+            "c" => Ok(Self::C),
+            _ => Err(format!(
+                "unknown language `{s}`: expected rust, python, javascript or c"
+            )),
+        }
+    }
+}
+
+/// How to build: everything has a default.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// The language [default: told by the manifest, see [`detect`]].
     pub language: Option<Language>,
-    /// Where build tools are installed when missing (componentize-py, componentize-js)
+    /// Where to write the component [default: STAGE/NAME.wasm].
+    pub out: Option<PathBuf>,
+    /// Where generated and staged files go [default: PATH/target/skewless].
+    pub stage: Option<PathBuf>,
+    /// Where missing build tools are installed (componentize-py, componentize-js)
     /// [default: $XDG_CACHE_HOME/skewless/tools, or ~/.cache/skewless/tools].
-    #[arg(long, env = "SKEWLESS_TOOLS_DIR")]
     pub tools_dir: Option<PathBuf>,
+}
+
+/// A built component.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// Where the component is.
+    pub path: PathBuf,
+    /// The project's language.
+    pub language: Language,
+    /// The project's name (crate, Python module, npm package, or directory).
+    pub name: String,
 }
 
 /// Tells the language of the project at `path` from its manifest.
@@ -144,17 +166,19 @@ fn c_sources(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(sources)
 }
 
-/// Builds the project and returns the component's path.
-pub fn run(args: &BuildArgs) -> Result<PathBuf> {
-    let path = &args.path;
-    let language = match args.language {
+/// Builds the project at `path` into a component.
+pub fn build(path: &Path, options: &BuildOptions) -> Result<Built> {
+    let language = match options.language {
         Some(l) => l,
         None => detect(path)?,
     };
     let name = project_name(path, language)?;
-    let stage = path.join("target").join("skewless");
+    let stage = options
+        .stage
+        .clone()
+        .unwrap_or_else(|| path.join("target").join("skewless"));
     std::fs::create_dir_all(&stage).with_context(|| format!("creating {}", stage.display()))?;
-    let out = match &args.out {
+    let out = match &options.out {
         Some(out) => out.clone(),
         None => stage.join(format!("{}.wasm", name.replace('-', "_"))),
     };
@@ -164,7 +188,7 @@ pub fn run(args: &BuildArgs) -> Result<PathBuf> {
     }
     let wit = stage.join("wit");
     write_files(&wit, &[("transform.wit", WIT)])?;
-    let tools = args.tools_dir.clone().unwrap_or_else(default_tools_dir);
+    let tools = options.tools_dir.clone().unwrap_or_else(default_tools_dir);
 
     tracing::info!(project = %path.display(), %language, name, "building");
     let started = Instant::now();
@@ -174,21 +198,16 @@ pub fn run(args: &BuildArgs) -> Result<PathBuf> {
         Language::Javascript => build_js(path, &stage, &wit, &tools, &out)?,
         Language::C => build_c(path, &stage, &out)?,
     }
-
-    // A component that does not load is not built: check it the way an upload would.
-    let engine = Engine::new(EngineConfig::default())?;
-    let transform = engine
-        .load_file(&out)
-        .with_context(|| format!("the built component {} does not load", out.display()))?;
-    let size = std::fs::metadata(&out)?.len();
     tracing::info!(
         component = %out.display(),
-        bytes = size,
-        sha256 = transform.sha256(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "built"
     );
-    Ok(out)
+    Ok(Built {
+        path: out,
+        language,
+        name,
+    })
 }
 
 fn default_tools_dir() -> PathBuf {
@@ -208,8 +227,9 @@ fn project_name(path: &Path, language: Language) -> Result<String> {
             .unwrap_or_else(|| "transform".into())
     };
     Ok(match language {
-        Language::Rust => toml_value(&path.join("Cargo.toml"), &["package", "name"])?
-            .unwrap_or_else(dir_name),
+        Language::Rust => {
+            toml_value(&path.join("Cargo.toml"), &["package", "name"])?.unwrap_or_else(dir_name)
+        }
         Language::Python => python_module(path)?,
         Language::Javascript => {
             let json = read_json(&path.join("package.json"))?;
@@ -294,7 +314,10 @@ fn run_tool(command: &mut Command, what: &str) -> Result<String> {
     tracing::debug!(?command, "running");
     let output = command.stdin(Stdio::null()).output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            anyhow!("{what} is not installed (could not run {:?})", command.get_program())
+            anyhow!(
+                "{what} is not installed (could not run {:?})",
+                command.get_program()
+            )
         } else {
             anyhow!("running {what}: {e}")
         }
@@ -402,7 +425,13 @@ fn componentize_py(tools: &Path) -> Result<Command> {
         );
         run_tool(
             Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
                 .arg("--target")
                 .arg(&dir)
                 .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}")),
@@ -431,9 +460,14 @@ fn build_python(
         &sdk,
         &[(
             "skewless_entry.py",
-            &format!("import {module}  # noqa: F401\nfrom skewless._guest import Transformer  # noqa: F401\n"),
+            &format!(
+                "import {module}  # noqa: F401\nfrom skewless._guest import Transformer  # noqa: F401\n"
+            ),
         )],
     )?;
+    // A copy of the project: componentize-py writes bytecode caches beside the sources.
+    let sources = stage.join("python-src");
+    copy_tree(path, &sources, &["target", "__pycache__", ".git", ".venv"])?;
     let mut command = componentize_py(tools)?;
     // componentize-py is Rust inside: without this, an error in the author's module comes
     // wrapped in a long native backtrace that hides the Python traceback.
@@ -445,7 +479,7 @@ fn build_python(
         .arg("-p")
         .arg(&sdk)
         .arg("-p")
-        .arg(path)
+        .arg(&sources)
         .arg("skewless_entry")
         .arg("-o")
         .arg(out);
@@ -502,8 +536,16 @@ fn build_js(path: &Path, stage: &Path, wit: &Path, tools: &Path, out: &Path) -> 
     Ok(())
 }
 
-/// Copies the files under `from` to `to`, skipping the directories named in `skip`.
+/// Makes `to` a fresh copy of the files under `from`, skipping the directories named in
+/// `skip`.
 fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> Result<()> {
+    if to.exists() {
+        std::fs::remove_dir_all(to).with_context(|| format!("removing {}", to.display()))?;
+    }
+    copy_files(from, to, skip)
+}
+
+fn copy_files(from: &Path, to: &Path, skip: &[&str]) -> Result<()> {
     std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
@@ -511,7 +553,7 @@ fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> Result<()> {
         let kind = entry.file_type()?;
         if kind.is_dir() {
             if !skip.iter().any(|s| name == *s) {
-                copy_tree(&entry.path(), &to.join(&name), skip)?;
+                copy_files(&entry.path(), &to.join(&name), skip)?;
             }
         } else if kind.is_file() {
             std::fs::copy(entry.path(), to.join(&name))
