@@ -1,7 +1,7 @@
 //! The guarantee, tested differentially: for random definitions and random Parquet
 //! histories, what a server serves at `T` after materializing up to `T` equals, bit for
 //! bit, what a backfill computes for the same entities at `T`; every example transform
-//! included.
+//! included, and fraud_risk in each language in turn (Rust, C, Python, JavaScript).
 //!
 //! Each case draws 1–4 views (int64, string and composite keys; TTLs or none; created
 //! times or none), a history with ties, nulls, late rows, TTL-edge rows, NaN, ±0.0,
@@ -23,7 +23,18 @@ use arrow_array::{
 };
 use arrow_schema::DataType;
 use serde_json::{Value, json};
-use skewless_test_artifacts::{FRAUD_RISK, GEO_DISTANCE, MERCHANT_CATEGORY};
+use skewless_test_artifacts::{
+    FRAUD_RISK, FRAUD_RISK_C, FRAUD_RISK_JS, FRAUD_RISK_PY, GEO_DISTANCE, MERCHANT_CATEGORY,
+};
+
+/// fraud_risk in every language the project builds: case `n` serves and backfills with
+/// `FRAUD_RISKS[n % 4]` uploaded as fraud_risk@1.0.0.
+const FRAUD_RISKS: [(&str, &str); 4] = [
+    ("Rust", FRAUD_RISK),
+    ("C", FRAUD_RISK_C),
+    ("Python", FRAUD_RISK_PY),
+    ("JavaScript", FRAUD_RISK_JS),
+];
 
 use crate::support::{Lcg, TestServer, read_parquet, write_parquet};
 
@@ -465,9 +476,14 @@ fn differences(seed: u64, case: u64, planted_skew: bool) -> Vec<String> {
         planted_ttl_skew: planted_skew,
         ..Default::default()
     };
-    let server = TestServer::start_with(dir.path(), None, store);
+    let server = TestServer::start_configured(dir.path(), |config| {
+        config.store = store;
+        // A Python component is about 18 MB.
+        config.max_module_bytes = 64 << 20;
+    });
+    let (language, fraud_risk) = FRAUD_RISKS[(case % 4) as usize];
     for (name, path) in [
-        ("fraud_risk", FRAUD_RISK),
+        ("fraud_risk", fraud_risk),
         ("geo_distance", GEO_DISTANCE),
         ("merchant_category", MERCHANT_CATEGORY),
     ] {
@@ -533,7 +549,7 @@ fn differences(seed: u64, case: u64, planted_skew: bool) -> Vec<String> {
             let (s, t) = (served(value, array.data_type()), trained(array, row));
             if s != t {
                 diffs.push(format!(
-                    "seed {seed} case {case}: `{name}` row {row} (user {}): served {s:?}, trained {t:?}",
+                    "seed {seed} case {case} (fraud_risk in {language}): `{name}` row {row} (user {}): served {s:?}, trained {t:?}",
                     request.users[row]
                 ));
             }

@@ -23,6 +23,9 @@ pub fn engine() -> &'static Engine {
         Engine::new(EngineConfig {
             limits: test_limits(),
             max_concurrent_calls: 32,
+            // Shared by every test server of every run: a Python or JavaScript component
+            // takes seconds to compile, a cached one milliseconds to load.
+            cache_dir: Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled")),
             ..EngineConfig::default()
         })
         .expect("engine")

@@ -146,7 +146,8 @@ fn build_polyglot(root: &Path, project: &str, dir: &Path) -> PathBuf {
     let out = dir.join(format!("{name}.wasm"));
     let digest_file = dir.join(format!("{name}.inputs"));
     let mut digest = Fnv::default();
-    for tree in [source.clone(), root.join("sdk"), root.join("wit")] {
+    let sdks = ["sdk/python", "sdk/js", "sdk/c", "wit"].map(|d| root.join(d));
+    for tree in std::iter::once(source.clone()).chain(sdks) {
         digest.tree(&tree);
     }
     let digest = format!("{:016x}", digest.0);
