@@ -17,17 +17,24 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("ECHO", "guest-echo", FIXTURES),
     ("EXTRA_IMPORT", "guest-extra-import", FIXTURES),
     ("HOSTILE", "guest-hostile", FIXTURES),
+    ("MATH_PROBE", "guest-math-probe", FIXTURES),
     ("MISBEHAVE", "guest-misbehave", FIXTURES),
     ("OTHER_WORLD", "guest-other-world", FIXTURES),
     ("UNKNOWN_DTYPE", "guest-unknown-dtype", FIXTURES),
 ];
-/// (constant, project under example-transforms/): the examples in other languages, built
-/// by skewless-build as `skewless build` would.
+/// (constant, project relative to the repository root): the examples and test fixtures
+/// in other languages, built by skewless-build as `skewless build` would.
 const POLYGLOT: &[(&str, &str)] = &[
-    ("FRAUD_RISK_C", "c/fraud_risk"),
-    ("FRAUD_RISK_PY", "python/fraud_risk"),
-    ("FRAUD_RISK_JS", "js/fraud_risk"),
-    ("MERCHANT_TEXT_PY", "python/merchant_text"),
+    ("FRAUD_RISK_C", "example-transforms/c/fraud_risk"),
+    ("FRAUD_RISK_PY", "example-transforms/python/fraud_risk"),
+    ("FRAUD_RISK_JS", "example-transforms/js/fraud_risk"),
+    (
+        "MERCHANT_TEXT_PY",
+        "example-transforms/python/merchant_text",
+    ),
+    ("MATH_PROBE_C", "tests/polyglot/math_probe/c"),
+    ("MATH_PROBE_PY", "tests/polyglot/math_probe/python"),
+    ("MATH_PROBE_JS", "tests/polyglot/math_probe/js"),
 ];
 const ROOT: &str = "Cargo.toml";
 const FIXTURES: &str = "tests/guests/Cargo.toml";
@@ -42,6 +49,7 @@ fn main() {
         "sdk",
         "example-transforms",
         "tests/guests",
+        "tests/polyglot",
         ".cargo",
         "Cargo.toml",
     ] {
@@ -79,7 +87,7 @@ fn main() {
     }
     for (constant, project) in POLYGLOT {
         let file = build_polyglot(&root, project, &target_dir.join("polyglot"));
-        writeln!(out, "/// The `example-transforms/{project}` component.").unwrap();
+        writeln!(out, "/// The `{project}` component.").unwrap();
         writeln!(
             out,
             "pub const {constant}: &str = {:?};",
@@ -137,12 +145,14 @@ fn build(root: &Path, manifest: &Path, target_dir: &Path, packages: &[&str]) {
     assert!(status.success(), "building guests {packages:?} failed");
 }
 
-/// Builds `example-transforms/{project}` into `dir`, unless the component there was built
+/// Builds `{project}` into `dir`, unless the component there was built
 /// from the same sources (the project, the SDKs and the WIT contract), which a digest
 /// beside it records: a Python or JavaScript build takes many seconds.
 fn build_polyglot(root: &Path, project: &str, dir: &Path) -> PathBuf {
-    let source = root.join("example-transforms").join(project);
-    let name = project.replace('/', "_");
+    let source = root.join(project);
+    let name = project
+        .trim_start_matches("example-transforms/")
+        .replace('/', "_");
     let out = dir.join(format!("{name}.wasm"));
     let digest_file = dir.join(format!("{name}.inputs"));
     let mut digest = Fnv::default();
@@ -161,7 +171,7 @@ fn build_polyglot(root: &Path, project: &str, dir: &Path) -> PathBuf {
     };
     if let Err(e) = skewless_build::build(&source, &options) {
         panic!(
-            "building example-transforms/{project} failed (scripts/test installs the \
+            "building {project} failed (scripts/test installs the \
              toolchains: componentize-py, Node.js with npm, clang with wasi-libc): {e:#}"
         );
     }

@@ -62,15 +62,16 @@ def exp(x: float) -> float:
 
 
 def pow(x: float, y: float) -> float:
-    """``x ** y`` as C's ``pow``: ``inf`` on overflow or a zero base with a negative
-    exponent, NaN for a negative base with a non-integer exponent."""
+    """``x ** y`` as C's ``pow``: ``±inf`` on overflow or for a zero base with a negative
+    exponent (negative when the base is negative and the exponent an odd integer), NaN for
+    a negative base with a non-integer exponent."""
     try:
         return math.pow(x, y)
-    except OverflowError:
-        return _INF
-    except ValueError:
-        if x == 0.0 and y < 0.0:
-            odd = y == math.floor(y) and math.fmod(y, 2.0) != 0.0
+    except (OverflowError, ValueError) as e:
+        odd = math.isfinite(y) and y == math.floor(y) and math.fmod(y, 2.0) != 0.0
+        if isinstance(e, OverflowError) or x == 0.0:
+            # A pole or an overflow: infinite, negative for a negative base (or -0.0)
+            # raised to an odd integer.
             return math.copysign(_INF, x) if odd else _INF
         return _NAN
 
