@@ -78,7 +78,10 @@ fn main() {
             let registry = Registry::open(dir.path(), engine(dir.path())).expect("reopen");
             let t = registry.transform(&info.reference()).expect("loaded");
             restart.push(started.elapsed());
-            assert!(t.loaded_from_cache(), "{language}: a restart loads from the cache");
+            assert!(
+                t.loaded_from_cache(),
+                "{language}: a restart loads from the cache"
+            );
             transform = Some(t);
         }
         let t = transform.expect("at least one upload");

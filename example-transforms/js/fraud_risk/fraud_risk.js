@@ -1,4 +1,6 @@
-// fraud_risk in JavaScript: the same four features as the Rust example.
+// fraud_risk in JavaScript: the same four features as the Rust example, bit for bit,
+// except that amount_log1p uses SpiderMonkey's Math.log1p, which differs from Rust's
+// (wasi-libc's) log1p by at most 1 ulp on rare inputs (docs/languages.md).
 import { BOOL, FLOAT64, INT64, transform } from "./skewless.js";
 
 const NEW_ACCOUNT_DAYS = 30n;

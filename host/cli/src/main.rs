@@ -159,7 +159,11 @@ fn build(args: BuildArgs) -> Result<()> {
         tools_dir: args.tools_dir,
     };
     let built = skewless_build::build(&args.path, &options)?;
-    let engine = Engine::new(EngineConfig::default())?;
+    // Through the compile cache, so that `run-transform` on the result starts warm.
+    let engine = Engine::new(EngineConfig {
+        cache_dir: default_cache_dir(),
+        ..EngineConfig::default()
+    })?;
     let transform = engine
         .load_file(&built.path)
         .with_context(|| format!("the built component {} does not load", built.path.display()))?;
