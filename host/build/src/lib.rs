@@ -531,7 +531,7 @@ fn build_js(path: &Path, stage: &Path, wit: &Path, tools: &Path, out: &Path) -> 
             .arg(&entry)
             .arg("--out")
             .arg(out),
-        "node build.mjs (componentize-js)",
+        "node (Node.js 18 or newer, which runs componentize-js)",
     )?;
     Ok(())
 }

@@ -686,3 +686,74 @@ fn math_library_differences_are_measured_and_within_what_is_documented() {
         );
     }
 }
+
+/// A copy of `example-transforms/{project}` under `dir`: a build writes its stage inside
+/// the project, and tests leave the source tree alone.
+fn copy_example(dir: &Path, project: &str) -> PathBuf {
+    let from = root().join("example-transforms").join(project);
+    let to = dir.join(project.replace('/', "_"));
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+    to
+}
+
+/// A PATH holding only the named programs (symlinks to the real ones).
+fn path_with(dir: &Path, programs: &[&str]) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for program in programs {
+        let real = Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .unwrap();
+        let real = String::from_utf8(real.stdout).unwrap();
+        std::os::unix::fs::symlink(real.trim(), bin.join(program)).unwrap();
+    }
+    bin
+}
+
+#[test]
+fn a_missing_toolchain_is_named_with_how_to_install_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = path_with(dir.path(), &["make"]);
+    let c = copy_example(dir.path(), "c/fraud_risk");
+    let output = Command::new(env!("CARGO_BIN_EXE_skewless"))
+        .arg("build")
+        .arg(&c)
+        .arg("-o")
+        .arg(dir.path().join("c.wasm"))
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(text.contains("C transforms need make and clang"), "{text}");
+    assert!(text.contains("apt-get install make clang lld wasi-libc"), "{text}");
+
+    // No Node.js at all: the tools directory is new, so npm is the first thing missing.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let js = copy_example(dir.path(), "js/fraud_risk");
+    let output = Command::new(env!("CARGO_BIN_EXE_skewless"))
+        .arg("build")
+        .arg(&js)
+        .arg("-o")
+        .arg(dir.path().join("js.wasm"))
+        .arg("--tools-dir")
+        .arg(dir.path().join("tools"))
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        text.contains("npm (Node.js 18 or newer with npm is needed to build JavaScript transforms) is not installed"),
+        "{text}"
+    );
+    assert!(!dir.path().join("js.wasm").exists());
+}
