@@ -733,7 +733,10 @@ fn a_missing_toolchain_is_named_with_how_to_install_it() {
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(text.contains("C transforms need make and clang"), "{text}");
-    assert!(text.contains("apt-get install make clang lld wasi-libc"), "{text}");
+    assert!(
+        text.contains("apt-get install make clang lld wasi-libc"),
+        "{text}"
+    );
 
     // No Node.js at all: the tools directory is new, so npm is the first thing missing.
     let empty = dir.path().join("empty");
