@@ -77,26 +77,25 @@ fn main() {
             .join("guest")
             .join(format!("{}.wasm", package.replace('-', "_")));
         assert!(file.exists(), "{} was not built", file.display());
-        writeln!(out, "/// The `{package}` component.").unwrap();
-        writeln!(
-            out,
-            "pub const {constant}: &str = {:?};",
-            file.display().to_string()
-        )
-        .unwrap();
+        write_constant(&mut out, constant, package, &file);
     }
     for (constant, project) in POLYGLOT {
         let file = build_polyglot(&root, project, &target_dir.join("polyglot"));
-        writeln!(out, "/// The `{project}` component.").unwrap();
-        writeln!(
-            out,
-            "pub const {constant}: &str = {:?};",
-            file.display().to_string()
-        )
-        .unwrap();
+        write_constant(&mut out, constant, project, &file);
     }
     let dest = PathBuf::from(env::var("OUT_DIR").unwrap()).join("artifacts.rs");
     std::fs::write(dest, out).unwrap();
+}
+
+/// `pub const CONSTANT: &str = "FILE";`, documented as the component `what`.
+fn write_constant(out: &mut String, constant: &str, what: &str, file: &Path) {
+    writeln!(out, "/// The `{what}` component.").unwrap();
+    writeln!(
+        out,
+        "pub const {constant}: &str = {:?};",
+        file.display().to_string()
+    )
+    .unwrap();
 }
 
 fn check_target_installed() {

@@ -42,13 +42,19 @@ fn out_dir() -> PathBuf {
 
 /// Runs `skewless build PROJECT -o OUT` and returns its status and combined output.
 fn skewless_build(project: &Path, out: &Path) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_skewless"))
-        .arg("build")
-        .arg(project)
-        .arg("-o")
-        .arg(out)
-        .output()
-        .expect("running skewless build");
+    skewless_build_with(project, out, |_| {})
+}
+
+/// `skewless build PROJECT -o OUT`, with `adjust` applied to the command first.
+fn skewless_build_with(
+    project: &Path,
+    out: &Path,
+    adjust: impl FnOnce(&mut Command),
+) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_skewless"));
+    command.arg("build").arg(project).arg("-o").arg(out);
+    adjust(&mut command);
+    let output = command.output().expect("running skewless build");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -722,16 +728,10 @@ fn a_missing_toolchain_is_named_with_how_to_install_it() {
     let dir = tempfile::tempdir().unwrap();
     let bin = path_with(dir.path(), &["make"]);
     let c = copy_example(dir.path(), "c/fraud_risk");
-    let output = Command::new(env!("CARGO_BIN_EXE_skewless"))
-        .arg("build")
-        .arg(&c)
-        .arg("-o")
-        .arg(dir.path().join("c.wasm"))
-        .env("PATH", &bin)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let (ok, text) = skewless_build_with(&c, &dir.path().join("c.wasm"), |command| {
+        command.env("PATH", &bin);
+    });
+    assert!(!ok);
     assert!(text.contains("C transforms need make and clang"), "{text}");
     assert!(
         text.contains("apt-get install make clang lld wasi-libc"),
@@ -742,18 +742,13 @@ fn a_missing_toolchain_is_named_with_how_to_install_it() {
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let js = copy_example(dir.path(), "js/fraud_risk");
-    let output = Command::new(env!("CARGO_BIN_EXE_skewless"))
-        .arg("build")
-        .arg(&js)
-        .arg("-o")
-        .arg(dir.path().join("js.wasm"))
-        .arg("--tools-dir")
-        .arg(dir.path().join("tools"))
-        .env("PATH", &empty)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let (ok, text) = skewless_build_with(&js, &dir.path().join("js.wasm"), |command| {
+        command
+            .arg("--tools-dir")
+            .arg(dir.path().join("tools"))
+            .env("PATH", &empty);
+    });
+    assert!(!ok);
     assert!(
         text.contains("npm (Node.js 18 or newer with npm is needed to build JavaScript transforms) is not installed"),
         "{text}"
