@@ -190,7 +190,7 @@ fn child(dir: &Path, threads: usize) -> Result<()> {
         },
         &skewless_offline::NoProgress,
     )?;
-    if limit.is_some() && stats.partitions < 2 {
+    if limit.is_some() && !stats.spilled {
         bail!("the memory limit did not make the join spill");
     }
     println!(
@@ -263,6 +263,13 @@ fn agree(dir: &Path, ours: &str) -> Result<()> {
 fn main() -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     if let Ok(dir) = std::env::var("SKEWLESS_BENCH_BACKFILL_CHILD") {
+        // SKEWLESS_LOG=debug shows the backfill's phases.
+        if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SKEWLESS_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+        }
         return child(Path::new(&dir), threads);
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data/backfill");

@@ -32,7 +32,8 @@ feature_services: [{name: svc, features: ["stats:*", "pairs:*"]}]
 
 const S: i64 = 1_000_000;
 
-/// Two threads; `partitions` forces the spilled join.
+/// Two threads; `partitions` forces the partitioned join (in memory, as the test inputs
+/// are far under the default memory limit).
 fn options(partitions: Option<usize>) -> skewless_offline::BackfillOptions {
     skewless_offline::BackfillOptions {
         threads: 2,
@@ -238,13 +239,18 @@ fn backfill_equals_a_brute_force_point_in_time_reference() {
         assert_eq!(ours, theirs, "pairs at row {row} differs from DuckDB");
     }
 
-    // Spilled: split by entity key into files and joined a partition at a time, forced,
-    // or because the inputs exceed the memory limit. Same rows, bit for bit.
-    let limited = skewless_offline::BackfillOptions {
+    // Partitioned: split by entity key and joined a partition at a time, in memory when
+    // the partitions are forced, or in spill files because the inputs exceed the memory
+    // limit (with the count forced, or picked from the limit). Same rows, bit for bit.
+    let limited = |partitions| skewless_offline::BackfillOptions {
         memory_limit: 1,
-        ..options(None)
+        ..options(partitions)
     };
-    for (options, partitions) in [(options(Some(7)), 7), (limited, 128)] {
+    for (options, partitions, to_disk) in [
+        (options(Some(7)), 7, false),
+        (limited(Some(5)), 5, true),
+        (limited(None), 128, true),
+    ] {
         let spilled = dir.path().join(format!("spilled-{partitions}.parquet"));
         let stats = skewless_offline::backfill(
             &project,
@@ -256,7 +262,7 @@ fn backfill_equals_a_brute_force_point_in_time_reference() {
             &skewless_offline::NoProgress,
         )
         .unwrap();
-        assert_eq!(stats.partitions, partitions);
+        assert_eq!((stats.partitions, stats.spilled), (partitions, to_disk));
         assert_eq!(read(&spilled), got, "{partitions} partitions");
     }
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
@@ -767,13 +773,16 @@ fn a_failed_spilled_backfill_removes_its_spill_files() {
             &out,
             &skewless_offline::BackfillOptions {
                 spill_dir: Some(spill.clone()),
+                // Over the limit: the partitions go to spill files.
+                memory_limit: 1,
                 ..options(Some(4))
             },
             &skewless_offline::NoProgress,
         )
     };
     // It works as given, and cleans up after itself.
-    assert_eq!(run().unwrap().partitions, 4);
+    let done = run().unwrap();
+    assert_eq!((done.partitions, done.spilled), (4, true));
     assert_eq!(std::fs::read_dir(&spill).unwrap().count(), 0);
     std::fs::remove_file(&out).unwrap();
 

@@ -224,9 +224,10 @@ struct BackfillArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Memory the join may hold at once, as estimated from the Parquet footers (`512MiB`,
-    /// `4GiB`, or bytes). Larger inputs are split by entity key into spill files and
-    /// joined one partition at a time, which is also faster: partitions fit the caches
-    /// [default: 128MiB, or half the memory available if that is less].
+    /// `4GiB`, or bytes). Larger inputs are split by entity key into spill files on disk
+    /// and joined one partition at a time. (Inputs over 128 MiB are always joined in
+    /// partitions, which keeps each one in the caches; under the limit they stay in
+    /// memory.) [default: half the memory available]
     #[arg(long, value_parser = parse_size)]
     memory_limit: Option<u64>,
     /// Split the join into exactly this many entity-key partitions (1: never spill),
@@ -622,9 +623,14 @@ fn backfill(args: BackfillArgs) -> Result<()> {
         stats.elapsed,
         stats.rows as f64 / stats.elapsed.as_secs_f64().max(1e-9)
     );
-    if stats.partitions > 1 {
+    if stats.spilled {
         println!(
             "joined in {} entity-key partitions spilled to disk (the inputs exceeded the memory limit)",
+            stats.partitions
+        );
+    } else if stats.partitions > 1 {
+        println!(
+            "joined in memory, in {} cache-sized entity-key partitions",
             stats.partitions
         );
     }

@@ -312,6 +312,42 @@ pub fn asof_join(
     partitions: usize,
 ) -> ViewColumns {
     let found = matches(entity_keys, at, features, partitions);
+    // Building the columns value by value is as heavy as the matching: each thread builds
+    // a contiguous range of rows, and the ranges are concatenated in order.
+    let rows = at.len();
+    let per = rows.div_ceil(partitions.max(1)).max(MIN_ROWS_PER_BUILDER);
+    if rows <= per {
+        return build(&found, at, features, dtypes, ttl);
+    }
+    let pieces: Vec<ViewColumns> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..rows)
+            .step_by(per)
+            .map(|first| {
+                let end = (first + per).min(rows);
+                let (found, at) = (&found[first..end], &at[first..end]);
+                scope.spawn(move || build(found, at, features, dtypes, ttl))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    concat_views(pieces)
+}
+
+/// Below this many rows a range is built on the calling thread alone.
+const MIN_ROWS_PER_BUILDER: usize = 16_384;
+
+/// The view's columns for the entity rows `found` describes (`at` is their times),
+/// through the shared [`ViewColumnsBuilder`] (TTL rule included).
+fn build(
+    found: &[Option<u32>],
+    at: &[i64],
+    features: &FeatureRows,
+    dtypes: &[DType],
+    ttl: Ttl,
+) -> ViewColumns {
     // `FeatureRows` columns are canonical (conformed when read); a mismatch reads null.
     let readers: Vec<Option<ValueReader<'_>>> = features
         .features
@@ -320,10 +356,10 @@ pub fn asof_join(
         .map(|(a, d)| ValueReader::new(a, *d))
         .collect();
     let mut builder = ViewColumnsBuilder::new(dtypes.iter().copied(), ttl, at.len());
-    for (row, hit) in found.into_iter().enumerate() {
+    for (row, hit) in found.iter().enumerate() {
         match hit {
             Some(f) => {
-                let f = f as usize;
+                let f = *f as usize;
                 builder.push_row(features.event_ts[f], at[row], |i| {
                     readers[i].map_or(Value::Null, |r| r.value(f))
                 });
@@ -332,4 +368,26 @@ pub fn asof_join(
         }
     }
     builder.finish()
+}
+
+/// Pieces of one view's columns, in row order, as one.
+fn concat_views(pieces: Vec<ViewColumns>) -> ViewColumns {
+    let width = pieces.first().map_or(0, |p| p.columns.len());
+    let columns = (0..width)
+        .map(|c| {
+            let arrays: Vec<&dyn Array> = pieces.iter().map(|p| p.columns[c].as_ref()).collect();
+            arrow_select::concat::concat(&arrays).expect("pieces of one column share its type")
+        })
+        .collect();
+    let mut status = Vec::with_capacity(pieces.iter().map(|p| p.status.len()).sum());
+    let mut event_ts = Vec::with_capacity(status.capacity());
+    for p in pieces {
+        status.extend(p.status);
+        event_ts.extend(p.event_ts);
+    }
+    ViewColumns {
+        columns,
+        status,
+        event_ts,
+    }
 }

@@ -35,9 +35,12 @@ pub struct BackfillStats {
     pub elapsed: Duration,
     /// What reading each view's source cost, in plan order.
     pub sources: Vec<(String, SourceStats)>,
-    /// Entity-key partitions the join ran in: 1 when it ran in memory, more when the
-    /// inputs exceeded the memory limit and were spilled to disk.
+    /// Entity-key partitions the join ran in: 1 when it ran in one piece, more when the
+    /// inputs were split into cache-sized pieces.
     pub partitions: usize,
+    /// Whether the partitions went to spill files on disk (the inputs exceeded the memory
+    /// limit) rather than staying in memory.
+    pub spilled: bool,
 }
 
 fn slice_view(view: &ViewColumns, start: usize, len: usize) -> ViewColumns {
@@ -88,18 +91,16 @@ impl Default for BackfillOptions {
     }
 }
 
-/// The largest join the default runs in one piece. Beyond it the partitioned join is
-/// faster as well as smaller, as each partition's key table and rows stay in the caches:
-/// for 1M x 10M rows, 4.0 s and 178 MiB in 11 partitions against 8.4 s and 1439 MiB in
-/// one (BENCHMARKS.md).
-const IN_MEMORY_MAX: u64 = 128 << 20;
+/// The largest join run in one piece (by the estimate). Beyond it the join is split into
+/// partitions by entity key, which is faster, as each partition's key table and rows stay
+/// in the caches: for 1M x 10M rows, 4.0 s in 11 partitions against 8.4 s in one
+/// (BENCHMARKS.md). The partitions stay in memory unless the inputs exceed the memory
+/// limit.
+const PARTITION_BYTES: u64 = 128 << 20;
 
-/// Half the memory available now (`MemAvailable`; 4 GiB where that is unknown), and at
-/// most 128 MiB.
+/// Half the memory available now (`MemAvailable`; 4 GiB where that is unknown).
 pub fn default_memory_limit() -> u64 {
-    available_memory()
-        .map_or(4 << 30, |bytes| bytes / 2)
-        .min(IN_MEMORY_MAX)
+    available_memory().map_or(4 << 30, |bytes| bytes / 2)
 }
 
 fn available_memory() -> Option<u64> {
@@ -140,6 +141,14 @@ pub fn backfill(
     let mut file = AtomicParquet::create(out, job.schema.clone())?;
     let (sources, partitions) = if job.parts == 1 {
         (job.in_memory(&mut file, progress)?, 1)
+    } else if !job.spill {
+        tracing::info!(
+            partitions = job.parts,
+            estimate_bytes = job.estimate,
+            limit_bytes = options.memory_limit,
+            "joining in memory, in cache-sized partitions by entity key"
+        );
+        (job.partitioned(None, &mut file, progress)?, job.parts)
     } else {
         let root = options
             .spill_dir
@@ -158,7 +167,10 @@ pub fn backfill(
             dir = %spill.path().display(),
             "inputs exceed the memory limit: spilling by entity key"
         );
-        (job.spilled(spill.path(), &mut file, progress)?, job.parts)
+        (
+            job.partitioned(Some(spill.path()), &mut file, progress)?,
+            job.parts,
+        )
     };
     file.finish()?;
     Ok(BackfillStats {
@@ -167,6 +179,7 @@ pub fn backfill(
         elapsed: started.elapsed(),
         sources,
         partitions,
+        spilled: job.spill,
     })
 }
 
@@ -227,6 +240,8 @@ struct Job<'a> {
     last: i64,
     sources: Vec<ViewSource<'a>>,
     parts: usize,
+    /// Whether the partitions go to disk.
+    spill: bool,
     estimate: u64,
 }
 
@@ -309,6 +324,7 @@ impl<'a> Job<'a> {
             last,
             sources,
             parts: 1,
+            spill: false,
             estimate: 0,
         };
         // What an in-memory join holds: the frame and its output, each view's rows twice
@@ -320,11 +336,21 @@ impl<'a> Job<'a> {
             estimate += 2 * source.decoded_size(min, max)? + 24 * rows as u64;
         }
         job.estimate = estimate;
+        // Over the limit, partitions go to disk, each small enough for the limit; under
+        // it, they stay in memory and are only there to keep each join cache-sized.
+        job.spill = estimate > options.memory_limit;
+        let pieces = |size: u64| {
+            usize::try_from(estimate.div_ceil(size.max(1)))
+                .unwrap_or(MAX_PARTITIONS)
+                .clamp(1, MAX_PARTITIONS)
+        };
         job.parts = match options.partitions {
             Some(p) => p.clamp(1, MAX_PARTITIONS),
-            None => usize::try_from(estimate.div_ceil(options.memory_limit.max(1)))
-                .unwrap_or(MAX_PARTITIONS)
-                .clamp(1, MAX_PARTITIONS),
+            None => pieces(PARTITION_BYTES).max(if job.spill {
+                pieces(options.memory_limit)
+            } else {
+                1
+            }),
         };
         Ok(job)
     }
@@ -464,16 +490,18 @@ impl<'a> Job<'a> {
         Ok(sources)
     }
 
-    /// The join partition by partition through spill files under `dir`.
-    fn spilled(
+    /// The join partition by partition, through spill files under `dir`, or through
+    /// partitions kept in memory when `dir` is `None`.
+    fn partitioned(
         &self,
-        dir: &Path,
+        dir: Option<&Path>,
         file: &mut AtomicParquet,
         progress: &dyn Progress,
     ) -> Result<Vec<(String, SourceStats)>> {
         let parts = self.parts;
         let views = &self.plan.views;
         progress.start(self.rows as u64 + views.len() as u64);
+        let phase = Instant::now();
         // 1. The entity keys and times, split per view by that view's key.
         let entity_schemas: Vec<SchemaRef> =
             (0..views.len()).map(|v| self.entity_schema(v)).collect();
@@ -519,6 +547,11 @@ impl<'a> Job<'a> {
             .into_iter()
             .map(Partitioned::finish)
             .collect::<Result<Vec<_>>>()?;
+        tracing::debug!(
+            elapsed_ms = phase.elapsed().as_millis() as u64,
+            "entity frame split"
+        );
+        let phase = Instant::now();
         // 2. Per view: its source rows split the same way, then each partition joined
         // alone, its result spilled in entity-row order.
         let mut joined = Vec::with_capacity(views.len());
@@ -549,6 +582,7 @@ impl<'a> Job<'a> {
                 split.split(&batch, &partitions(&encode(&batch), parts))
             })?;
             let mut source_parts = split.finish()?;
+            tracing::debug!(view = %view.name, elapsed_ms = phase.elapsed().as_millis() as u64, "source split");
             let result_schema = self.result_schema(v);
             let mut results =
                 Partitioned::new(dir, &format!("joined-{v}"), result_schema.clone(), parts);
@@ -587,7 +621,9 @@ impl<'a> Job<'a> {
             joined.push(results.finish()?);
             sources.push((view.name.clone(), read));
             progress.advance(1);
+            tracing::debug!(view = %view.name, elapsed_ms = phase.elapsed().as_millis() as u64, "source split and joined");
         }
+        let phase = Instant::now();
         // 3. The frame again, in order, each row's view columns taken from its partition's
         // results (which are in entity-row order within the partition).
         let mut cursors = joined
@@ -630,7 +666,7 @@ impl<'a> Job<'a> {
                         })
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| Error::Parquet {
-                            path: dir.to_owned(),
+                            path: dir.map_or_else(|| self.entities.to_owned(), Path::to_owned),
                             reason: format!("spill file: {e}"),
                         })?;
                     chunk_views.push(view_columns(columns));
@@ -650,6 +686,10 @@ impl<'a> Job<'a> {
             },
         )?;
         self.run_chunks(pending, file, progress)?;
+        tracing::debug!(
+            elapsed_ms = phase.elapsed().as_millis() as u64,
+            "transformed and written"
+        );
         Ok(sources)
     }
 

@@ -1,6 +1,8 @@
-//! Spilling to disk: rows hash-partitioned by entity key into Arrow IPC files, then read
-//! back one partition at a time, so that a join needs memory for one partition only.
+//! Partitioning by entity key: rows hash-partitioned into Arrow IPC files (spilling to
+//! disk) or into batches kept in memory, then read back one partition at a time, so that
+//! each join is cache-sized and, when spilled, needs memory for one partition only.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::{Path, PathBuf};
@@ -45,28 +47,40 @@ fn arrow(path: &Path) -> impl Fn(arrow_schema::ArrowError) -> Error + '_ {
     }
 }
 
-/// One table split into partition files under a spill directory; a file is created when
-/// its partition gets its first row.
+/// One partition being filled: a spill file, or batches kept in memory.
+enum Sink {
+    File(Box<StreamWriter<BufWriter<File>>>),
+    Memory(Vec<RecordBatch>),
+}
+
+/// One table split into partitions: files under a spill directory (a file is created when
+/// its partition gets its first row), or batches in memory when the inputs fit the
+/// memory limit and the partitions are only there to keep each join cache-sized.
 pub(crate) struct Partitioned {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     name: String,
     schema: SchemaRef,
-    writers: Vec<Option<StreamWriter<BufWriter<File>>>>,
+    sinks: Vec<Option<Sink>>,
 }
 
 impl Partitioned {
-    /// `parts` empty partitions of rows of `schema`, in files `dir/name-P.arrows`.
-    pub(crate) fn new(dir: &Path, name: &str, schema: SchemaRef, parts: usize) -> Self {
+    /// `parts` empty partitions of rows of `schema`: in files `dir/name-P.arrows`, or in
+    /// memory when `dir` is `None`.
+    pub(crate) fn new(dir: Option<&Path>, name: &str, schema: SchemaRef, parts: usize) -> Self {
         Self {
-            dir: dir.to_owned(),
+            dir: dir.map(Path::to_owned),
             name: name.to_owned(),
             schema,
-            writers: (0..parts).map(|_| None).collect(),
+            sinks: (0..parts).map(|_| None).collect(),
         }
     }
 
     fn path(&self, part: usize) -> PathBuf {
-        self.dir.join(format!("{}-{part}.arrows", self.name))
+        let name = format!("{}-{part}.arrows", self.name);
+        match &self.dir {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        }
     }
 
     /// Appends `batch` to partition `part`.
@@ -74,25 +88,36 @@ impl Partitioned {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.writers[part].is_none() {
-            let path = self.path(part);
-            let file = File::create(&path).map_err(io(&path))?;
-            let writer =
-                StreamWriter::try_new(BufWriter::with_capacity(1 << 16, file), &self.schema)
-                    .map_err(arrow(&path))?;
-            self.writers[part] = Some(writer);
-        }
         let path = self.path(part);
-        match &mut self.writers[part] {
-            Some(writer) => writer.write(batch).map_err(arrow(&path)),
-            None => unreachable!("the writer was just created"),
+        if self.sinks[part].is_none() {
+            self.sinks[part] = Some(match &self.dir {
+                None => Sink::Memory(Vec::new()),
+                Some(_) => {
+                    let file = File::create(&path).map_err(io(&path))?;
+                    Sink::File(Box::new(
+                        StreamWriter::try_new(
+                            BufWriter::with_capacity(1 << 16, file),
+                            &self.schema,
+                        )
+                        .map_err(arrow(&path))?,
+                    ))
+                }
+            });
+        }
+        match &mut self.sinks[part] {
+            Some(Sink::File(writer)) => writer.write(batch).map_err(arrow(&path)),
+            Some(Sink::Memory(batches)) => {
+                batches.push(batch.clone());
+                Ok(())
+            }
+            None => unreachable!("the sink was just created"),
         }
     }
 
     /// Appends each row of `batch` to its partition, `part[row]`, keeping row order within
     /// each partition.
     pub(crate) fn split(&mut self, batch: &RecordBatch, part: &[u32]) -> Result<()> {
-        let parts = self.writers.len();
+        let parts = self.sinks.len();
         let (order, start) = group(part, parts);
         for p in 0..parts {
             let rows = &order[start[p] as usize..start[p + 1] as usize];
@@ -113,11 +138,14 @@ impl Partitioned {
 
     /// Closes every file.
     pub(crate) fn finish(self) -> Result<Parts> {
-        let mut paths = Vec::with_capacity(self.writers.len());
-        for (p, writer) in self.writers.into_iter().enumerate() {
-            let path = self.dir.join(format!("{}-{p}.arrows", self.name));
-            match writer {
-                Some(mut w) => {
+        let mut stored = Vec::with_capacity(self.sinks.len());
+        for (p, sink) in self.sinks.into_iter().enumerate() {
+            let path = match &self.dir {
+                Some(dir) => dir.join(format!("{}-{p}.arrows", self.name)),
+                None => PathBuf::new(),
+            };
+            stored.push(match sink {
+                Some(Sink::File(mut w)) => {
                     w.finish().map_err(arrow(&path))?;
                     w.into_inner()
                         .map_err(arrow(&path))?
@@ -125,22 +153,29 @@ impl Partitioned {
                         .map_err(|e| io(&path)(e.into_error()))?
                         .sync_data()
                         .ok();
-                    paths.push(Some(path));
+                    Some(Stored::File(path))
                 }
-                None => paths.push(None),
-            }
+                Some(Sink::Memory(batches)) => Some(Stored::Memory(batches)),
+                None => None,
+            });
         }
         Ok(Parts {
             schema: self.schema,
-            paths,
+            stored,
         })
     }
 }
 
-/// The closed partition files of one table.
+/// One finished partition.
+enum Stored {
+    File(PathBuf),
+    Memory(Vec<RecordBatch>),
+}
+
+/// The finished partitions of one table.
 pub(crate) struct Parts {
     schema: SchemaRef,
-    paths: Vec<Option<PathBuf>>,
+    stored: Vec<Option<Stored>>,
 }
 
 impl Parts {
@@ -151,45 +186,51 @@ impl Parts {
         while let Some(b) = cursor.pull()? {
             batches.push(b);
         }
-        arrow_select::concat::concat_batches(&self.schema, &batches).map_err(arrow(
-            self.paths[part].as_deref().unwrap_or(Path::new("spill")),
-        ))
+        arrow_select::concat::concat_batches(&self.schema, &batches)
+            .map_err(arrow(Path::new("spill")))
     }
 
-    /// Deletes partition `part`'s file, once read: spilled data takes disk only while it
-    /// is needed.
+    /// Deletes partition `part`'s file (or drops its batches), once read: spilled data
+    /// takes disk, or memory, only while it is needed.
     pub(crate) fn remove(&mut self, part: usize) {
-        if let Some(path) = self.paths[part].take() {
+        if let Some(Stored::File(path)) = self.stored[part].take() {
             let _ = std::fs::remove_file(path);
         }
     }
 
     /// A reader of partition `part`'s rows, in order.
     pub(crate) fn cursor(&self, part: usize) -> Result<Cursor> {
-        let reader = match &self.paths[part] {
-            None => None,
-            Some(path) => {
+        let source = match &self.stored[part] {
+            None => Source::Memory(VecDeque::new()),
+            Some(Stored::Memory(batches)) => Source::Memory(batches.iter().cloned().collect()),
+            Some(Stored::File(path)) => {
                 let file = File::open(path).map_err(io(path))?;
-                Some((
+                Source::File(
                     path.clone(),
                     StreamReader::try_new(BufReader::with_capacity(1 << 16, file), None)
                         .map_err(arrow(path))?,
-                ))
+                )
             }
         };
         Ok(Cursor {
             schema: self.schema.clone(),
-            reader,
+            source,
             current: None,
             pos: 0,
         })
     }
 }
 
+/// Where a cursor's batches come from.
+enum Source {
+    File(PathBuf, StreamReader<BufReader<File>>),
+    Memory(VecDeque<RecordBatch>),
+}
+
 /// Reads one partition's rows in order, any number at a time.
 pub(crate) struct Cursor {
     schema: SchemaRef,
-    reader: Option<(PathBuf, StreamReader<BufReader<File>>)>,
+    source: Source,
     current: Option<RecordBatch>,
     pos: usize,
 }
@@ -202,9 +243,9 @@ impl Cursor {
             self.pos = 0;
             return Ok(Some(rest));
         }
-        match &mut self.reader {
-            None => Ok(None),
-            Some((path, reader)) => reader.next().transpose().map_err(arrow(path)),
+        match &mut self.source {
+            Source::Memory(batches) => Ok(batches.pop_front()),
+            Source::File(path, reader) => reader.next().transpose().map_err(arrow(path)),
         }
     }
 
@@ -235,8 +276,70 @@ impl Cursor {
     }
 
     fn path(&self) -> PathBuf {
-        self.reader
-            .as_ref()
-            .map_or_else(|| PathBuf::from("spill"), |(path, _)| path.clone())
+        match &self.source {
+            Source::File(path, _) => path.clone(),
+            Source::Memory(_) => PathBuf::from("an in-memory partition"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use arrow_array::{ArrayRef, Int64Array};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn values(batch: &RecordBatch) -> Vec<i64> {
+        batch
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec()
+    }
+
+    /// Rows split over partitions in several batches come back in the order they went in,
+    /// whole or a few at a time, from memory and from spill files alike.
+    #[test]
+    fn partitions_keep_row_order_in_memory_and_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        for spill_dir in [None, Some(dir.path())] {
+            let mut split = Partitioned::new(spill_dir, "t", schema.clone(), 3);
+            for first in (0..30).step_by(10) {
+                let rows: Vec<i64> = (first..first + 10).collect();
+                let part: Vec<u32> = rows.iter().map(|r| (r % 3) as u32).collect();
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(Int64Array::from(rows)) as ArrayRef],
+                )
+                .unwrap();
+                split.split(&batch, &part).unwrap();
+            }
+            let mut parts = split.finish().unwrap();
+            let want = |p: i64| (0..30).filter(|r| r % 3 == p).collect::<Vec<i64>>();
+            assert_eq!(values(&parts.read(1).unwrap()), want(1), "{spill_dir:?}");
+            let mut cursor = parts.cursor(2).unwrap();
+            let mut got = values(&cursor.take(4).unwrap());
+            got.extend(values(&cursor.take(3).unwrap()));
+            got.extend(values(&cursor.take(3).unwrap()));
+            assert_eq!(got, want(2), "{spill_dir:?}");
+            assert!(cursor.take(1).is_err(), "past the end is an error");
+            parts.remove(0);
+            assert_eq!(
+                parts.read(0).unwrap().num_rows(),
+                0,
+                "a removed partition is empty"
+            );
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "files for partitions 1 and 2 only: 0 was removed"
+        );
     }
 }

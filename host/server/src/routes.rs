@@ -804,6 +804,7 @@ async fn start_backfill(State(state): Shared, body: Result<Bytes, BytesRejection
             "rows": stats.rows,
             "features": stats.features,
             "partitions": stats.partitions,
+            "spilled": stats.spilled,
             "out": request.out,
             "elapsed_ms": stats.elapsed.as_millis() as u64,
         }))
