@@ -140,7 +140,10 @@ pub fn backfill(
     let job = Job::new(project, base, plan, entities, options)?;
     let mut file = AtomicParquet::create(out, job.schema.clone())?;
     let (sources, partitions) = if job.parts == 1 {
-        (job.in_memory(&mut file, progress)?, 1)
+        (
+            with_writer(&mut file, |out| job.in_memory(out, progress))?,
+            1,
+        )
     } else if !job.spill {
         tracing::info!(
             partitions = job.parts,
@@ -148,7 +151,10 @@ pub fn backfill(
             limit_bytes = options.memory_limit,
             "joining in memory, in cache-sized partitions by entity key"
         );
-        (job.partitioned(None, &mut file, progress)?, job.parts)
+        (
+            with_writer(&mut file, |out| job.partitioned(None, out, progress))?,
+            job.parts,
+        )
     } else {
         let root = options
             .spill_dir
@@ -168,7 +174,9 @@ pub fn backfill(
             "inputs exceed the memory limit: spilling by entity key"
         );
         (
-            job.partitioned(Some(spill.path()), &mut file, progress)?,
+            with_writer(&mut file, |out| {
+                job.partitioned(Some(spill.path()), out, progress)
+            })?,
             job.parts,
         )
     };
@@ -180,6 +188,43 @@ pub fn backfill(
         sources,
         partitions,
         spilled: job.spill,
+    })
+}
+
+/// Hands output batches, in order, to the thread that writes them.
+struct Writer {
+    send: std::sync::mpsc::SyncSender<RecordBatch>,
+}
+
+impl Writer {
+    fn write(&self, batch: RecordBatch) -> Result<()> {
+        // The writer thread only hangs up after a write failed; `with_writer` reports that
+        // failure rather than this one.
+        self.send.send(batch).map_err(|_| Error::Parquet {
+            path: PathBuf::from("the output"),
+            reason: "the output writer stopped".into(),
+        })
+    }
+}
+
+/// Runs `body` with a [`Writer`] whose batches a second thread writes to `file`, so that
+/// encoding the output overlaps with computing the next chunks. A failed write fails the
+/// whole, with the write's own error.
+fn with_writer<R>(file: &mut AtomicParquet, body: impl FnOnce(&Writer) -> Result<R>) -> Result<R> {
+    std::thread::scope(|scope| {
+        let (send, receive) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
+        let writer = scope.spawn(move || -> Result<()> {
+            for batch in receive {
+                file.write(&batch)?;
+            }
+            Ok(())
+        });
+        let outcome = body(&Writer { send });
+        // `body` dropped its Writer: the channel closes once the last batch is taken.
+        let written = writer
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        written.and(outcome)
     })
 }
 
@@ -434,7 +479,7 @@ impl<'a> Job<'a> {
     /// The whole join in memory.
     fn in_memory(
         &self,
-        file: &mut AtomicParquet,
+        out: &Writer,
         progress: &dyn Progress,
     ) -> Result<Vec<(String, SourceStats)>> {
         let frame = read_table(self.entities, None, "the entity frame", None)?.batch;
@@ -485,7 +530,7 @@ impl<'a> Job<'a> {
                     }
                 })
                 .collect();
-            self.run_chunks(chunks, file, progress)?;
+            self.run_chunks(chunks, out, progress)?;
         }
         Ok(sources)
     }
@@ -495,7 +540,7 @@ impl<'a> Job<'a> {
     fn partitioned(
         &self,
         dir: Option<&Path>,
-        file: &mut AtomicParquet,
+        out: &Writer,
         progress: &dyn Progress,
     ) -> Result<Vec<(String, SourceStats)>> {
         let parts = self.parts;
@@ -680,12 +725,12 @@ impl<'a> Job<'a> {
                 });
                 first += n;
                 if pending.len() >= self.threads {
-                    self.run_chunks(std::mem::take(&mut pending), file, progress)?;
+                    self.run_chunks(std::mem::take(&mut pending), out, progress)?;
                 }
                 Ok(())
             },
         )?;
-        self.run_chunks(pending, file, progress)?;
+        self.run_chunks(pending, out, progress)?;
         tracing::debug!(
             elapsed_ms = phase.elapsed().as_millis() as u64,
             "transformed and written"
@@ -731,13 +776,9 @@ impl<'a> Job<'a> {
         })
     }
 
-    /// Runs the transforms over `chunks`, one thread each, and writes them in order.
-    fn run_chunks(
-        &self,
-        chunks: Vec<Chunk>,
-        file: &mut AtomicParquet,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    /// Runs the transforms over `chunks`, one thread each, and hands them to the writer
+    /// in order.
+    fn run_chunks(&self, chunks: Vec<Chunk>, out: &Writer, progress: &dyn Progress) -> Result<()> {
         let results: Vec<Result<RecordBatch>> = std::thread::scope(|scope| {
             let handles: Vec<_> = chunks
                 .into_iter()
@@ -749,7 +790,7 @@ impl<'a> Job<'a> {
                 .collect()
         });
         for batch in results {
-            file.write(&batch?)?;
+            out.write(batch?)?;
         }
         Ok(())
     }

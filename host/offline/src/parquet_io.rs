@@ -212,23 +212,49 @@ pub fn scan(
             .with_batch_size(batch_rows.max(1))
             .build()
             .map_err(|e| parquet(e.to_string()))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| parquet(e.to_string()))?;
-            // The projection keeps the file's column order; put it in the requested one.
-            let columns = file_schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    batch
-                        .column_by_name(f.name())
-                        .cloned()
-                        .ok_or_else(|| parquet(format!("column `{}` vanished", f.name())))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let batch = RecordBatch::try_new(file_schema.clone(), columns)
-                .map_err(|e| parquet(e.to_string()))?;
-            each(batch)?;
-        }
+        // Decoding runs on its own thread, a couple of batches ahead of `each`, so that
+        // reading a file overlaps with whatever the caller does with its rows.
+        let decode = |send: std::sync::mpsc::SyncSender<Result<RecordBatch>>| {
+            for batch in reader {
+                let batch = batch.map_err(|e| parquet(e.to_string())).and_then(|batch| {
+                    // The projection keeps the file's column order; put it in the requested
+                    // one.
+                    let columns = file_schema
+                        .fields()
+                        .iter()
+                        .map(|f| {
+                            batch
+                                .column_by_name(f.name())
+                                .cloned()
+                                .ok_or_else(|| parquet(format!("column `{}` vanished", f.name())))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    RecordBatch::try_new(file_schema.clone(), columns)
+                        .map_err(|e| parquet(e.to_string()))
+                });
+                let failed = batch.is_err();
+                // A closed channel means the caller stopped (it failed): stop too.
+                if send.send(batch).is_err() || failed {
+                    return;
+                }
+            }
+        };
+        std::thread::scope(|scope| -> Result<()> {
+            let (send, receive) = std::sync::mpsc::sync_channel(2);
+            let decoder = scope.spawn(move || decode(send));
+            let mut outcome = Ok(());
+            for batch in receive.iter() {
+                if let Err(e) = batch.and_then(&mut each) {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+            drop(receive);
+            decoder
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            outcome
+        })?;
     }
     Ok(Scanned {
         schema: schema.unwrap_or_else(|| Arc::new(arrow_schema::Schema::empty())),
