@@ -4,7 +4,8 @@
 //! transform latency without HTTP.
 //!
 //! `cargo bench -p skewless-benches --bench serve_load` measures (10 s per point);
-//! `cargo test --benches` runs it briefly as a smoke test.
+//! `cargo test --benches` runs it briefly as a smoke test. `SKEWLESS_BENCH_LANGUAGE=c`,
+//! `python` or `javascript` serves fraud_risk built from that language instead of Rust.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +22,20 @@ use skewless_engine::{Engine, EngineConfig, Limits};
 use skewless_online::{LocalStore, OnlineStore, StoreOptions};
 use skewless_plan::ServicePlan;
 use skewless_registry::Registry;
+
+/// The fraud_risk component to serve: `SKEWLESS_BENCH_LANGUAGE` (default Rust).
+fn fraud_risk() -> (&'static str, &'static str) {
+    use skewless_test_artifacts as a;
+    match std::env::var("SKEWLESS_BENCH_LANGUAGE").as_deref() {
+        Ok("c") => ("C", a::FRAUD_RISK_C),
+        Ok("python") => ("Python", a::FRAUD_RISK_PY),
+        Ok("javascript") => ("JavaScript", a::FRAUD_RISK_JS),
+        Ok("rust") | Err(_) => ("Rust", a::FRAUD_RISK),
+        Ok(other) => {
+            panic!("SKEWLESS_BENCH_LANGUAGE={other}: expected rust, c, python or javascript")
+        }
+    }
+}
 
 const USERS: i64 = 100_000;
 const NOW: i64 = 1_795_132_800_000_000;
@@ -124,7 +139,7 @@ fn main() {
         }
     };
     client_rt.block_on(async {
-        let module = std::fs::read(skewless_test_artifacts::FRAUD_RISK).expect("fraud_risk built");
+        let module = std::fs::read(fraud_risk().1).expect("fraud_risk built");
         let (s, b) = send("PUT", "/v1/transforms/fraud_risk/1.0.0".into(), module).await;
         assert_eq!(s, 201, "{b:?}");
         let (s, b) = send(
@@ -149,7 +164,7 @@ fn main() {
     {
         let other = dir.path().join("in-process");
         let registry = Registry::open(&other, engine.clone()).expect("registry");
-        let module = std::fs::read(skewless_test_artifacts::FRAUD_RISK).expect("fraud_risk built");
+        let module = std::fs::read(fraud_risk().1).expect("fraud_risk built");
         registry
             .upload("fraud_risk", "1.0.0", &module)
             .expect("upload");
@@ -232,6 +247,7 @@ fn main() {
         );
     }
 
+    println!("fraud_risk in {}", fraud_risk().0);
     println!("| entities | concurrency | req/s | p50 ms | p99 ms | p999 ms | errors |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let concurrencies: &[usize] = if full { &[1, 8, 32, 64] } else { &[1, 8] };
