@@ -269,6 +269,11 @@ fn wasmtime_config(config: &EngineConfig) -> Config {
         // On Linux 6.7+, reset only the pages a call dirtied instead of memsetting the
         // slot's low addresses (falls back to memset where the ioctl is missing).
         .pagemap_scan(wasmtime::Enabled::Auto);
+    // Initialize each instance's memory by copying the data segments, not by mapping a
+    // copy-on-write image: mapping and unmapping an image on every call takes the
+    // process's memory-map lock, so concurrent calls of a large component (Python,
+    // JavaScript) ran no faster on two threads than on one. Measured (BENCHMARKS.md).
+    c.memory_init_cow(false);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
 }
