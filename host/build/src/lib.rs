@@ -210,12 +210,19 @@ pub fn build(path: &Path, options: &BuildOptions) -> Result<Built> {
     })
 }
 
-fn default_tools_dir() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
+/// Skewless's cache directory: `$XDG_CACHE_HOME/skewless`, or `~/.cache/skewless`;
+/// `None` when neither variable is set. Compiled components and build tools live in it.
+pub fn cache_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("skewless").join("tools")
+        .map(|cache| cache.join("skewless"))
+}
+
+fn default_tools_dir() -> PathBuf {
+    cache_home()
+        .unwrap_or_else(|| std::env::temp_dir().join("skewless"))
+        .join("tools")
 }
 
 /// The project's name: the crate, Python module, npm package or directory name.

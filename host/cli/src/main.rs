@@ -450,10 +450,7 @@ impl EngineArgs {
 }
 
 fn default_cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("skewless").join("compiled"))
+    Some(skewless_build::cache_home()?.join("compiled"))
 }
 
 fn init_logging(format: LogFormat) {

@@ -139,11 +139,9 @@ pub fn backfill(
     let started = Instant::now();
     let job = Job::new(project, base, plan, entities, options)?;
     let mut file = AtomicParquet::create(out, job.schema.clone())?;
-    let (sources, partitions) = if job.parts == 1 {
-        (
-            with_writer(&mut file, |out| job.in_memory(out, progress))?,
-            1,
-        )
+    // Where the partitions go: nowhere (one piece), memory, or a spill directory.
+    let spill = if job.parts == 1 {
+        None
     } else if !job.spill {
         tracing::info!(
             partitions = job.parts,
@@ -151,10 +149,7 @@ pub fn backfill(
             limit_bytes = options.memory_limit,
             "joining in memory, in cache-sized partitions by entity key"
         );
-        (
-            with_writer(&mut file, |out| job.partitioned(None, out, progress))?,
-            job.parts,
-        )
+        None
     } else {
         let root = options
             .spill_dir
@@ -173,20 +168,26 @@ pub fn backfill(
             dir = %spill.path().display(),
             "inputs exceed the memory limit: spilling by entity key"
         );
-        (
-            with_writer(&mut file, |out| {
-                job.partitioned(Some(spill.path()), out, progress)
-            })?,
-            job.parts,
-        )
+        Some(spill)
     };
+    let sources = with_writer(
+        |batch| file.write(batch),
+        |out| {
+            if job.parts == 1 {
+                job.in_memory(out, progress)
+            } else {
+                job.partitioned(spill.as_ref().map(tempfile::TempDir::path), out, progress)
+            }
+        },
+    )?;
+    drop(spill);
     file.finish()?;
     Ok(BackfillStats {
         rows: job.rows,
         features: plan.features.len(),
         elapsed: started.elapsed(),
         sources,
-        partitions,
+        partitions: job.parts,
         spilled: job.spill,
     })
 }
@@ -207,15 +208,18 @@ impl Writer {
     }
 }
 
-/// Runs `body` with a [`Writer`] whose batches a second thread writes to `file`, so that
-/// encoding the output overlaps with computing the next chunks. A failed write fails the
-/// whole, with the write's own error.
-fn with_writer<R>(file: &mut AtomicParquet, body: impl FnOnce(&Writer) -> Result<R>) -> Result<R> {
+/// Runs `body` with a [`Writer`] whose batches a second thread hands to `write` (the
+/// output file's), so that encoding the output overlaps with computing the next chunks.
+/// A failed write fails the whole, with the write's own error.
+fn with_writer<R>(
+    mut write: impl FnMut(&RecordBatch) -> Result<()> + Send,
+    body: impl FnOnce(&Writer) -> Result<R>,
+) -> Result<R> {
     std::thread::scope(|scope| {
         let (send, receive) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
         let writer = scope.spawn(move || -> Result<()> {
             for batch in receive {
-                file.write(&batch)?;
+                write(&batch)?;
             }
             Ok(())
         });
@@ -851,5 +855,68 @@ fn view_columns(mut columns: Vec<ArrayRef>) -> ViewColumns {
         columns,
         status,
         event_ts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array};
+
+    use super::*;
+
+    fn batch(x: i64) -> RecordBatch {
+        RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![x])) as ArrayRef)])
+            .unwrap()
+    }
+
+    fn failure(reason: &str) -> Error {
+        Error::Parquet {
+            path: PathBuf::from("out.parquet"),
+            reason: reason.into(),
+        }
+    }
+
+    /// The writer thread writes every batch in order; a failed write is the error
+    /// reported, not the "writer stopped" its producer then sees; a failed producer's
+    /// own error comes through once the writer has drained.
+    #[test]
+    fn the_writer_thread_keeps_order_and_reports_the_first_cause() {
+        let mut written = Vec::new();
+        let done = with_writer(
+            |b| {
+                written.push(b.column(0).as_primitive::<Int64Type>().value(0));
+                Ok(())
+            },
+            |out| (0..10).try_for_each(|x| out.write(batch(x))),
+        );
+        assert!(done.is_ok());
+        assert_eq!(written, (0..10).collect::<Vec<_>>());
+
+        let error = with_writer(
+            |b| {
+                if b.column(0).as_primitive::<Int64Type>().value(0) == 3 {
+                    return Err(failure("disk full"));
+                }
+                Ok(())
+            },
+            |out| (0..100).try_for_each(|x| out.write(batch(x))),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("disk full"), "{error}");
+
+        let error = with_writer(
+            |_| Ok(()),
+            |out| {
+                out.write(batch(1))?;
+                Err::<(), _>(failure("the transform failed"))
+            },
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("the transform failed"),
+            "{error}"
+        );
     }
 }

@@ -433,3 +433,63 @@ pub fn write_parquet_atomic(path: &Path, schema: SchemaRef, batches: &[RecordBat
     }
     file.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::types::Int64Type;
+    use arrow_array::{ArrayRef, Int64Array};
+
+    use super::*;
+
+    fn file_of(dir: &Path, batches: usize, rows: usize) -> PathBuf {
+        let path = dir.join("t.parquet");
+        let mut writer: Option<ArrowWriter<File>> = None;
+        for b in 0..batches {
+            let values: Vec<i64> = (0..rows).map(|r| (b * rows + r) as i64).collect();
+            let batch =
+                RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(values)) as ArrayRef)])
+                    .unwrap();
+            let w = writer.get_or_insert_with(|| {
+                ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap()
+            });
+            w.write(&batch).unwrap();
+            w.flush().unwrap();
+        }
+        writer.unwrap().close().unwrap();
+        path
+    }
+
+    /// Decoding runs ahead on its own thread: the caller still sees every row in order,
+    /// and a caller that fails stops the scan with its own error (the decoder is not left
+    /// blocked on a full channel).
+    #[test]
+    fn a_scan_delivers_in_order_and_stops_when_the_caller_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = file_of(dir.path(), 20, 100);
+        let mut seen = Vec::new();
+        scan(&path, None, "the test file", None, 100, |b| {
+            seen.extend(
+                b.column(0)
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .iter()
+                    .copied(),
+            );
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, (0..2000).collect::<Vec<i64>>());
+
+        let mut calls = 0;
+        let error = scan(&path, None, "the test file", None, 100, |_| {
+            calls += 1;
+            Err(Error::Parquet {
+                path: path.clone(),
+                reason: "the caller gave up".into(),
+            })
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("the caller gave up"), "{error}");
+        assert_eq!(calls, 1, "no batch is handed over after a failure");
+    }
+}

@@ -186,8 +186,7 @@ impl Parts {
         while let Some(b) = cursor.pull()? {
             batches.push(b);
         }
-        arrow_select::concat::concat_batches(&self.schema, &batches)
-            .map_err(arrow(Path::new("spill")))
+        arrow_select::concat::concat_batches(&self.schema, &batches).map_err(arrow(&cursor.path()))
     }
 
     /// Deletes partition `part`'s file (or drops its batches), once read: spilled data
