@@ -249,6 +249,23 @@ fn every_refusal_is_a_4xx_naming_the_problem_and_changes_nothing() {
             );
         }
     }
+    // A refused apply gives each problem's line and path, as text and for tools.
+    let misnamed = DEFS.replace("source: user_stats,", "source: user_statz,");
+    let (status, text) = server.call("PUT", "/v1/definitions", misnamed.as_bytes(), None);
+    assert_eq!(status, 422, "{text}");
+    let refused: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        refused["problems"],
+        json!([{"at": "feature_views[0] \"user_stats\" .source", "line": 6,
+                "message": "unknown source `user_statz`"}])
+    );
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("line 6, feature_views[0] \"user_stats\" .source: unknown source"),
+        "{text}"
+    );
     assert_eq!(
         server.call("GET", "/v1/definitions", b"", None),
         definitions_before

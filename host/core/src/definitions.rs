@@ -369,13 +369,36 @@ impl<'de> Deserialize<'de> for InputRef {
 pub struct Problem {
     /// Where: `line 4, column 3`, or a path such as `feature_views[0] "user_stats" .source`.
     pub at: String,
+    /// The line of the file it is on (1-based), when known. Problems found by
+    /// [`Definitions::validate_yaml`] and syntax errors have one.
+    pub line: Option<usize>,
     /// What is wrong.
     pub message: String,
 }
 
+impl Problem {
+    /// The YAML path `at` names: `feature_views[0] "v" .inputs[2] `x`` is
+    /// `feature_views[0].inputs[2]`.
+    fn yaml_path(&self) -> String {
+        let (head, rest) = self.at.split_once(' ').unwrap_or((&self.at, ""));
+        match rest.rfind("\" .") {
+            Some(i) => {
+                let field = rest[i + 3..].split(' ').next().unwrap_or_default();
+                format!("{head}.{field}")
+            }
+            None => head.to_owned(),
+        }
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.at, self.message)
+        match self.line {
+            Some(line) if !self.at.starts_with("line ") => {
+                write!(f, "line {line}, {}: {}", self.at, self.message)
+            }
+            _ => write!(f, "{}: {}", self.at, self.message),
+        }
     }
 }
 
@@ -447,9 +470,12 @@ impl Definitions {
     /// Parses YAML; a syntax error or an unknown key names its line and column.
     pub fn from_yaml(text: &str) -> Result<Definitions, DefinitionErrors> {
         serde_yaml::from_str(text).map_err(|error| {
-            let at = match error.location() {
-                Some(at) => format!("line {}, column {}", at.line(), at.column()),
-                None => "definitions".to_owned(),
+            let (at, line) = match error.location() {
+                Some(at) => (
+                    format!("line {}, column {}", at.line(), at.column()),
+                    Some(at.line()),
+                ),
+                None => ("definitions".to_owned(), None),
             };
             // serde_yaml repeats the location at the end of its message.
             let message = error.to_string();
@@ -458,7 +484,7 @@ impl Definitions {
                 None => message,
             };
             DefinitionErrors {
-                problems: vec![Problem { at, message }],
+                problems: vec![Problem { at, line, message }],
             }
         })
     }
@@ -495,6 +521,23 @@ impl Definitions {
             .filter_map(|e| self.entity(e))
             .flat_map(|e| e.join_keys.iter().cloned())
             .collect()
+    }
+
+    /// Parses `text` and validates it ([`Definitions::validate`]); each problem names
+    /// its line in `text` as well as its path.
+    pub fn validate_yaml(
+        text: &str,
+        modules: &dyn ModuleCatalog,
+    ) -> Result<Project, DefinitionErrors> {
+        Definitions::from_yaml(text)?
+            .validate(modules)
+            .map_err(|mut errors| {
+                let lines = crate::yaml_lines::Lines::of(text);
+                for problem in &mut errors.problems {
+                    problem.line = problem.line.or_else(|| lines.line(&problem.yaml_path()));
+                }
+                errors
+            })
     }
 
     /// Checks everything against the uploaded modules and works out the project: each
@@ -536,6 +579,7 @@ impl Checker {
     fn problem(&mut self, at: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             at: at.into(),
+            line: None,
             message: message.into(),
         });
     }
@@ -1192,6 +1236,82 @@ feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
             error.to_string().contains("declares no input `mean`"),
             "{error}"
         );
+    }
+
+    /// The problems `validate_yaml` finds in `yaml`, as (line, message) pairs.
+    fn located(yaml: &str) -> Vec<(Option<usize>, String)> {
+        match Definitions::validate_yaml(yaml, &catalog) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems
+                .into_iter()
+                .map(|p| (p.line, p.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn problems_name_their_line() {
+        // Flow style: several problems, each on the line of what is wrong.
+        let yaml = FRAUD
+            .replace("source: user_stats,", "source: nope,")
+            .replace("risk@1.0.0", "risk@2.0.0")
+            .replace("\"user_stats:*\"", "\"user_stat:*\"");
+        let found = located(&yaml);
+        let line_of = |needle: &str| {
+            found
+                .iter()
+                .find(|(_, text)| text.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} in {found:#?}"))
+                .0
+        };
+        assert_eq!(line_of("unknown source `nope`"), Some(6));
+        assert_eq!(line_of("module `risk@2.0.0` is not uploaded"), Some(9));
+        assert_eq!(line_of("`user_stat` is neither"), Some(12));
+        assert!(
+            found[0]
+                .1
+                .starts_with("line 6, feature_views[0] \"user_stats\" .source: "),
+            "{found:#?}"
+        );
+
+        // Block style: a nested feature and an input, each on its own line.
+        let block = "project: fraud
+entities:
+  - name: user
+    join_keys: [user_id]
+sources:
+  - name: user_stats
+feature_views:
+  - name: user_stats
+    entities: [user]
+    source: user_stats
+    features:
+      - name: txn_amount_avg_7d
+        dtype: float64
+      - name: account_age_days
+        dtype: float64
+transforms:
+  - name: txn_risk
+    module: risk@1.0.0
+    inputs:
+      - user_stats:txn_amount_avg_7d
+      - user_stats:account_age_days
+      - request:amount
+      - request:colour
+    request_schema: [{name: amount, dtype: float64}]
+";
+        let found = located(block);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(found[0].0, Some(21), "{found:#?}");
+        assert!(found[0].1.contains("as int64"), "{found:#?}");
+        assert_eq!(found[1].0, Some(23), "{found:#?}");
+        assert!(found[1].1.contains("`colour`"), "{found:#?}");
+
+        // Syntax errors keep the parser's line and column.
+        let found = located("project: fraud\nentities: [{name: user, colour: red}]\n");
+        assert_eq!(found[0].0, Some(2));
+        assert!(found[0].1.starts_with("line 2, column"), "{found:#?}");
     }
 
     #[test]

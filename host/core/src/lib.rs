@@ -14,6 +14,7 @@ pub mod fs;
 pub mod key;
 mod signature;
 mod ttl;
+mod yaml_lines;
 
 pub use definitions::{DefinitionErrors, Definitions, Project};
 pub use dtype::{DType, UTC};

@@ -321,10 +321,9 @@ impl Registry {
 
     /// Parses and validates definitions against the stored modules, changing nothing.
     pub fn validate(&self, yaml: &str) -> Result<Project, DefinitionErrors> {
-        let definitions = Definitions::from_yaml(yaml)?;
         let modules = self.modules.read().unwrap_or_else(|e| e.into_inner());
         let catalog = |m: &ModuleRef| modules.get(m).map(|l| l.info.signature.clone());
-        definitions.validate(&catalog)
+        Definitions::validate_yaml(yaml, &catalog)
     }
 
     /// Validates `yaml`, lets `prepare` build what the caller needs from the project

@@ -162,10 +162,10 @@ async fn apply(State(state): Shared, body: Result<Bytes, BytesRejection>) -> Api
         Ok(Ok(done)) => done,
         Ok(Err(plan_error)) => return Err(plan_error.into()),
         Err(skewless_registry::Error::Definitions(problems)) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                problems.to_string(),
-            ));
+            // The text for people, and each problem with its path and line for tools.
+            tracing::debug!(problems = problems.problems.len(), "definitions refused");
+            let body = json!({"error": problems.to_string(), "problems": problems.problems});
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response());
         }
         Err(e) => return Err(e.into()),
     };
