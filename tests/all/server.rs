@@ -477,6 +477,26 @@ fn a_new_version_goes_live_under_load_without_a_failed_request() {
         services["feature_services"][0]["transforms"][0]["module"],
         "fraud_risk@1.0.0"
     );
+    // Both versions really served, and the last apply is the one that serves now.
+    let calls = |version: &str| {
+        let (_, metrics) = server.call("GET", "/metrics", b"", None);
+        counter(
+            &metrics,
+            &format!("skewless_transform_calls_total{{transform=\"txn_risk\",module=\"fraud_risk@{version}\"}}"),
+        )
+    };
+    let (v1, v2) = (calls("1.0.0"), calls("2.0.0"));
+    assert!(v1 > 0 && v2 > 0, "calls: 1.0.0 {v1}, 2.0.0 {v2}");
+    features(&server, json!([1]), json!([150.0]));
+    assert_eq!((calls("1.0.0"), calls("2.0.0")), (v1 + 1, v2));
+}
+
+/// The value of the Prometheus series `series` (name and labels) in `metrics`, 0 if absent.
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
