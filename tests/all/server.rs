@@ -186,6 +186,7 @@ fn upload_apply_push_serve_gives_the_transform_arithmetic() {
         "skewless_request_duration_seconds_bucket{service=\"fraud_v1\",le=",
         "skewless_transform_call_duration_seconds_count{transform=\"txn_risk\",module=\"fraud_risk@1.0.0\"}",
         "skewless_online_rows{view=\"user_stats\"} 3",
+        "skewless_online_bytes{view=\"user_stats\"} ",
         "skewless_wal_bytes_since_snapshot",
     ] {
         assert!(
@@ -482,7 +483,9 @@ fn a_new_version_goes_live_under_load_without_a_failed_request() {
         let (_, metrics) = server.call("GET", "/metrics", b"", None);
         counter(
             &metrics,
-            &format!("skewless_transform_calls_total{{transform=\"txn_risk\",module=\"fraud_risk@{version}\"}}"),
+            &format!(
+                "skewless_transform_calls_total{{transform=\"txn_risk\",module=\"fraud_risk@{version}\"}}"
+            ),
         )
     };
     let (v1, v2) = (calls("1.0.0"), calls("2.0.0"));

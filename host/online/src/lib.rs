@@ -133,8 +133,11 @@ pub struct WriteBatch {
 /// Counts for metrics.
 #[derive(Debug, Clone, Default)]
 pub struct StoreStats {
-    /// Rows held per view.
+    /// Rows held per view, sorted by view.
     pub rows: Vec<(String, u64)>,
+    /// Bytes of keys and rows held per view, in the order of `rows`: the heap the rows
+    /// take, without the map's own overhead.
+    pub bytes: Vec<(String, u64)>,
     /// Log bytes written since the last snapshot began: what a restart replays.
     pub wal_bytes_since_snapshot: u64,
     /// Writes waiting for the log.

@@ -68,6 +68,8 @@ struct ViewData {
     dtypes: Vec<DType>,
     fingerprint: u64,
     rows: DashMap<Box<[u8]>, Box<[u8]>>,
+    /// Key and row bytes held.
+    bytes: AtomicU64,
 }
 
 impl ViewData {
@@ -77,6 +79,7 @@ impl ViewData {
             fingerprint: schema.fingerprint(),
             schema,
             rows: DashMap::new(),
+            bytes: AtomicU64::new(0),
         }
     }
 
@@ -85,11 +88,16 @@ impl ViewData {
         match self.rows.entry(key) {
             Entry::Occupied(mut stored) => {
                 if row::order_key(&row) > row::order_key(stored.get()) {
+                    let (new, old) = (row.len() as u64, stored.get().len() as u64);
                     stored.insert(row);
+                    self.bytes.fetch_add(new, Ordering::Relaxed);
+                    self.bytes.fetch_sub(old, Ordering::Relaxed);
                 }
             }
             Entry::Vacant(slot) => {
+                let new = (slot.key().len() + row.len()) as u64;
                 slot.insert(row);
+                self.bytes.fetch_add(new, Ordering::Relaxed);
             }
         }
     }
@@ -364,16 +372,23 @@ impl OnlineStore for LocalStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let mut rows: Vec<(String, u64)> = self
+        let mut views: Vec<(String, u64, u64)> = self
             .views
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(name, v)| (name.clone(), v.rows.len() as u64))
+            .map(|(name, v)| {
+                let bytes = v.bytes.load(Ordering::Relaxed);
+                (name.clone(), v.rows.len() as u64, bytes)
+            })
             .collect();
-        rows.sort();
+        views.sort();
         StoreStats {
-            rows,
+            rows: views
+                .iter()
+                .map(|(v, rows, _)| (v.clone(), *rows))
+                .collect(),
+            bytes: views.into_iter().map(|(v, _, bytes)| (v, bytes)).collect(),
             wal_bytes_since_snapshot: self
                 .counters
                 .wal_bytes_since_snapshot
@@ -752,6 +767,36 @@ mod tests {
         // Within one batch, too: the later row of a key wins a tie.
         write(&store, &[(3, 7, 1.0), (3, 7, 2.0)]);
         assert_eq!(read(&store, &[3], 1000), [Some(2.0)]);
+    }
+
+    #[test]
+    fn stats_count_rows_and_bytes_per_view() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+        write(&store, &[(1, 100, 1.0)]);
+        let one = store.stats().bytes[0].1;
+        assert!(one > key(1).len() as u64, "key and row bytes: {one}");
+        write(&store, &[(2, 100, 2.0)]);
+        // A newer row replaces the stored one, an older one is ignored: neither adds.
+        write(&store, &[(1, 200, 3.0), (2, 50, 4.0)]);
+        let stats = store.stats();
+        assert_eq!(stats.rows, [("stats".to_owned(), 2)]);
+        assert_eq!(stats.bytes, [("stats".to_owned(), 2 * one)]);
+    }
+
+    #[test]
+    fn a_snapshot_is_taken_on_a_timer_without_further_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::new(u64::MAX, Duration::from_millis(50));
+        let store = LocalStore::open(dir.path(), &[schema()], options).unwrap();
+        write(&store, &[(1, 100, 1.0)]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.stats().snapshots == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(store.stats().snapshots, 1, "one snapshot, by time alone");
+        assert!(dir.path().join(SNAPSHOT).exists());
+        assert_eq!(store.stats().wal_bytes_since_snapshot, 0);
     }
 
     #[test]

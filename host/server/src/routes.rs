@@ -702,6 +702,15 @@ async fn metrics(State(state): Shared, _headers: HeaderMap) -> Response {
                 .collect(),
         ),
         (
+            "skewless_online_bytes",
+            "Bytes of keys and rows held in the online store, by feature view.",
+            stats
+                .bytes
+                .iter()
+                .map(|(view, n)| (labels(&[("view", view)]), *n as f64))
+                .collect(),
+        ),
+        (
             "skewless_wal_bytes_since_snapshot",
             "Write-ahead log bytes written since the last snapshot began (what a restart replays).",
             vec![(String::new(), stats.wal_bytes_since_snapshot as f64)],
