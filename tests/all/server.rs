@@ -613,3 +613,152 @@ fn every_route_in_the_openapi_document_exists() {
         }
     }
 }
+
+/// Every node of `value`, as JSON pointers (`/entities/user_id/0`), the root included.
+fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                pointers(child, format!("{at}/{key}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                pointers(child, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+    out.push(at);
+}
+
+/// `base` with one to three random changes: a node replaced by an odd value, a key
+/// dropped or added, an array grown or shrunk; or its text cut short or a byte changed.
+fn mutate(rng: &mut crate::support::Lcg, base: &Value) -> Vec<u8> {
+    let odd = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(i64::MAX),
+        json!(u64::MAX),
+        json!(-9_223_372_036_854_775_808i64),
+        json!(1e308),
+        json!(-0.0),
+        json!(0.5),
+        json!(""),
+        json!("NaN"),
+        json!("-inf"),
+        json!("2026-13-45T00:00:00Z"),
+        json!("9999-12-31T23:59:59Z"),
+        json!("x".repeat(10_000)),
+        json!("\u{0}\u{ffff}é"),
+        json!([]),
+        json!({}),
+        json!([[1, 2], [3]]),
+        json!({"user_id": [1]}),
+        json!([null, null, null]),
+    ];
+    let mut value = base.clone();
+    for _ in 0..=rng.next(3) {
+        let mut all = Vec::new();
+        pointers(&value, String::new(), &mut all);
+        let at = rng.pick(&all);
+        let Some(node) = value.pointer_mut(&at) else {
+            continue;
+        };
+        match rng.next(4) {
+            0 | 1 => *node = rng.pick(&odd),
+            2 => match node {
+                Value::Object(map) if !map.is_empty() => {
+                    let key = rng.pick(&map.keys().cloned().collect::<Vec<_>>());
+                    map.remove(&key);
+                }
+                Value::Object(map) => {
+                    map.insert("extra".into(), rng.pick(&odd));
+                }
+                Value::Array(items) if rng.chance(50) && !items.is_empty() => {
+                    items.pop();
+                }
+                Value::Array(items) => items.push(rng.pick(&odd)),
+                other => *other = json!([rng.pick(&odd)]),
+            },
+            _ => {
+                if let Value::Object(map) = node {
+                    map.insert(
+                        rng.pick(&["request_time", "sample", "zzz", "features"])
+                            .into(),
+                        rng.pick(&odd),
+                    );
+                }
+            }
+        }
+    }
+    let mut bytes = serde_json::to_vec(&value).unwrap();
+    if rng.chance(15) {
+        bytes.truncate(rng.next(bytes.len() as u64) as usize);
+    } else if rng.chance(15) {
+        let i = rng.next(bytes.len() as u64) as usize;
+        bytes[i] = rng.next(256) as u8;
+    }
+    bytes
+}
+
+#[test]
+fn random_malformed_requests_get_4xx_never_5xx_and_refused_pushes_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None);
+    setup(&server);
+    push_users(&server);
+    let request = json!({"feature_service": "fraud_v1", "entities": {"user_id": [1, 2, 3]},
+                         "request_data": {"amount": [150.0, 10.0, 7.0]}, "request_time": T0 + 1});
+    let push = json!({"columns": {"user_id": [7, 8], "event_timestamp": [T0, "2026-11-19T00:00:00Z"],
+        "created": [0, 1], "txn_amount_avg_7d": [1.5, null], "txn_amount_max_7d": [2.0, 3.0],
+        "account_age_days": [4, 5]}});
+    let stored = |server: &TestServer| {
+        let (_, views) = server.json("GET", "/v1/feature-views", &json!(null));
+        let (_, answer) = server.json(
+            "POST",
+            "/v1/features",
+            &json!({"features": ["user_stats:*"], "entities": {"user_id": [1, 2, 3, 7, 8]},
+                    "request_time": T0 + 1}),
+        );
+        (views["feature_views"][0]["online_rows"].clone(), answer)
+    };
+    let mut rng = crate::support::Lcg(0x5eed_f00d);
+    let (mut served, mut refused) = (0, 0);
+    for round in 0..600 {
+        let (path, base) = if round % 3 == 2 {
+            ("/v1/push/user_stats", &push)
+        } else {
+            ("/v1/features", &request)
+        };
+        let body = mutate(&mut rng, base);
+        let before = (path != "/v1/features").then(|| stored(&server));
+        let (status, text) = server.call("POST", path, &body, None);
+        let shown = String::from_utf8_lossy(&body);
+        assert!(
+            (200..500).contains(&status),
+            "{status} for POST {path} {shown:.300}: {text:.300}"
+        );
+        if status >= 400 {
+            refused += 1;
+            let parsed: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text}"));
+            assert!(parsed["error"].is_string(), "{text}");
+            if let Some(before) = before {
+                assert_eq!(
+                    stored(&server),
+                    before,
+                    "a refused push changed the store: {shown:.300}"
+                );
+            }
+        } else {
+            served += 1;
+        }
+    }
+    assert!(
+        served > 50 && refused > 200,
+        "served {served}, refused {refused}"
+    );
+    let (status, body) = features(&server, json!([1]), json!([150.0]));
+    assert_eq!(status, 200, "{body}");
+}

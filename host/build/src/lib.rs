@@ -425,30 +425,79 @@ fn componentize_py(tools: &Path) -> Result<Command> {
         return Ok(runner(None));
     }
     let dir = tools.join(format!("componentize-py-{COMPONENTIZE_PY_VERSION}"));
-    if !probe(Some(&dir)) {
-        tracing::info!(
-            into = %dir.display(),
-            "componentize-py is not installed: installing componentize-py=={COMPONENTIZE_PY_VERSION} (once)"
-        );
-        run_tool(
-            Command::new(&python)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .arg("--target")
-                .arg(&dir)
-                .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}")),
-            &format!(
-                "pip install componentize-py=={COMPONENTIZE_PY_VERSION} (install it yourself \
-                 with `python3 -m pip install componentize-py=={COMPONENTIZE_PY_VERSION}`)"
-            ),
-        )?;
-    }
+    install_once(
+        &dir,
+        |dir| probe(Some(dir)),
+        |scratch| {
+            tracing::info!(
+                into = %dir.display(),
+                "componentize-py is not installed: installing componentize-py=={COMPONENTIZE_PY_VERSION} (once)"
+            );
+            run_tool(
+                Command::new(&python)
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                    ])
+                    .arg("--target")
+                    .arg(scratch)
+                    .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}")),
+                &format!(
+                    "pip install componentize-py=={COMPONENTIZE_PY_VERSION} (install it yourself \
+                     with `python3 -m pip install componentize-py=={COMPONENTIZE_PY_VERSION}`)"
+                ),
+            )
+            .map(drop)
+        },
+    )?;
     Ok(runner(Some(&dir)))
+}
+
+/// Installs a tool into `dir` unless `installed(dir)` says it is there. `install` fills a
+/// scratch directory beside `dir`, which is then renamed to `dir`, so that `dir` is never
+/// half installed. A lock file beside it makes concurrent builds install once: the others
+/// wait, then find it installed.
+fn install_once(
+    dir: &Path,
+    installed: impl Fn(&Path) -> bool,
+    install: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    if installed(dir) {
+        return Ok(());
+    }
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        bail!("{}: not a tool directory", dir.display());
+    };
+    let name = name.to_string_lossy();
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let lock_path = parent.join(format!(".{name}.lock"));
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    if installed(dir) {
+        return Ok(());
+    }
+    let scratch = parent.join(format!(".{name}.partial"));
+    let fresh = |path: &Path| match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    };
+    fresh(&scratch)?;
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    if let Err(e) = install(&scratch) {
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Err(e);
+    }
+    // What is there is broken (an install interrupted before this scheme): replace it.
+    fresh(dir)?;
+    std::fs::rename(&scratch, dir)
+        .with_context(|| format!("moving {} to {}", scratch.display(), dir.display()))
 }
 
 fn build_python(
@@ -513,22 +562,29 @@ fn build_js(path: &Path, stage: &Path, wit: &Path, tools: &Path, out: &Path) -> 
     }
 
     let tool = tools.join(format!("componentize-js-{COMPONENTIZE_JS_VERSION}"));
+    install_once(
+        &tool,
+        |dir| {
+            dir.join("node_modules/@bytecodealliance/componentize-js/package.json")
+                .is_file()
+        },
+        |scratch| {
+            tracing::info!(
+                into = %tool.display(),
+                "componentize-js is not installed: npm ci (componentize-js {COMPONENTIZE_JS_VERSION}, once)"
+            );
+            write_files(scratch, JS_TOOL)?;
+            run_tool(
+                Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                    .current_dir(scratch),
+                "npm (Node.js 18 or newer with npm is needed to build JavaScript transforms)",
+            )
+            .map(drop)
+        },
+    )?;
+    // The build script may be newer than the install (rewritten only if it changed).
     write_files(&tool, JS_TOOL)?;
-    let installed = tool
-        .join("node_modules/@bytecodealliance/componentize-js/package.json")
-        .is_file();
-    if !installed {
-        tracing::info!(
-            into = %tool.display(),
-            "componentize-js is not installed: npm ci (componentize-js {COMPONENTIZE_JS_VERSION}, once)"
-        );
-        run_tool(
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-                .current_dir(&tool),
-            "npm (Node.js 18 or newer with npm is needed to build JavaScript transforms)",
-        )?;
-    }
     run_tool(
         Command::new("node")
             .arg(tool.join("build.mjs"))
@@ -680,6 +736,44 @@ mod tests {
         );
         assert_eq!(detect(&examples.join("c/fraud_risk")).unwrap(), Language::C);
         assert!(detect(&p.join("missing")).is_err());
+    }
+
+    #[test]
+    fn concurrent_builds_install_a_tool_once_and_never_half() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let tools = tempfile::tempdir().unwrap();
+        let dir = tools.path().join("tool-1.0");
+        let installed = |d: &Path| d.join("done").is_file();
+        let installs = AtomicUsize::new(0);
+        let install = |scratch: &Path| {
+            installs.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::fs::write(scratch.join("done"), "").map_err(Into::into)
+        };
+        std::thread::scope(|s| {
+            let builds: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| install_once(&dir, installed, install)))
+                .collect();
+            for build in builds {
+                build.join().unwrap().unwrap();
+            }
+        });
+        assert_eq!(installs.load(Ordering::SeqCst), 1);
+        assert!(installed(&dir));
+
+        // A failed install leaves nothing behind; a half-installed directory is replaced.
+        let other = tools.path().join("other-2.0");
+        let failed = install_once(&other, installed, |scratch| {
+            std::fs::write(scratch.join("half"), "")?;
+            bail!("network down")
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "network down");
+        assert!(!other.exists());
+        assert!(!tools.path().join(".other-2.0.partial").exists());
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("half"), "").unwrap();
+        install_once(&other, installed, install).unwrap();
+        assert!(installed(&other) && !other.join("half").exists());
     }
 
     #[test]

@@ -501,7 +501,16 @@ fn run(command: Command) -> Result<()> {
             for c in &t.signature().outputs {
                 println!("  {c}");
             }
-            println!("imports:   WASI 0.2 only (checked)");
+            let imports = t.imports();
+            if imports.is_empty() {
+                println!("imports:   none");
+            } else {
+                // Load refused anything else; the sandbox links these to nothing real.
+                println!("imports (WASI 0.2, sandboxed):");
+                for name in imports {
+                    println!("  {name}");
+                }
+            }
             Ok(())
         }
         Command::Build(args) => build(args),

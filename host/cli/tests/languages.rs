@@ -253,6 +253,45 @@ fn fraud_risk_in_c_python_and_javascript_matches_rust() {
 }
 
 #[test]
+fn javascript_components_import_nothing_and_the_others_only_wasi() {
+    let js = load(
+        Path::new(artifacts::FRAUD_RISK_JS),
+        "fraud_risk (JavaScript)",
+    );
+    assert_eq!(
+        js.imports(),
+        Vec::<String>::new(),
+        "every WASI feature is off"
+    );
+    for (language, path) in [
+        ("Rust", artifacts::FRAUD_RISK),
+        ("C", artifacts::FRAUD_RISK_C),
+        ("Python", artifacts::FRAUD_RISK_PY),
+    ] {
+        let imports = load(Path::new(path), language).imports();
+        assert!(!imports.is_empty(), "{language}: its runtime imports WASI");
+        for name in &imports {
+            assert!(
+                name.starts_with("wasi:") && name.contains("@0.2."),
+                "{language}: {name}"
+            );
+        }
+    }
+    let inspect = Command::new(env!("CARGO_BIN_EXE_skewless"))
+        .args(["inspect", artifacts::FRAUD_RISK_JS])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("imports:   none"), "{text}");
+    let inspect = Command::new(env!("CARGO_BIN_EXE_skewless"))
+        .args(["inspect", artifacts::FRAUD_RISK_C])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    assert!(text.contains("  wasi:cli/"), "{text}");
+}
+
+#[test]
 fn merchant_text_gives_what_cpython_gives() {
     let project = root().join("example-transforms/python/merchant_text");
     let transform = load(

@@ -128,6 +128,17 @@ impl Transform {
         &self.inner.signature
     }
 
+    /// The names of what the component imports, such as `wasi:io/streams@0.2.6`. Load
+    /// refuses anything but WASI 0.2, and the sandbox gives those no access to the host.
+    pub fn imports(&self) -> Vec<String> {
+        let component = self.inner.pre.instance_pre().component();
+        component
+            .component_type()
+            .imports(&self.inner.engine.inner.wasmtime)
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+
     /// Whether the compiled code came from the compile cache rather than a compilation.
     pub fn loaded_from_cache(&self) -> bool {
         self.inner.from_cache
