@@ -482,7 +482,7 @@ fn plan_for(
 pub(crate) fn run_plan(
     state: &AppState,
     serving: &Serving,
-    plan: &ServicePlan,
+    plan: &Arc<ServicePlan>,
     request: FeaturesRequest,
 ) -> ApiResult<Vec<u8>> {
     let at = match &request.request_time {

@@ -7,7 +7,7 @@
 //! kept), so the cost per request is one short lock and, for a kept row, a few clones.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::{Map, Value as Json};
 use skewless_core::assemble::{Value, ValueReader};
@@ -38,8 +38,10 @@ pub struct ServiceSample {
     pub seen: u64,
     /// The kept rows, at most the capacity.
     pub rows: Vec<ServedRow>,
-    /// The address of the plan last recorded, to notice a new apply cheaply.
-    plan: usize,
+    /// The plan last recorded, to notice a new apply cheaply. Held weakly: the plan is
+    /// dropped with its apply, but its address is not reused while this points to it, so
+    /// a later plan never passes for it.
+    plan: Weak<ServicePlan>,
     rng: u64,
 }
 
@@ -97,22 +99,21 @@ impl Samples {
     }
 
     /// Offers the rows of one served request of `plan`'s service to its sample.
-    pub fn record(&self, plan: &ServicePlan, served: &Served<'_>) {
+    pub fn record(&self, plan: &Arc<ServicePlan>, served: &Served<'_>) {
         if self.capacity == 0 || served.rows == 0 {
             return;
         }
         let mut services = self.services.lock().unwrap_or_else(|e| e.into_inner());
-        let id = std::ptr::from_ref(plan) as usize;
         let sample = services
             .entry(plan.name.clone())
-            .or_insert_with(|| ServiceSample::new(Layout::of(plan), id));
-        if sample.plan != id {
+            .or_insert_with(|| ServiceSample::new(Layout::of(plan), Arc::downgrade(plan)));
+        if sample.plan.as_ptr() != Arc::as_ptr(plan) {
             // A new apply: the same layout keeps its rows, another starts afresh.
             let layout = Layout::of(plan);
             if sample.layout != layout {
-                *sample = ServiceSample::new(layout, id);
+                *sample = ServiceSample::new(layout, Arc::downgrade(plan));
             }
-            sample.plan = id;
+            sample.plan = Arc::downgrade(plan);
         }
         let readers: Vec<Option<ValueReader<'_>>> = plan
             .features
@@ -167,7 +168,7 @@ impl Samples {
 }
 
 impl ServiceSample {
-    fn new(layout: Layout, plan: usize) -> Self {
+    fn new(layout: Layout, plan: Weak<ServicePlan>) -> Self {
         Self {
             layout,
             plan,
