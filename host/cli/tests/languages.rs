@@ -277,17 +277,16 @@ fn javascript_components_import_nothing_and_the_others_only_wasi() {
             );
         }
     }
-    let inspect = Command::new(env!("CARGO_BIN_EXE_skewless"))
-        .args(["inspect", artifacts::FRAUD_RISK_JS])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&inspect.stdout);
+    let inspect = |path: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_skewless"))
+            .args(["inspect", path])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = inspect(artifacts::FRAUD_RISK_JS);
     assert!(text.contains("imports:   none"), "{text}");
-    let inspect = Command::new(env!("CARGO_BIN_EXE_skewless"))
-        .args(["inspect", artifacts::FRAUD_RISK_C])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&inspect.stdout);
+    let text = inspect(artifacts::FRAUD_RISK_C);
     assert!(text.contains("  wasi:cli/"), "{text}");
 }
 

@@ -11,8 +11,13 @@
 //! - **Null rates**: the share of nulls on each side and their difference.
 //!
 //! Nulls and NaNs are left out of PSI and KS; float32 lists get null rates only.
+//!
+//! The training set is read once, streaming: row and null counts are exact, and the
+//! deciles and categories come from a uniform sample of [`TRAINING_SAMPLE_ROWS`] rows, so
+//! that a training set of any size takes bounded memory.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use serde::Serialize;
@@ -28,6 +33,111 @@ use crate::sample::ServedRow;
 const EMPTY_SHARE: f64 = 1e-4;
 /// Categories kept by name; the rest are one bin.
 const CATEGORIES: usize = 20;
+/// Training rows kept for the deciles and categories.
+pub const TRAINING_SAMPLE_ROWS: usize = 100_000;
+
+/// A training set as drift needs it: a uniform sample of its rows (the service's feature
+/// columns), and exact row and null counts per feature.
+#[derive(Debug)]
+pub struct Training {
+    /// Up to `capacity` rows, each row of the file equally likely to be here.
+    sample: Option<RecordBatch>,
+    /// Rows read.
+    rows: u64,
+    /// Nulls per feature, by qualified name.
+    nulls: HashMap<String, usize>,
+    capacity: usize,
+    rng: u64,
+}
+
+impl Training {
+    /// Streams the feature columns of `plan` from the Parquet file or directory at `path`,
+    /// keeping a sample of at most `capacity` rows.
+    pub fn read(path: &Path, plan: &ServicePlan, capacity: usize) -> Result<Self, String> {
+        let names: Vec<&str> = plan.features.iter().map(|f| f.qualified.as_str()).collect();
+        let mut training = Training {
+            sample: None,
+            rows: 0,
+            nulls: HashMap::new(),
+            capacity,
+            rng: 0x7a1d_5eed_0bad_cafe,
+        };
+        let mut failed = None;
+        skewless_offline::scan(path, Some(&names), "training set", None, 65_536, |batch| {
+            if failed.is_none()
+                && let Err(e) = training.add(&batch)
+            {
+                failed = Some(e.to_string());
+            }
+            Ok(())
+        })
+        .map_err(|e| format!("{e} (is it a backfill of {}?)", plan.name))?;
+        match failed {
+            Some(e) => Err(format!("reading the training set: {e}")),
+            None => Ok(training),
+        }
+    }
+
+    /// Counts `batch` and offers its rows to the sample (reservoir sampling, algorithm R).
+    fn add(&mut self, batch: &RecordBatch) -> Result<(), arrow_schema::ArrowError> {
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            *self.nulls.entry(field.name().clone()).or_default() += column.null_count();
+        }
+        let kept = self.sample.as_ref().map_or(0, RecordBatch::num_rows);
+        // Where each row of the new sample comes from: (0, row) the old one, (1, row) this batch.
+        let mut picks: Vec<(usize, usize)> = (0..kept).map(|i| (0, i)).collect();
+        for row in 0..batch.num_rows() {
+            self.rows += 1;
+            if picks.len() < self.capacity {
+                picks.push((1, row));
+                continue;
+            }
+            let j = self.next_random() % self.rows;
+            if let Some(slot) = usize::try_from(j).ok().and_then(|j| picks.get_mut(j)) {
+                *slot = (1, row);
+            }
+        }
+        if picks.iter().all(|&(from, _)| from == 0) {
+            return Ok(());
+        }
+        let empty;
+        let old = match &self.sample {
+            Some(old) => old,
+            None => {
+                empty = RecordBatch::new_empty(batch.schema());
+                &empty
+            }
+        };
+        self.sample = Some(arrow_select::interleave::interleave_record_batch(
+            &[old, batch],
+            &picks,
+        )?);
+        Ok(())
+    }
+
+    /// splitmix64.
+    fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// The side of `feature`: the sample's values, with the exact row and null counts.
+    fn side(&self, feature: &str, dtype: DType) -> Side {
+        let column = self
+            .sample
+            .as_ref()
+            .and_then(|s| s.column_by_name(feature))
+            .map_or(Column::Opaque, |array| side(array, dtype).column);
+        Side {
+            rows: usize::try_from(self.rows).unwrap_or(usize::MAX),
+            nulls: self.nulls.get(feature).copied().unwrap_or(0),
+            column,
+        }
+    }
+}
 
 /// The drift of one feature.
 #[derive(Debug, Clone, Serialize)]
@@ -110,21 +220,15 @@ fn side(array: &ArrayRef, dtype: DType) -> Side {
 pub fn drift(
     plan: &ServicePlan,
     served: &[ServedRow],
-    training: &RecordBatch,
+    training: &Training,
 ) -> Result<Vec<FeatureDrift>, String> {
     let mut out = Vec::with_capacity(plan.features.len());
     for (i, feature) in plan.features.iter().enumerate() {
-        let trained = training.column_by_name(&feature.qualified).ok_or_else(|| {
-            format!(
-                "the training set has no column `{}`: is it a backfill of {}?",
-                feature.qualified, plan.name
-            )
-        })?;
         let values: Vec<Json> = served.iter().map(|r| r.values[i].clone()).collect();
         let served_array = json::column(&values, feature.dtype)
             .map_err(|e| format!("served {}{e}", feature.qualified))?;
         let s = side(&served_array, feature.dtype);
-        let t = side(trained, feature.dtype);
+        let t = training.side(&feature.qualified, feature.dtype);
         let rate = |side: &Side| {
             if side.rows == 0 {
                 0.0
@@ -235,6 +339,69 @@ mod tests {
     fn sorted(mut v: Vec<f64>) -> Vec<f64> {
         v.sort_by(f64::total_cmp);
         v
+    }
+
+    fn training(capacity: usize) -> Training {
+        Training {
+            sample: None,
+            rows: 0,
+            nulls: HashMap::new(),
+            capacity,
+            rng: 1,
+        }
+    }
+
+    /// 50 batches of 1,000 rows: `v:x` is the row number, null on every tenth row.
+    fn feed(t: &mut Training) {
+        let schema =
+            std::sync::Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+                "v:x",
+                arrow_schema::DataType::Float64,
+                true,
+            )]));
+        for b in 0..50 {
+            let values = arrow_array::Float64Array::from_iter((0..1000).map(|i| {
+                let n = b * 1000 + i;
+                (n % 10 != 0).then_some(f64::from(n))
+            }));
+            let batch =
+                RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(values)]).unwrap();
+            t.add(&batch).unwrap();
+        }
+    }
+
+    fn numbers(side: &Side) -> Vec<f64> {
+        match &side.column {
+            Column::Numbers(v) => sorted(v.clone()),
+            _ => panic!("numbers expected"),
+        }
+    }
+
+    #[test]
+    fn a_large_training_set_is_sampled_uniformly_with_exact_counts() {
+        let mut all = training(usize::MAX);
+        feed(&mut all);
+        let mut sampled = training(1000);
+        feed(&mut sampled);
+        assert_eq!(sampled.sample.as_ref().unwrap().num_rows(), 1000, "bounded");
+        let (full, part) = (
+            all.side("v:x", DType::Float64),
+            sampled.side("v:x", DType::Float64),
+        );
+        assert_eq!((part.rows, part.nulls), (50_000, 5_000), "counts are exact");
+        assert_eq!((full.rows, full.nulls), (50_000, 5_000));
+        let (full, part) = (numbers(&full), numbers(&part));
+        assert_eq!(
+            full.len(),
+            45_000,
+            "a capacity above the rows keeps every row"
+        );
+        // Uniform over the whole file, not its first rows: the deciles agree.
+        let psi = numeric_psi(&part, &full);
+        assert!(psi < 0.05, "psi {psi}");
+        assert!(ks(&part, &full) < 0.06, "ks {}", ks(&part, &full));
+        let median = part[part.len() / 2];
+        assert!((22_000.0..28_000.0).contains(&median), "median {median}");
     }
 
     #[test]

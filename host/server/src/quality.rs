@@ -244,10 +244,9 @@ pub(crate) async fn drift(
     let features = {
         let plan = plan.clone();
         tokio::task::spawn_blocking(move || {
-            let names: Vec<&str> = plan.features.iter().map(|f| f.qualified.as_str()).collect();
-            let table = skewless_offline::read_table(&path, Some(&names), "training set", None)
-                .map_err(|e| e.to_string())?;
-            crate::drift::drift(&plan, &rows, &table.batch)
+            let training =
+                crate::drift::Training::read(&path, &plan, crate::drift::TRAINING_SAMPLE_ROWS)?;
+            crate::drift::drift(&plan, &rows, &training)
         })
         .await
         .map_err(|e| ApiError::internal(format!("worker task failed: {e}")))?
