@@ -465,9 +465,15 @@ fn trained(array: &dyn Array, row: usize) -> Option<String> {
     })
 }
 
-/// Runs case `case` of `seed` against a fresh server; returns every difference between
-/// the served and the backfilled values, or panics if the case cannot run at all.
-fn differences(seed: u64, case: u64, planted_skew: bool) -> Vec<String> {
+/// Runs case `case` of `seed` against a fresh server, its online store in `redis` when
+/// given; returns every difference between the served and the backfilled values, or
+/// panics if the case cannot run at all.
+fn differences(
+    seed: u64,
+    case: u64,
+    planted_skew: bool,
+    redis: Option<&crate::support::RedisServer>,
+) -> Vec<String> {
     let mut rng = Lcg(seed ^ case.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let dir = tempfile::tempdir().unwrap();
     let drawn = Case::draw(&mut rng, dir.path());
@@ -478,6 +484,7 @@ fn differences(seed: u64, case: u64, planted_skew: bool) -> Vec<String> {
     };
     let server = TestServer::start_configured(dir.path(), |config| {
         config.store = store;
+        config.redis = redis.map(|r| crate::support::redis_options(r, &format!("case{case}")));
         // A Python component is about 18 MB.
         config.max_module_bytes = 64 << 20;
     });
@@ -574,7 +581,7 @@ fn served_equals_backfilled_bit_for_bit_on_random_cases() {
     let seed = seed();
     let mut all = Vec::new();
     for case in 0..cases {
-        all.extend(differences(seed, case, false));
+        all.extend(differences(seed, case, false, None));
     }
     assert!(
         all.is_empty(),
@@ -587,9 +594,32 @@ fn served_equals_backfilled_bit_for_bit_on_random_cases() {
 #[test]
 fn a_planted_ttl_skew_is_found() {
     let seed = seed();
-    let found: usize = (0..4).map(|case| differences(seed, case, true).len()).sum();
+    let found: usize = (0..4)
+        .map(|case| differences(seed, case, true, None).len())
+        .sum();
     assert!(
         found > 0,
         "serving with `<` instead of `<=` at the TTL edge went unnoticed"
+    );
+}
+
+#[test]
+fn served_from_redis_equals_backfilled_bit_for_bit() {
+    let redis = crate::support::RedisServer::start();
+    let seed = seed();
+    let mut all = Vec::new();
+    for case in 0..8 {
+        all.extend(differences(seed, case, false, Some(&redis)));
+    }
+    let keys = redis.command("DBSIZE");
+    assert!(
+        keys.strip_prefix(':').and_then(|n| n.parse::<u64>().ok()) > Some(8),
+        "the rows were served from Redis: DBSIZE {keys}"
+    );
+    assert!(
+        all.is_empty(),
+        "{} differences with the store in Redis; the first:\n{}",
+        all.len(),
+        all.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
     );
 }

@@ -9,7 +9,7 @@ use skewless_test_artifacts::{ECHO, FRAUD_RISK, HOSTILE};
 
 use crate::support::TestServer;
 
-const DEFS: &str = r#"
+pub(crate) const DEFS: &str = r#"
 project: fraud
 entities:   [{name: user, join_keys: [user_id]}]
 sources:    [{name: user_stats, timestamp_field: event_timestamp, created_timestamp_field: created}]
@@ -26,14 +26,14 @@ feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
 "#;
 
 /// 2026-11-20T00:00:00Z in microseconds.
-const T0: i64 = 1_795_132_800_000_000;
+pub(crate) const T0: i64 = 1_795_132_800_000_000;
 const DAY: i64 = 86_400_000_000;
 
 fn read(path: &str) -> Vec<u8> {
     std::fs::read(path).expect("fixture exists")
 }
 
-fn setup(server: &TestServer) {
+pub(crate) fn setup(server: &TestServer) {
     let (status, body) = server.call(
         "PUT",
         "/v1/transforms/fraud_risk/1.0.0",
@@ -45,7 +45,7 @@ fn setup(server: &TestServer) {
     assert_eq!(status, 200, "{body}");
 }
 
-fn push_users(server: &TestServer) {
+pub(crate) fn push_users(server: &TestServer) {
     let (status, body) = server.json(
         "POST",
         "/v1/push/user_stats",
@@ -62,7 +62,7 @@ fn push_users(server: &TestServer) {
     assert_eq!(body["rows"], 3);
 }
 
-fn features(server: &TestServer, users: Value, amounts: Value) -> (u16, Value) {
+pub(crate) fn features(server: &TestServer, users: Value, amounts: Value) -> (u16, Value) {
     server.json(
         "POST",
         "/v1/features",
@@ -71,7 +71,7 @@ fn features(server: &TestServer, users: Value, amounts: Value) -> (u16, Value) {
     )
 }
 
-fn column<'a>(response: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn column<'a>(response: &'a Value, name: &str) -> &'a Value {
     let names = response["metadata"]["feature_names"]
         .as_array()
         .expect("feature names");

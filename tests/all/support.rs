@@ -283,3 +283,12 @@ impl Lcg {
         items[self.next(items.len() as u64) as usize].clone()
     }
 }
+
+pub use skewless_test_artifacts::RedisServer;
+
+/// Options for an online store under `prefix` on `redis`.
+pub fn redis_options(redis: &RedisServer, prefix: &str) -> skewless_online::RedisOptions {
+    let mut options = skewless_online::RedisOptions::new(redis.url());
+    options.prefix = prefix.to_owned();
+    options
+}

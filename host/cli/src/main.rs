@@ -316,6 +316,9 @@ struct MaterializeTarget {
     /// Worker threads [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Without --server: the Redis online store to write into, as `serve --redis` uses.
+    #[command(flatten)]
+    redis: RedisArgs,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -378,7 +381,40 @@ struct ServeArgs {
     #[arg(long, default_value_t = 1000)]
     sample_rows: usize,
     #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
     engine: EngineArgs,
+}
+
+/// Where the online store lives when it is not in the data directory.
+#[derive(Debug, Clone, Args)]
+struct RedisArgs {
+    /// Keep the online store in Redis (`redis://[user:password@]host:port[/db]`) instead
+    /// of the data directory, so that several servers serve from one store. Redis must
+    /// fsync every write (`appendonly yes`, `appendfsync always`) unless
+    /// --redis-allow-unsynced is given.
+    #[arg(long, env = "SKEWLESS_REDIS", hide_env_values = true)]
+    redis: Option<String>,
+    /// The prefix of every Redis key: servers sharing a Redis and a prefix must apply the
+    /// same definitions.
+    #[arg(long, default_value = "skewless")]
+    redis_prefix: String,
+    /// Use a Redis that does not fsync every write: a write acknowledged just before Redis
+    /// crashes can be lost.
+    #[arg(long)]
+    redis_allow_unsynced: bool,
+}
+
+impl RedisArgs {
+    fn options(&self) -> Option<skewless_online::RedisOptions> {
+        self.redis
+            .as_ref()
+            .map(|url| skewless_online::RedisOptions {
+                url: url.clone(),
+                prefix: self.redis_prefix.clone(),
+                require_fsync: !self.redis_allow_unsynced,
+            })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -658,6 +694,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_mib << 20,
         max_module_bytes: args.max_module_mib << 20,
         store,
+        redis: args.redis.options(),
         source_root: args.source_root.clone(),
         sample_rows: args.sample_rows,
     };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use skewless_online::{LocalStore, StoreOptions};
+use skewless_online::{LocalStore, OnlineStore, RedisStore, StoreOptions};
 use skewless_registry::Registry;
 
 use crate::progress::Progress;
@@ -34,18 +34,26 @@ fn local(start: Option<i64>, end: i64, target: &MaterializeTarget) -> Result<()>
     let schemas = skewless_server::view_schemas(&project);
     let windows =
         skewless_server::plan_materialization(&registry, &project, &target.views, start, end)?;
-    let store = LocalStore::open(&data_dir.join("online"), &schemas, StoreOptions::default())
-        .with_context(|| {
-            format!(
-                "opening the online store in {} (is `skewless serve` running on it? then pass --server)",
-                data_dir.display()
-            )
-        })?;
+    let store: Box<dyn OnlineStore> = match target.redis.options() {
+        Some(redis) => Box::new(
+            RedisStore::open(&redis, &schemas)
+                .with_context(|| format!("opening the online store in {}", redis.url))?,
+        ),
+        None => Box::new(
+            LocalStore::open(&data_dir.join("online"), &schemas, StoreOptions::default())
+                .with_context(|| {
+                    format!(
+                        "opening the online store in {} (is `skewless serve` running on it? then pass --server)",
+                        data_dir.display()
+                    )
+                })?,
+        ),
+    };
     let progress = Progress::new("materialize", 0);
     let stats = skewless_server::run_materialization(
         &registry,
         &project,
-        &store,
+        store.as_ref(),
         &target.source_root,
         &windows,
         threads(target.threads),

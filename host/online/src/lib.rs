@@ -6,6 +6,7 @@
 //! view, compact rows (one allocation per row, see `row.rs`), a write-ahead log with group
 //! commit, and periodic snapshots. A write is acknowledged only after its log record is
 //! fsynced, so after `kill -9` and a restart no acknowledged write is lost.
+//! [`RedisStore`] keeps the same rows in a Redis server, for several servers to share.
 //!
 //! Ordering: a row replaces the stored one only if `(event_ts, created_ts, write order)`
 //! is larger, so an older write never overwrites a newer value, and replaying the log over
@@ -16,6 +17,7 @@
 
 #![deny(missing_docs)]
 
+mod redis_store;
 mod row;
 mod store;
 mod wal;
@@ -26,6 +28,7 @@ use arrow_array::ArrayRef;
 use skewless_core::DType;
 use skewless_core::assemble::ViewColumnsBuilder;
 
+pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{LocalStore, StoreOptions};
 
 /// An online-store error.
@@ -69,6 +72,12 @@ pub enum Error {
     /// Another process holds the data directory.
     #[error("{0} is in use by another Skewless process")]
     Locked(PathBuf),
+    /// The store's server (Redis) could not be reached or failed a call.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store's server would not keep an acknowledged write through a crash.
+    #[error("{0}")]
+    NotDurable(String),
 }
 
 impl Error {

@@ -78,6 +78,56 @@ pub(crate) fn value<'a>(row: &'a [u8], dtypes: &[DType], i: usize) -> Value<'a> 
     }
 }
 
+/// Checks `batch` against a view's feature dtypes and encodes its rows, keyed, in batch
+/// order (the LSN left 0).
+pub(crate) fn encode_batch(
+    view: &str,
+    dtypes: &[DType],
+    batch: crate::WriteBatch,
+) -> crate::Result<Vec<crate::wal::KeyedRow>> {
+    let rows = batch.keys.len();
+    let invalid = |reason: String| crate::Error::InvalidBatch {
+        view: view.to_owned(),
+        reason,
+    };
+    if batch.event_ts.len() != rows
+        || batch.created_ts.as_ref().is_some_and(|c| c.len() != rows)
+        || batch.features.iter().any(|f| f.len() != rows)
+    {
+        return Err(invalid(
+            "keys, timestamps and feature columns differ in length".into(),
+        ));
+    }
+    if batch.keys.iter().any(|k| k.is_empty()) {
+        return Err(invalid("an empty entity key".into()));
+    }
+    if batch.features.len() != dtypes.len() {
+        return Err(invalid(format!(
+            "{} feature columns given, the view has {}",
+            batch.features.len(),
+            dtypes.len()
+        )));
+    }
+    let encoder = RowEncoder::new(&batch.features, dtypes).ok_or_else(|| {
+        invalid("a feature column is not of its dtype's canonical Arrow type".into())
+    })?;
+    Ok(batch
+        .keys
+        .into_iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let created = batch.created_ts.as_ref().map_or(NO_CREATED, |c| c[i]);
+            (key, encoder.encode(i, batch.event_ts[i], created))
+        })
+        .collect())
+}
+
+/// Whether `row` is long enough to be a row of `features` features: what [`value`] can
+/// read without going out of bounds.
+pub(crate) fn fits(row: &[u8], features: usize) -> bool {
+    row.len() >= layout(features).1
+}
+
 /// Encodes rows of a batch of feature columns (canonical Arrow types, in the view's
 /// order).
 pub(crate) struct RowEncoder<'a> {

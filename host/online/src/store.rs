@@ -15,7 +15,7 @@ use dashmap::mapref::entry::Entry;
 use skewless_core::DType;
 use skewless_core::assemble::ViewColumnsBuilder;
 
-use crate::row::{self, NO_CREATED, RowEncoder};
+use crate::row;
 use crate::wal::{self, KeyedRow, Record, Segment};
 use crate::{Error, OnlineStore, Result, StoreStats, ViewSchema, WriteBatch, io};
 
@@ -296,42 +296,9 @@ impl OnlineStore for LocalStore {
 
     fn write(&self, view_name: &str, batch: WriteBatch) -> Result<()> {
         let view = self.view(view_name)?;
-        let rows = batch.keys.len();
-        let invalid = |reason: String| Error::InvalidBatch {
-            view: view_name.to_owned(),
-            reason,
-        };
-        if batch.event_ts.len() != rows
-            || batch.created_ts.as_ref().is_some_and(|c| c.len() != rows)
-            || batch.features.iter().any(|f| f.len() != rows)
-        {
-            return Err(invalid(
-                "keys, timestamps and feature columns differ in length".into(),
-            ));
-        }
-        if batch.keys.iter().any(|k| k.is_empty()) {
-            return Err(invalid("an empty entity key".into()));
-        }
-        if batch.features.len() != view.dtypes.len() {
-            return Err(invalid(format!(
-                "{} feature columns given, the view has {}",
-                batch.features.len(),
-                view.dtypes.len()
-            )));
-        }
-        let encoder = RowEncoder::new(&batch.features, &view.dtypes).ok_or_else(|| {
-            invalid("a feature column is not of its dtype's canonical Arrow type".into())
-        })?;
-        let mut keys = batch.keys.into_iter().enumerate().peekable();
-        while keys.peek().is_some() {
-            let chunk: Vec<KeyedRow> = keys
-                .by_ref()
-                .take(ROWS_PER_RECORD)
-                .map(|(i, key)| {
-                    let created = batch.created_ts.as_ref().map_or(NO_CREATED, |c| c[i]);
-                    (key, encoder.encode(i, batch.event_ts[i], created))
-                })
-                .collect();
+        let mut rows = row::encode_batch(view_name, &view.dtypes, batch)?.into_iter();
+        while rows.len() > 0 {
+            let chunk: Vec<KeyedRow> = rows.by_ref().take(ROWS_PER_RECORD).collect();
             let view = view.clone();
             self.send(|ack| Command::Rows {
                 view,

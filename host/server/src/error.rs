@@ -64,7 +64,9 @@ impl From<skewless_registry::Error> for ApiError {
 impl From<skewless_online::Error> for ApiError {
     fn from(e: skewless_online::Error) -> Self {
         let status = match &e {
-            skewless_online::Error::SchemaChanged(_) => StatusCode::SERVICE_UNAVAILABLE,
+            skewless_online::Error::SchemaChanged(_) | skewless_online::Error::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ if e.is_caller_fault() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use skewless_engine::Engine;
-use skewless_online::{LocalStore, OnlineStore, StoreOptions};
+use skewless_online::{LocalStore, OnlineStore, RedisOptions, RedisStore, StoreOptions};
 use skewless_registry::Registry;
 
 pub use error::ApiError;
@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub max_module_bytes: usize,
     /// When the online store snapshots.
     pub store: StoreOptions,
+    /// Keep the online store in Redis rather than in the data directory.
+    pub redis: Option<RedisOptions>,
     /// What relative paths in jobs resolve against: source paths in the definitions and
     /// the entity frame and output of `POST /v1/backfill`.
     pub source_root: PathBuf,
@@ -65,6 +67,7 @@ impl ServerConfig {
             max_body_bytes: 16 << 20,
             max_module_bytes: 256 << 20,
             store: StoreOptions::default(),
+            redis: None,
             source_root: PathBuf::from("."),
             sample_rows: 1000,
         }
@@ -118,15 +121,19 @@ impl Server {
         }
         let data_dir = config.data_dir.clone();
         let store_options = config.store.clone();
+        let redis = config.redis.clone();
         let (registry, store, serving) = tokio::task::spawn_blocking(move || {
             let registry = Arc::new(Registry::open(&data_dir, engine)?);
             let project = registry.project();
             let schemas = project.as_deref().map(view_schemas).unwrap_or_default();
-            let store: Arc<dyn OnlineStore> = Arc::new(LocalStore::open(
-                &data_dir.join("online"),
-                &schemas,
-                store_options,
-            )?);
+            let store: Arc<dyn OnlineStore> = match &redis {
+                Some(redis) => Arc::new(RedisStore::open(redis, &schemas)?),
+                None => Arc::new(LocalStore::open(
+                    &data_dir.join("online"),
+                    &schemas,
+                    store_options,
+                )?),
+            };
             let serving = match &project {
                 Some(p) => Serving::build(p, &registry)?,
                 None => Serving::empty(),

@@ -7,6 +7,9 @@
 
 include!(concat!(env!("OUT_DIR"), "/artifacts.rs"));
 
+mod redis;
+pub use redis::RedisServer;
+
 /// The one-view fraud definitions several tests and benches share: entity `user`, view
 /// `user_stats` (three features, TTL 7 days) read from `source`, transform `txn_risk`
 /// (`fraud_risk@1.0.0`, reading the view and `request:amount`) and service `fraud_v1`.

@@ -1,0 +1,456 @@
+//! The Redis backend: the same rows, the same ordering and the same reads as
+//! [`LocalStore`](crate::LocalStore), kept in a Redis server so that several Skewless
+//! servers can serve from one store.
+//!
+//! Layout, under a prefix (`skewless` by default) that separates deployments:
+//!
+//! ```text
+//! {prefix}:row:{view}:{fingerprint}:{entity key}   the encoded row (row.rs)
+//! {prefix}:rows:{view}:{fingerprint}              rows held (a counter)
+//! {prefix}:bytes:{view}:{fingerprint}             key and row bytes held (a counter)
+//! {prefix}:views                                  hash: view -> fingerprint it holds
+//! ```
+//!
+//! A write runs one Lua script per chunk of rows: for each key, the stored row is
+//! replaced only if the new one's `(event_ts, created_ts)` is not older (a tie goes to
+//! the later write, as in the local store). The comparison reads the little-endian
+//! timestamps byte by byte, so it is exact and does not depend on Redis's locale.
+//!
+//! Durability: a write is acknowledged once Redis has answered it. Redis fsyncs its
+//! append-only file before answering only with `appendonly yes` and `appendfsync always`;
+//! [`RedisStore::open`] checks both and refuses to start otherwise, unless
+//! [`RedisOptions::require_fsync`] is off.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use skewless_core::DType;
+use skewless_core::assemble::ViewColumnsBuilder;
+
+use crate::{Error, OnlineStore, Result, StoreStats, ViewSchema, WriteBatch, row};
+
+/// Rows sent to Redis in one script call.
+const ROWS_PER_CALL: usize = 1_000;
+/// Keys asked for in one `SCAN` step, when dropping the rows of a changed view.
+const SCAN_COUNT: usize = 1_000;
+/// How long one Redis call may take before it fails.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keeps the newer row of each key; counts the rows added and the bytes they changed.
+const WRITE: &str = r"
+local function not_older(old, new)
+  for field = 0, 1 do
+    local base = field * 8
+    for i = base + 8, base + 1, -1 do
+      local a, b = string.byte(old, i), string.byte(new, i)
+      if i == base + 8 then a = (a + 128) % 256; b = (b + 128) % 256 end
+      if a ~= b then return b > a end
+    end
+  end
+  return true
+end
+local added, bytes = 0, 0
+for i = 3, #KEYS do
+  local new = ARGV[i - 2]
+  local old = redis.call('GET', KEYS[i])
+  if not old then
+    redis.call('SET', KEYS[i], new)
+    added = added + 1
+    bytes = bytes + #KEYS[i] + #new
+  elseif not_older(old, new) then
+    redis.call('SET', KEYS[i], new)
+    bytes = bytes + #new - #old
+  end
+end
+if added ~= 0 then redis.call('INCRBY', KEYS[1], added) end
+if bytes ~= 0 then redis.call('INCRBY', KEYS[2], bytes) end
+return added
+";
+
+/// How to reach and use a Redis server.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// The prefix of every key: deployments sharing a Redis need distinct prefixes.
+    pub prefix: String,
+    /// Refuse a Redis that does not fsync each write before answering it
+    /// (`appendonly yes`, `appendfsync always`). On by default: without it, a write
+    /// acknowledged just before Redis crashes can be lost.
+    pub require_fsync: bool,
+}
+
+impl RedisOptions {
+    /// Options for `url` with the default prefix `skewless`, fsync required.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "skewless".into(),
+            require_fsync: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct View {
+    fingerprint: u64,
+    dtypes: Vec<DType>,
+}
+
+/// An online store in a Redis server.
+pub struct RedisStore {
+    client: redis::Client,
+    /// Idle connections; a call takes one (or opens one) and gives it back if it worked.
+    idle: Mutex<Vec<redis::Connection>>,
+    prefix: String,
+    views: RwLock<HashMap<String, View>>,
+    write: redis::Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(what: &str) -> impl FnOnce(redis::RedisError) -> Error + '_ {
+    move |e| Error::Unavailable(format!("redis: {what}: {e}"))
+}
+
+/// `text` with the glob characters of `SCAN MATCH` escaped.
+fn glob_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl RedisStore {
+    /// Connects, checks that Redis fsyncs every write (unless told not to), and reads
+    /// `views` from what Redis holds. Unlike [`OnlineStore::set_views`], opening drops
+    /// nothing: another server sharing the store may hold views this one has not applied
+    /// yet, or has applied since. A view held under other features reads as empty here.
+    pub fn open(options: &RedisOptions, views: &[ViewSchema]) -> Result<Self> {
+        let client = redis::Client::open(options.url.as_str()).map_err(|e| {
+            Error::Unavailable(format!("redis: `{}` is not a Redis URL: {e}", options.url))
+        })?;
+        let store = RedisStore {
+            client,
+            idle: Mutex::new(Vec::new()),
+            prefix: options.prefix.clone(),
+            views: RwLock::new(HashMap::new()),
+            write: redis::Script::new(WRITE),
+        };
+        store.with(|con| {
+            let mut setting = |name: &str| -> redis::RedisResult<String> {
+                let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query(con)?;
+                Ok(pair.get(1).cloned().unwrap_or_default())
+            };
+            match (setting("appendonly"), setting("appendfsync")) {
+                (Ok(only), Ok(fsync)) if only == "yes" && fsync == "always" => Ok(()),
+                _ if !options.require_fsync => {
+                    tracing::warn!(
+                        "redis does not fsync every write (appendonly yes, appendfsync always): a write acknowledged just before Redis crashes can be lost"
+                    );
+                    Ok(())
+                }
+                (Ok(only), Ok(fsync)) => Err(Error::NotDurable(format!(
+                    "redis at {} has appendonly {only} and appendfsync {fsync}: an acknowledged write could be lost in a crash. Set `appendonly yes` and `appendfsync always`, or accept the risk explicitly",
+                    options.url
+                ))),
+                (Err(e), _) | (_, Err(e)) => Err(Error::NotDurable(format!(
+                    "redis at {}: cannot read its persistence settings ({e}); accept the risk explicitly to use it anyway",
+                    options.url
+                ))),
+            }
+        })?;
+        let views_key = format!("{}:views", store.prefix);
+        store.with(|con| {
+            for schema in views {
+                redis::cmd("HSETNX")
+                    .arg(&views_key)
+                    .arg(&schema.name)
+                    .arg(format!("{:016x}", schema.fingerprint()))
+                    .query::<()>(con)
+                    .map_err(unavailable("recording a view"))?;
+            }
+            Ok(())
+        })?;
+        store.declare(views);
+        tracing::info!(url = %options.url, prefix = %options.prefix, views = views.len(), "online store in redis");
+        Ok(store)
+    }
+
+    /// Runs `f` on a connection: an idle one, or a new one.
+    fn with<T>(&self, f: impl FnOnce(&mut redis::Connection) -> Result<T>) -> Result<T> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut con = match idle {
+            Some(con) => con,
+            None => {
+                let con = self
+                    .client
+                    .get_connection_with_timeout(TIMEOUT)
+                    .map_err(unavailable("connecting"))?;
+                con.set_read_timeout(Some(TIMEOUT))
+                    .and_then(|()| con.set_write_timeout(Some(TIMEOUT)))
+                    .map_err(unavailable("setting timeouts"))?;
+                con
+            }
+        };
+        let result = f(&mut con);
+        // A failed call may leave a reply unread: that connection is not reused.
+        if result.is_ok() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(con);
+        }
+        result
+    }
+
+    fn row_key_prefix(&self, view: &str, fingerprint: u64) -> Vec<u8> {
+        format!("{}:row:{view}:{fingerprint:016x}:", self.prefix).into_bytes()
+    }
+
+    fn counter(&self, what: &str, view: &str, fingerprint: u64) -> String {
+        format!("{}:{what}:{view}:{fingerprint:016x}", self.prefix)
+    }
+
+    /// Makes `views` the ones this store reads and writes.
+    fn declare(&self, views: &[ViewSchema]) {
+        let mut current = self.views.write().unwrap_or_else(|e| e.into_inner());
+        *current = views
+            .iter()
+            .map(|s| {
+                let view = View {
+                    fingerprint: s.fingerprint(),
+                    dtypes: s.dtypes(),
+                };
+                (s.name.clone(), view)
+            })
+            .collect();
+    }
+
+    fn view(&self, name: &str) -> Result<View> {
+        self.views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownView(name.to_owned()))
+    }
+
+    /// Deletes every row and counter of `view` except those under `keep`.
+    fn drop_rows(&self, con: &mut redis::Connection, view: &str, keep: Option<u64>) -> Result<u64> {
+        let mut dropped = 0u64;
+        for what in ["row", "rows", "bytes"] {
+            // View names are identifiers (no `:`), so this matches `view`'s keys only.
+            let head = format!("{}:{what}:{view}:", self.prefix);
+            let pattern = format!("{}*", glob_literal(&head));
+            let kept = keep.map(|fp| format!("{head}{fp:016x}"));
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query(con)
+                    .map_err(unavailable("listing rows"))?;
+                let mut unlink = redis::cmd("UNLINK");
+                let mut doomed = 0;
+                for key in &keys {
+                    if kept.as_ref().is_none_or(|k| !key.starts_with(k.as_bytes())) {
+                        unlink.arg(key.as_slice());
+                        doomed += 1;
+                    }
+                }
+                if doomed > 0 {
+                    let n: u64 = unlink.query(con).map_err(unavailable("dropping rows"))?;
+                    dropped += n;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+impl OnlineStore for RedisStore {
+    fn set_views(&self, views: &[ViewSchema]) -> Result<()> {
+        let views_key = format!("{}:views", self.prefix);
+        self.with(|con| {
+            let held: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(&views_key)
+                .query(con)
+                .map_err(unavailable("reading the views"))?;
+            for schema in views {
+                let fingerprint = schema.fingerprint();
+                let hex = format!("{fingerprint:016x}");
+                if held.get(&schema.name) != Some(&hex) {
+                    let dropped = self.drop_rows(con, &schema.name, Some(fingerprint))?;
+                    if dropped > 0 {
+                        tracing::info!(view = %schema.name, keys = dropped, "the view's features changed: its rows are dropped");
+                    }
+                    redis::cmd("HSET")
+                        .arg(&views_key)
+                        .arg(&schema.name)
+                        .arg(&hex)
+                        .query::<()>(con)
+                        .map_err(unavailable("recording a view"))?;
+                }
+            }
+            for name in held.keys() {
+                if !views.iter().any(|v| &v.name == name) {
+                    self.drop_rows(con, name, None)?;
+                    redis::cmd("HDEL")
+                        .arg(&views_key)
+                        .arg(name)
+                        .query::<()>(con)
+                        .map_err(unavailable("forgetting a view"))?;
+                }
+            }
+            Ok(())
+        })?;
+        self.declare(views);
+        Ok(())
+    }
+
+    fn write(&self, view_name: &str, batch: WriteBatch) -> Result<()> {
+        let view = self.view(view_name)?;
+        let rows = row::encode_batch(view_name, &view.dtypes, batch)?;
+        let key_prefix = self.row_key_prefix(view_name, view.fingerprint);
+        let counters = [
+            self.counter("rows", view_name, view.fingerprint),
+            self.counter("bytes", view_name, view.fingerprint),
+        ];
+        self.with(|con| {
+            for chunk in rows.chunks(ROWS_PER_CALL) {
+                let mut call = self.write.prepare_invoke();
+                call.key(&counters[0]).key(&counters[1]);
+                for (key, row) in chunk {
+                    let mut full = key_prefix.clone();
+                    full.extend_from_slice(key);
+                    call.key(full).arg(&**row);
+                }
+                call.invoke::<u64>(con)
+                    .map_err(unavailable("writing rows"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn read(
+        &self,
+        view_name: &str,
+        fingerprint: u64,
+        keys: &[&[u8]],
+        at: i64,
+        out: &mut ViewColumnsBuilder,
+    ) -> Result<()> {
+        let view = self.view(view_name)?;
+        if view.fingerprint != fingerprint {
+            return Err(Error::SchemaChanged(view_name.to_owned()));
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let key_prefix = self.row_key_prefix(view_name, fingerprint);
+        let stored: Vec<Option<Vec<u8>>> = self.with(|con| {
+            let mut mget = redis::cmd("MGET");
+            for key in keys {
+                let mut full = key_prefix.clone();
+                full.extend_from_slice(key);
+                mget.arg(full);
+            }
+            mget.query(con).map_err(unavailable("reading rows"))
+        })?;
+        if stored.len() != keys.len() {
+            return Err(Error::Unavailable(format!(
+                "redis: asked for {} rows, got {}",
+                keys.len(),
+                stored.len()
+            )));
+        }
+        for bytes in &stored {
+            match bytes {
+                Some(bytes) if row::fits(bytes, view.dtypes.len()) => {
+                    out.push_row(row::event_ts(bytes), at, |i| {
+                        row::value(bytes, &view.dtypes, i)
+                    });
+                }
+                Some(_) => {
+                    return Err(Error::Unavailable(format!(
+                        "redis: a key of view `{view_name}` holds a value that is not one of its rows (under prefix `{}`, written by something else?)",
+                        self.prefix
+                    )));
+                }
+                None => out.push_missing(),
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> StoreStats {
+        let mut views: Vec<(String, u64)> = self
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, v)| (name.clone(), v.fingerprint))
+            .collect();
+        views.sort();
+        let counts = self.with(|con| {
+            let mut mget = redis::cmd("MGET");
+            for (name, fingerprint) in &views {
+                mget.arg(self.counter("rows", name, *fingerprint))
+                    .arg(self.counter("bytes", name, *fingerprint));
+            }
+            if views.is_empty() {
+                return Ok(Vec::new());
+            }
+            mget.query::<Vec<Option<u64>>>(con)
+                .map_err(unavailable("reading counters"))
+        });
+        let counts = counts.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "store counters unavailable");
+            Vec::new()
+        });
+        let count = |i: usize| counts.get(i).copied().flatten().unwrap_or(0);
+        StoreStats {
+            rows: views
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| (name.clone(), count(2 * i)))
+                .collect(),
+            bytes: views
+                .iter()
+                .enumerate()
+                .map(|(i, (name, _))| (name.clone(), count(2 * i + 1)))
+                .collect(),
+            ..StoreStats::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_in_a_prefix_are_literal() {
+        assert_eq!(glob_literal("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert_eq!(glob_literal("skewless"), "skewless");
+    }
+}
