@@ -6,6 +6,8 @@
 //! `cargo bench -p skewless-benches --bench serve_load` measures (10 s per point);
 //! `cargo test --benches` runs it briefly as a smoke test. `SKEWLESS_BENCH_LANGUAGE=c`,
 //! `python` or `javascript` serves fraud_risk built from that language instead of Rust.
+//! `SKEWLESS_BENCH_STORE=redis` keeps the online store in a local `redis-server` (fsync on
+//! every write) instead of the data directory.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +21,7 @@ use skewless_benches::measuring;
 use skewless_core::assemble::ViewColumnsBuilder;
 use skewless_core::key::KeyBuf;
 use skewless_engine::{Engine, EngineConfig, Limits};
-use skewless_online::{LocalStore, OnlineStore, StoreOptions};
+use skewless_online::{LocalStore, OnlineStore, RedisStore, StoreOptions};
 use skewless_plan::ServicePlan;
 use skewless_registry::Registry;
 
@@ -35,6 +37,21 @@ fn fraud_risk() -> (&'static str, &'static str) {
             panic!("SKEWLESS_BENCH_LANGUAGE={other}: expected rust, c, python or javascript")
         }
     }
+}
+
+/// A Redis server for the online store when `SKEWLESS_BENCH_STORE=redis`.
+fn redis() -> Option<skewless_test_artifacts::RedisServer> {
+    match std::env::var("SKEWLESS_BENCH_STORE").as_deref() {
+        Ok("redis") => Some(skewless_test_artifacts::RedisServer::start()),
+        Ok("local") | Err(_) => None,
+        Ok(other) => panic!("SKEWLESS_BENCH_STORE={other}: expected local or redis"),
+    }
+}
+
+fn redis_options(redis: &skewless_test_artifacts::RedisServer) -> skewless_online::RedisOptions {
+    let mut options = skewless_online::RedisOptions::new(redis.url());
+    options.prefix = "bench".into();
+    options
 }
 
 const USERS: i64 = 100_000;
@@ -89,6 +106,7 @@ fn main() {
         Duration::from_millis(300)
     };
     let dir = tempfile::tempdir().expect("tempdir");
+    let redis = redis();
 
     // Setup over HTTP, with the same engine the in-process measurement uses.
     let engine = engine();
@@ -99,6 +117,7 @@ fn main() {
         .expect("runtime");
     let mut config = skewless_server::ServerConfig::new(dir.path());
     config.listen = "127.0.0.1:0".parse().unwrap();
+    config.redis = redis.as_ref().map(redis_options);
     let server = server_rt
         .block_on(skewless_server::Server::bind(config, engine.clone()))
         .expect("server");
@@ -175,8 +194,15 @@ fn main() {
             .expect("apply")
             .expect("prepared");
         let schemas = skewless_server::view_schemas(&project);
-        let store = LocalStore::open(&other.join("online"), &schemas, StoreOptions::default())
-            .expect("store");
+        let store: Box<dyn OnlineStore> = match &redis {
+            Some(redis) => {
+                Box::new(RedisStore::open(&redis_options(redis), &schemas).expect("store"))
+            }
+            None => Box::new(
+                LocalStore::open(&other.join("online"), &schemas, StoreOptions::default())
+                    .expect("store"),
+            ),
+        };
         let plan = ServicePlan::for_service(&project, "fraud_v1", &|m| registry.transform(m))
             .expect("plan");
         let fingerprint = schemas[0].fingerprint();
@@ -253,7 +279,11 @@ fn main() {
         );
     }
 
-    println!("fraud_risk in {}", fraud_risk().0);
+    println!(
+        "fraud_risk in {}, online store {}",
+        fraud_risk().0,
+        if redis.is_some() { "in Redis" } else { "local" }
+    );
     println!("| entities | concurrency | req/s | p50 ms | p99 ms | p999 ms | errors |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let concurrencies: &[usize] = if full { &[1, 8, 32, 64] } else { &[1, 8] };
