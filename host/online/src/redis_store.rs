@@ -139,7 +139,7 @@ impl RedisStore {
     /// yet, or has applied since. A view held under other features reads as empty here.
     pub fn open(options: &RedisOptions, views: &[ViewSchema]) -> Result<Self> {
         let client = redis::Client::open(options.url.as_str()).map_err(|e| {
-            Error::Unavailable(format!("redis: `{}` is not a Redis URL: {e}", options.url))
+            Error::Unavailable(format!("redis: cannot use `{}`: {e}", options.url))
         })?;
         let store = RedisStore {
             client,
