@@ -21,11 +21,17 @@ feature_services: [{name: all, features: ["counts:*"]}]
 "#;
 
 fn start(data_dir: &Path) -> (Child, SocketAddr) {
+    start_with(data_dir, &[])
+}
+
+/// `skewless serve` on `data_dir` with `extra` arguments.
+fn start_with(data_dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_skewless"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         // Snapshot often, so the kill also lands around snapshots and log rotation.
         .args(["--snapshot-after-mib", "1", "--snapshot-interval-secs", "1"])
+        .args(extra)
         .env("SKEWLESS_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -386,6 +392,46 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
     assert!(
         stderr.contains("values differ between serving and the offline path"),
         "{stderr}"
+    );
+    server.kill().ok();
+    let _ = server.wait();
+
+    // The store in Redis. `serve --redis` refuses a Redis that does not fsync every write.
+    // With one that does, `materialize --redis` fills it while the server runs, and the
+    // server serves what the pushed store served.
+    let data3 = dir.path().join("data3");
+    let lax = artifacts::RedisServer::start_fsync("everysec");
+    let refused = Command::new(env!("CARGO_BIN_EXE_skewless"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data3)
+        .args(["--redis", &lax.url()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("appendfsync always"), "{stderr}");
+    let redis = artifacts::RedisServer::start();
+    let (mut server, addr) = start_with(&data3, &["--redis", &redis.url()]);
+    upload_fraud_risk_and_apply(&format!("http://{addr}"), &defs);
+    cli(&[
+        "materialize",
+        "--start",
+        "2026-01-01",
+        "--end",
+        &t_arg,
+        "--data-dir",
+        data3.to_str().unwrap(),
+        "--source-root",
+        source_root,
+        "--redis",
+        &redis.url(),
+    ]);
+    let (status, body) = http(addr, "POST", "/v1/features", &request.to_string()).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let from_redis: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        from_redis, online,
+        "rows materialized into Redis serve what pushed rows serve"
     );
     server.kill().ok();
     let _ = server.wait();

@@ -138,9 +138,8 @@ impl RedisStore {
     /// nothing: another server sharing the store may hold views this one has not applied
     /// yet, or has applied since. A view held under other features reads as empty here.
     pub fn open(options: &RedisOptions, views: &[ViewSchema]) -> Result<Self> {
-        let client = redis::Client::open(options.url.as_str()).map_err(|e| {
-            Error::Unavailable(format!("redis: cannot use `{}`: {e}", options.url))
-        })?;
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| Error::Unavailable(format!("redis: cannot use `{}`: {e}", options.url)))?;
         let store = RedisStore {
             client,
             idle: Mutex::new(Vec::new()),
