@@ -382,21 +382,18 @@ impl OnlineStore for RedisStore {
                 stored.len()
             )));
         }
+        if stored
+            .iter()
+            .flatten()
+            .any(|bytes| !row::fits(bytes, view.dtypes.len()))
+        {
+            return Err(Error::Unavailable(format!(
+                "redis: a key of view `{view_name}` holds a value that is not one of its rows (under prefix `{}`, written by something else?)",
+                self.prefix
+            )));
+        }
         for bytes in &stored {
-            match bytes {
-                Some(bytes) if row::fits(bytes, view.dtypes.len()) => {
-                    out.push_row(row::event_ts(bytes), at, |i| {
-                        row::value(bytes, &view.dtypes, i)
-                    });
-                }
-                Some(_) => {
-                    return Err(Error::Unavailable(format!(
-                        "redis: a key of view `{view_name}` holds a value that is not one of its rows (under prefix `{}`, written by something else?)",
-                        self.prefix
-                    )));
-                }
-                None => out.push_missing(),
-            }
+            row::push(out, bytes.as_deref(), &view.dtypes, at);
         }
         Ok(())
     }

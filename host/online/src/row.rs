@@ -9,7 +9,7 @@
 
 use arrow_array::ArrayRef;
 use skewless_core::DType;
-use skewless_core::assemble::{Value, ValueReader};
+use skewless_core::assemble::{Value, ValueReader, ViewColumnsBuilder};
 
 /// Bytes before the null bitmap.
 pub(crate) const HEADER: usize = 24;
@@ -51,6 +51,15 @@ fn read_u32(row: &[u8], at: usize) -> usize {
 /// Sets the log sequence number of an encoded row.
 pub(crate) fn set_lsn(row: &mut [u8], lsn: u64) {
     row[16..24].copy_from_slice(&lsn.to_le_bytes());
+}
+
+/// Adds `stored` (a row of features `dtypes`, or none for a missing key) to `out`, as
+/// of `at`.
+pub(crate) fn push(out: &mut ViewColumnsBuilder, stored: Option<&[u8]>, dtypes: &[DType], at: i64) {
+    match stored {
+        Some(bytes) => out.push_row(event_ts(bytes), at, |i| value(bytes, dtypes, i)),
+        None => out.push_missing(),
+    }
 }
 
 /// Reads feature `i` of an encoded row whose features have `dtypes`.

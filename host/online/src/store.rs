@@ -325,15 +325,8 @@ impl OnlineStore for LocalStore {
             return Err(Error::SchemaChanged(view_name.to_owned()));
         }
         for key in keys {
-            match view.rows.get(*key) {
-                Some(stored) => {
-                    let bytes: &[u8] = stored.value();
-                    out.push_row(row::event_ts(bytes), at, |i| {
-                        row::value(bytes, &view.dtypes, i)
-                    });
-                }
-                None => out.push_missing(),
-            }
+            let stored = view.rows.get(*key);
+            row::push(out, stored.as_deref().map(|r| &**r), &view.dtypes, at);
         }
         Ok(())
     }
