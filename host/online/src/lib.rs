@@ -178,4 +178,10 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
 
     /// Counts for metrics.
     fn stats(&self) -> StoreStats;
+
+    /// Whether calls wait on the network (a remote store), so that an async caller should
+    /// run them where blocking is allowed. The in-process store answers from memory.
+    fn blocks(&self) -> bool {
+        false
+    }
 }

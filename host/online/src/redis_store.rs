@@ -398,6 +398,10 @@ impl OnlineStore for RedisStore {
         Ok(())
     }
 
+    fn blocks(&self) -> bool {
+        true
+    }
+
     fn stats(&self) -> StoreStats {
         let mut views: Vec<(String, u64)> = self
             .views

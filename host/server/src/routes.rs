@@ -553,9 +553,17 @@ pub(crate) fn run_plan(
             })?;
         let mut builder =
             ViewColumnsBuilder::new(view.features.iter().map(|f| f.dtype), view.ttl, rows);
-        state
-            .store
-            .read(&view.name, fingerprint, &keys, at, &mut builder)?;
+        let mut read = || {
+            state
+                .store
+                .read(&view.name, fingerprint, &keys, at, &mut builder)
+        };
+        // A remote store's round trip must not stall the other requests on this worker.
+        if state.store.blocks() {
+            tokio::task::block_in_place(read)?;
+        } else {
+            read()?;
+        }
         views.push(builder.finish());
     }
     let mut request_arrays: Vec<ArrayRef> = Vec::with_capacity(plan.request_fields.len());
