@@ -397,11 +397,11 @@ struct RedisArgs {
     redis: Option<String>,
     /// The prefix of every Redis key: servers sharing a Redis and a prefix must apply the
     /// same definitions.
-    #[arg(long, default_value = "skewless")]
+    #[arg(long, default_value = "skewless", requires = "redis")]
     redis_prefix: String,
     /// Use a Redis that does not fsync every write: a write acknowledged just before Redis
     /// crashes can be lost.
-    #[arg(long)]
+    #[arg(long, requires = "redis")]
     redis_allow_unsynced: bool,
 }
 

@@ -410,6 +410,14 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains("appendfsync always"), "{stderr}");
+    // Redis options without --redis are a mistake, not silently ignored.
+    let stray = Command::new(env!("CARGO_BIN_EXE_skewless"))
+        .args(["materialize", "--end", "now", "--redis-prefix", "p"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&stray.stderr);
+    assert!(!stray.status.success(), "{stderr}");
+    assert!(stderr.contains("--redis <REDIS>"), "{stderr}");
     let redis = artifacts::RedisServer::start();
     let (mut server, addr) = start_with(&data3, &["--redis", &redis.url()]);
     upload_fraud_risk_and_apply(&format!("http://{addr}"), &defs);

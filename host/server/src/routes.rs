@@ -197,8 +197,17 @@ async fn definitions(State(state): Shared) -> ApiResult {
         .into_response())
 }
 
+/// The online store's counts; a remote store's round trip runs where blocking is allowed.
+fn store_stats(state: &AppState) -> skewless_online::StoreStats {
+    if state.store.blocks() {
+        tokio::task::block_in_place(|| state.store.stats())
+    } else {
+        state.store.stats()
+    }
+}
+
 async fn feature_views(State(state): Shared) -> ApiResult {
-    let rows: HashMap<String, u64> = state.store.stats().rows.into_iter().collect();
+    let rows: HashMap<String, u64> = store_stats(&state).rows.into_iter().collect();
     let until = quality::materialized_until(&state, &state.serving())?;
     let views: Vec<Json> = state
         .registry
@@ -698,7 +707,7 @@ async fn healthz(State(state): Shared) -> Response {
 }
 
 async fn metrics(State(state): Shared, _headers: HeaderMap) -> Response {
-    let stats = state.store.stats();
+    let stats = store_stats(&state);
     let mut gauges = vec![
         (
             "skewless_online_rows",
