@@ -293,3 +293,35 @@ fn a_redis_that_does_not_fsync_every_write_is_refused_unless_accepted() {
         "{error}"
     );
 }
+
+#[test]
+fn a_value_that_is_not_a_row_fails_the_read_and_adds_nothing() {
+    let redis = RedisServer::start();
+    let store = RedisStore::open(&redis_options(&redis, "foreign"), &[schema("avg")]).unwrap();
+    write(&store, &[(1, 1, 1, 1.0)]);
+    // Something else writes a short value under a row's key.
+    let fingerprint = format!("{:016x}", schema("avg").fingerprint());
+    let row_key = [
+        format!("foreign:row:stats:{fingerprint}:").as_bytes(),
+        &key(2),
+    ]
+    .concat();
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .unwrap();
+    redis::cmd("SET")
+        .arg(row_key)
+        .arg(b"short".as_slice())
+        .query::<()>(&mut con)
+        .unwrap();
+    let keys = [key(1), key(2)];
+    let refs: Vec<&[u8]> = keys.iter().map(|k| &**k).collect();
+    let mut out = ViewColumnsBuilder::new([DType::Float64], Ttl::UNLIMITED, 2);
+    let error = store
+        .read("stats", schema("avg").fingerprint(), &refs, 10, &mut out)
+        .unwrap_err();
+    assert!(error.to_string().contains("not one of its rows"), "{error}");
+    assert_eq!(out.finish().columns[0].len(), 0, "nothing added");
+    // The store still serves the rows that are rows.
+    assert_eq!(read(&store, "avg", &[1], 10, Ttl::UNLIMITED), [Some(1.0)]);
+}

@@ -287,17 +287,15 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
     );
     server.kill().ok();
     let _ = server.wait();
-    cli(&[
-        "materialize",
-        "--start",
-        "2026-01-01",
-        "--end",
-        &t_arg,
-        "--data-dir",
-        data2_arg,
-        "--source-root",
-        source_root,
-    ]);
+    // `skewless materialize` of the whole history up to t into `data_dir`'s store, or
+    // into the Redis store that `extra` names.
+    let materialize = |data_dir: &str, extra: &[&str]| {
+        let mut args = vec!["materialize", "--start", "2026-01-01", "--end", &t_arg];
+        args.extend(["--data-dir", data_dir, "--source-root", source_root]);
+        args.extend(extra);
+        cli(&args);
+    };
+    materialize(data2_arg, &[]);
     // Incremental from the watermark (t) to t: nothing new in the window.
     let incremental = Command::new(env!("CARGO_BIN_EXE_skewless"))
         .args(["materialize-incremental", "--end", &t_arg])
@@ -421,19 +419,7 @@ fn backfill_at_t_equals_serving_at_t_bit_for_bit() {
     let redis = artifacts::RedisServer::start();
     let (mut server, addr) = start_with(&data3, &["--redis", &redis.url()]);
     upload_fraud_risk_and_apply(&format!("http://{addr}"), &defs);
-    cli(&[
-        "materialize",
-        "--start",
-        "2026-01-01",
-        "--end",
-        &t_arg,
-        "--data-dir",
-        data3.to_str().unwrap(),
-        "--source-root",
-        source_root,
-        "--redis",
-        &redis.url(),
-    ]);
+    materialize(data3.to_str().unwrap(), &["--redis", &redis.url()]);
     let (status, body) = http(addr, "POST", "/v1/features", &request.to_string()).unwrap();
     assert_eq!(status, 200, "{body}");
     let from_redis: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -367,7 +367,8 @@ impl<'de> Deserialize<'de> for InputRef {
 /// One problem in a definitions file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    /// Where: `line 4, column 3`, or a path such as `feature_views[0] "user_stats" .source`.
+    /// Where on its line: `column 3` for a syntax error, or a path such as
+    /// `feature_views[0] "user_stats" .source`.
     pub at: String,
     /// The line of the file it is on (1-based), when known. Problems found by
     /// [`Definitions::validate_yaml`] and syntax errors have one.
@@ -394,10 +395,8 @@ impl Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {
-            Some(line) if !self.at.starts_with("line ") => {
-                write!(f, "line {line}, {}: {}", self.at, self.message)
-            }
-            _ => write!(f, "{}: {}", self.at, self.message),
+            Some(line) => write!(f, "line {line}, {}: {}", self.at, self.message),
+            None => write!(f, "{}: {}", self.at, self.message),
         }
     }
 }
@@ -471,10 +470,7 @@ impl Definitions {
     pub fn from_yaml(text: &str) -> Result<Definitions, DefinitionErrors> {
         serde_yaml::from_str(text).map_err(|error| {
             let (at, line) = match error.location() {
-                Some(at) => (
-                    format!("line {}, column {}", at.line(), at.column()),
-                    Some(at.line()),
-                ),
+                Some(at) => (format!("column {}", at.column()), Some(at.line())),
                 None => ("definitions".to_owned(), None),
             };
             // serde_yaml repeats the location at the end of its message.

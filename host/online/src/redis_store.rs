@@ -214,11 +214,14 @@ impl RedisStore {
         result
     }
 
-    fn row_key_prefix(&self, view: &str, fingerprint: u64) -> Vec<u8> {
-        format!("{}:row:{view}:{fingerprint:016x}:", self.prefix).into_bytes()
+    /// The Redis keys of `view`'s rows under `fingerprint`: one call per batch of keys.
+    fn row_keys(&self, view: &str, fingerprint: u64) -> impl Fn(&[u8]) -> Vec<u8> + use<> {
+        let head = format!("{}:", self.key("row", view, fingerprint)).into_bytes();
+        move |key| [head.as_slice(), key].concat()
     }
 
-    fn counter(&self, what: &str, view: &str, fingerprint: u64) -> String {
+    /// `{prefix}:{what}:{view}:{fingerprint}`: a counter, or the head of the row keys.
+    fn key(&self, what: &str, view: &str, fingerprint: u64) -> String {
         format!("{}:{what}:{view}:{fingerprint:016x}", self.prefix)
     }
 
@@ -253,7 +256,7 @@ impl RedisStore {
             // View names are identifiers (no `:`), so this matches `view`'s keys only.
             let head = format!("{}:{what}:{view}:", self.prefix);
             let pattern = format!("{}*", glob_literal(&head));
-            let kept = keep.map(|fp| format!("{head}{fp:016x}"));
+            let kept = keep.map(|fp| self.key(what, view, fp));
             let mut cursor = 0u64;
             loop {
                 let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
@@ -329,19 +332,17 @@ impl OnlineStore for RedisStore {
     fn write(&self, view_name: &str, batch: WriteBatch) -> Result<()> {
         let view = self.view(view_name)?;
         let rows = row::encode_batch(view_name, &view.dtypes, batch)?;
-        let key_prefix = self.row_key_prefix(view_name, view.fingerprint);
+        let row_key = self.row_keys(view_name, view.fingerprint);
         let counters = [
-            self.counter("rows", view_name, view.fingerprint),
-            self.counter("bytes", view_name, view.fingerprint),
+            self.key("rows", view_name, view.fingerprint),
+            self.key("bytes", view_name, view.fingerprint),
         ];
         self.with(|con| {
             for chunk in rows.chunks(ROWS_PER_CALL) {
                 let mut call = self.write.prepare_invoke();
                 call.key(&counters[0]).key(&counters[1]);
                 for (key, row) in chunk {
-                    let mut full = key_prefix.clone();
-                    full.extend_from_slice(key);
-                    call.key(full).arg(&**row);
+                    call.key(row_key(key)).arg(&**row);
                 }
                 call.invoke::<u64>(con)
                     .map_err(unavailable("writing rows"))?;
@@ -365,13 +366,11 @@ impl OnlineStore for RedisStore {
         if keys.is_empty() {
             return Ok(());
         }
-        let key_prefix = self.row_key_prefix(view_name, fingerprint);
+        let row_key = self.row_keys(view_name, fingerprint);
         let stored: Vec<Option<Vec<u8>>> = self.with(|con| {
             let mut mget = redis::cmd("MGET");
             for key in keys {
-                let mut full = key_prefix.clone();
-                full.extend_from_slice(key);
-                mget.arg(full);
+                mget.arg(row_key(key));
             }
             mget.query(con).map_err(unavailable("reading rows"))
         })?;
@@ -414,8 +413,11 @@ impl OnlineStore for RedisStore {
         let counts = self.with(|con| {
             let mut mget = redis::cmd("MGET");
             for (name, fingerprint) in &views {
-                mget.arg(self.counter("rows", name, *fingerprint))
-                    .arg(self.counter("bytes", name, *fingerprint));
+                mget.arg(self.key("rows", name, *fingerprint)).arg(self.key(
+                    "bytes",
+                    name,
+                    *fingerprint,
+                ));
             }
             if views.is_empty() {
                 return Ok(Vec::new());

@@ -11,6 +11,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The message for the caller (4xx) or the log (5xx).
     pub message: String,
+    /// Fields a 4xx body carries beside `error`, for tools (such as `problems`).
+    pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -44,7 +46,14 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            details: serde_json::Map::new(),
         }
+    }
+
+    /// Adds the field `name` to a 4xx body (a 5xx body stays generic).
+    pub fn with(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.details.insert(name.to_owned(), value);
+        self
     }
 }
 
@@ -92,14 +101,18 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let message = if self.status.is_server_error() {
+        let mut body = serde_json::Map::new();
+        if self.status.is_server_error() {
             tracing::error!(status = self.status.as_u16(), error = %self.message, "request failed");
-            "internal error; the detail is in the server log".to_owned()
+            body.insert(
+                "error".into(),
+                "internal error; the detail is in the server log".into(),
+            );
         } else {
             tracing::debug!(status = self.status.as_u16(), error = %self.message, "request refused");
-            self.message
-        };
-        let body = serde_json::json!({ "error": message });
+            body.insert("error".into(), self.message.into());
+            body.extend(self.details);
+        }
         (self.status, axum::Json(body)).into_response()
     }
 }

@@ -19,7 +19,7 @@ use skewless_core::assemble::{Value, ValueReader, ViewColumnsBuilder};
 use skewless_core::definitions::REQUEST_SCOPE;
 use skewless_core::key::KeyBuf;
 use skewless_engine::Fault;
-use skewless_online::WriteBatch;
+use skewless_online::{OnlineStore, WriteBatch};
 use skewless_plan::ServicePlan;
 use skewless_registry::Upload;
 
@@ -163,9 +163,8 @@ async fn apply(State(state): Shared, body: Result<Bytes, BytesRejection>) -> Api
         Ok(Err(plan_error)) => return Err(plan_error.into()),
         Err(skewless_registry::Error::Definitions(problems)) => {
             // The text for people, and each problem with its path and line for tools.
-            tracing::debug!(problems = problems.problems.len(), "definitions refused");
-            let body = json!({"error": problems.to_string(), "problems": problems.problems});
-            return Ok((StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response());
+            return Err(ApiError::unprocessable(problems.to_string())
+                .with("problems", json!(problems.problems)));
         }
         Err(e) => return Err(e.into()),
     };
@@ -197,17 +196,20 @@ async fn definitions(State(state): Shared) -> ApiResult {
         .into_response())
 }
 
-/// The online store's counts; a remote store's round trip runs where blocking is allowed.
-fn store_stats(state: &AppState) -> skewless_online::StoreStats {
-    if state.store.blocks() {
-        tokio::task::block_in_place(|| state.store.stats())
+/// Runs `call` on the online store from a request. A remote store's round trip runs where
+/// blocking is allowed, so that it does not stall the other requests on this worker; the
+/// in-process store answers from memory, inline.
+fn on_store<T>(state: &AppState, call: impl FnOnce(&dyn OnlineStore) -> T) -> T {
+    let store = &*state.store;
+    if store.blocks() {
+        tokio::task::block_in_place(|| call(store))
     } else {
-        state.store.stats()
+        call(store)
     }
 }
 
 async fn feature_views(State(state): Shared) -> ApiResult {
-    let rows: HashMap<String, u64> = store_stats(&state).rows.into_iter().collect();
+    let rows: HashMap<String, u64> = on_store(&state, |s| s.stats()).rows.into_iter().collect();
     let until = quality::materialized_until(&state, &state.serving())?;
     let views: Vec<Json> = state
         .registry
@@ -562,17 +564,9 @@ pub(crate) fn run_plan(
             })?;
         let mut builder =
             ViewColumnsBuilder::new(view.features.iter().map(|f| f.dtype), view.ttl, rows);
-        let mut read = || {
-            state
-                .store
-                .read(&view.name, fingerprint, &keys, at, &mut builder)
-        };
-        // A remote store's round trip must not stall the other requests on this worker.
-        if state.store.blocks() {
-            tokio::task::block_in_place(read)?;
-        } else {
-            read()?;
-        }
+        on_store(state, |s| {
+            s.read(&view.name, fingerprint, &keys, at, &mut builder)
+        })?;
         views.push(builder.finish());
     }
     let mut request_arrays: Vec<ArrayRef> = Vec::with_capacity(plan.request_fields.len());
@@ -707,7 +701,7 @@ async fn healthz(State(state): Shared) -> Response {
 }
 
 async fn metrics(State(state): Shared, _headers: HeaderMap) -> Response {
-    let stats = store_stats(&state);
+    let stats = on_store(&state, |s| s.stats());
     let mut gauges = vec![
         (
             "skewless_online_rows",
