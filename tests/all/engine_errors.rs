@@ -320,7 +320,7 @@ fn more_concurrent_calls_than_slots_get_a_capacity_error() {
         std::thread::sleep(std::time::Duration::from_millis(300));
         let err = hostile.call(&hostile_input("ok", 1)).unwrap_err();
         assert!(matches!(err, Error::Capacity { .. }), "{err:?}");
-        assert_eq!(err.fault(), Fault::Host);
+        assert_eq!(err.fault(), Fault::Unavailable);
         assert!(matches!(busy.join().unwrap(), Err(Error::Timeout { .. })));
     });
     // The slot is free again.

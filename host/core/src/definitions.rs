@@ -452,17 +452,55 @@ impl ServedFeature {
     }
 }
 
-/// Definitions that passed every check, with what the checks worked out.
+/// Definitions that passed every check, with what the checks worked out. Only
+/// [`Definitions::validate`] makes one, and its parts are read-only, so a project whose
+/// names and indices disagree cannot be built: tampering with a validated project does
+/// not compile.
+///
+/// ```compile_fail
+/// fn tamper(project: &mut skewless_core::Project) {
+///     project.definitions.feature_views[0].features[0].name = "another".into();
+/// }
+/// ```
+///
+/// ```compile_fail
+/// fn forge(definitions: skewless_core::Definitions) -> skewless_core::Project {
+///     skewless_core::Project {
+///         definitions,
+///         signatures: Vec::new(),
+///         transform_order: Vec::new(),
+///         services: Default::default(),
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Project {
+    definitions: Definitions,
+    signatures: Vec<Signature>,
+    transform_order: Vec<usize>,
+    services: BTreeMap<String, Vec<ServedFeature>>,
+}
+
+impl Project {
     /// The definitions as written.
-    pub definitions: Definitions,
-    /// Each transform's module signature, by index in `definitions.transforms`.
-    pub signatures: Vec<Signature>,
+    pub fn definitions(&self) -> &Definitions {
+        &self.definitions
+    }
+
+    /// Each transform's module signature, by index in `definitions().transforms`.
+    pub fn signatures(&self) -> &[Signature] {
+        &self.signatures
+    }
+
     /// Transform indices in dependency order: every transform after those it reads.
-    pub transform_order: Vec<usize>,
+    pub fn transform_order(&self) -> &[usize] {
+        &self.transform_order
+    }
+
     /// Each service's features, expanded (`view:*`), in output order, by service name.
-    pub services: BTreeMap<String, Vec<ServedFeature>>,
+    pub fn services(&self) -> &BTreeMap<String, Vec<ServedFeature>> {
+        &self.services
+    }
 }
 
 impl Definitions {
@@ -485,9 +523,10 @@ impl Definitions {
         })
     }
 
-    /// The definitions as YAML.
-    pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_default()
+    /// The definitions as YAML. Failing means a value the model cannot write (a bug):
+    /// callers report it, never an empty document in its place.
+    pub fn to_yaml(&self) -> crate::Result<String> {
+        serde_yaml::to_string(self).map_err(|e| crate::Error::Serialize(e.to_string()))
     }
 
     /// The entity called `name`.
@@ -1111,7 +1150,7 @@ feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
             KeyType::Int64
         );
         // What is written reads back the same.
-        let again = Definitions::from_yaml(&project.definitions.to_yaml()).unwrap();
+        let again = Definitions::from_yaml(&project.definitions.to_yaml().unwrap()).unwrap();
         assert_eq!(again, project.definitions);
     }
 
@@ -1221,7 +1260,7 @@ feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
         let inputs = &project.definitions.transforms[0].inputs;
         assert_eq!(inputs[0].input_name(), "avg");
         assert_eq!(inputs[0].to_string(), "user_stats:txn_amount_avg_7d as avg");
-        let again = Definitions::from_yaml(&project.definitions.to_yaml()).unwrap();
+        let again = Definitions::from_yaml(&project.definitions.to_yaml().unwrap()).unwrap();
         assert_eq!(again, project.definitions, "aliases survive a round trip");
         // Without the alias the module's input is not fed.
         let error = Definitions::from_yaml(&renamed.replace(", as: avg}", ", as: mean}"))

@@ -10,6 +10,7 @@
 pub mod assemble;
 pub mod definitions;
 mod dtype;
+mod fault;
 pub mod fs;
 pub mod key;
 mod signature;
@@ -18,10 +19,12 @@ mod yaml_lines;
 
 pub use definitions::{DefinitionErrors, Definitions, Project};
 pub use dtype::{DType, UTC};
+pub use fault::{Fault, panic_message};
 pub use signature::{ColumnSpec, Signature, is_identifier};
 pub use ttl::Ttl;
 
-/// A Skewless domain error: always the caller's fault (an invalid definition or signature).
+/// A Skewless domain error: the caller's fault (an invalid definition or signature), but
+/// for [`Error::Serialize`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -31,6 +34,19 @@ pub enum Error {
     /// A signature that breaks a rule; the message names the column.
     #[error("invalid signature: {0}")]
     InvalidSignature(String),
+    /// Valid definitions that could not be written as YAML (a bug).
+    #[error("the definitions could not be written as YAML: {0}")]
+    Serialize(String),
+}
+
+impl Error {
+    /// Who is at fault.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::UnknownDType(_) | Error::InvalidSignature(_) => Fault::Caller,
+            Error::Serialize(_) => Fault::Internal,
+        }
+    }
 }
 
 /// `Result` with [`Error`] as the default error.

@@ -1,18 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Who is at fault for an [`Error`]: decides, for a server, between a 4xx and a 5xx, and
-/// for a backfill, between "fix your input" and "fix your transform".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The caller: an invalid component, or input that does not match the signature.
-    Caller,
-    /// The transform: it trapped, ran out of time or memory, returned an error or an output
-    /// that breaks its own signature.
-    Guest,
-    /// Skewless itself or its machine: an I/O failure, an exhausted instance pool, a bug.
-    Host,
-}
+pub use skewless_core::Fault;
 
 /// An engine error. Every variant names the transform it concerns (its label, such as
 /// `fraud_risk@1.0.0` or a file name) and, where known, the column.
@@ -196,7 +185,9 @@ impl Error {
             | Error::MemoryLimit { .. }
             | Error::OutputTooLarge { .. }
             | Error::InvalidOutput { .. } => Fault::Guest,
-            Error::Capacity { .. } | Error::Cache { .. } | Error::Internal(_) => Fault::Host,
+            // Every slot busy is a moment's overload: retrying may succeed.
+            Error::Capacity { .. } => Fault::Unavailable,
+            Error::Cache { .. } | Error::Internal(_) => Fault::Internal,
         }
     }
 }

@@ -10,6 +10,8 @@ use skewless_core::assemble::{Value, ValueReader, ViewColumns, ViewColumnsBuilde
 use skewless_core::key::{KeyBuf, KeyType};
 use skewless_core::{DType, Ttl};
 
+use crate::{Result, workers};
+
 /// Encoded entity keys of a batch of rows, in one buffer; `None` for a row with a null
 /// key part.
 #[derive(Debug, Default, Clone)]
@@ -163,7 +165,7 @@ fn dense_ids<K: std::hash::Hash + Eq + Copy + Send + Sync>(
     feature_rows: usize,
     feature: impl Fn(usize) -> Option<K> + Sync,
     threads: usize,
-) -> (Vec<u32>, usize, Vec<u32>) {
+) -> Result<(Vec<u32>, usize, Vec<u32>)> {
     let mut ids: FnvMap<K, u32> = FnvMap::default();
     let entity_ids: Vec<u32> = (0..entity_rows)
         .map(|i| match entity(i) {
@@ -177,12 +179,13 @@ fn dense_ids<K: std::hash::Hash + Eq + Copy + Send + Sync>(
     let groups = ids.len();
     // Looking feature keys up is the heavy part: split it over the threads.
     let per = feature_rows.div_ceil(threads).max(1);
-    let feature_ids: Vec<u32> = std::thread::scope(|scope| {
+    let feature_ids: Vec<Vec<u32>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..feature_rows)
             .step_by(per)
             .map(|first| {
                 let (ids, feature) = (&ids, &feature);
-                scope.spawn(move || {
+                workers::spawn(scope, move || {
+                    workers::fault_point("key lookup");
                     (first..(first + per).min(feature_rows))
                         .map(|j| {
                             feature(j)
@@ -193,12 +196,9 @@ fn dense_ids<K: std::hash::Hash + Eq + Copy + Send + Sync>(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
-    (entity_ids, groups, feature_ids)
+        workers::join_all("key lookup", handles)
+    })?;
+    Ok((entity_ids, groups, feature_ids.concat()))
 }
 
 /// For each entity row (key and time `at`), the feature row that counts, if any: the
@@ -214,7 +214,7 @@ fn matches(
     at: &[i64],
     features: &FeatureRows,
     threads: usize,
-) -> Vec<Option<u32>> {
+) -> Result<Vec<Option<u32>>> {
     let threads = threads.max(1);
     let (entity_ids, groups, feature_ids) =
         if entity_keys.ints.is_some() && features.keys.ints.is_some() {
@@ -224,7 +224,7 @@ fn matches(
                 features.keys.len(),
                 |j| features.keys.int(j).flatten(),
                 threads,
-            )
+            )?
         } else {
             dense_ids(
                 entity_keys.len(),
@@ -232,7 +232,7 @@ fn matches(
                 features.keys.len(),
                 |j| features.keys.get(j),
                 threads,
-            )
+            )?
         };
     let (entity_order, entity_start) = group(&entity_ids, groups);
     let (feature_order, feature_start) = group(&feature_ids, groups);
@@ -243,7 +243,8 @@ fn matches(
             .map(|first| {
                 let (entity_order, entity_start) = (&entity_order, &entity_start);
                 let (feature_order, feature_start) = (&feature_order, &feature_start);
-                scope.spawn(move || {
+                workers::spawn(scope, move || {
+                    workers::fault_point("as-of match");
                     let mut found = Vec::new();
                     let mut ents: Vec<u32> = Vec::new();
                     let mut feats: Vec<u32> = Vec::new();
@@ -286,18 +287,15 @@ fn matches(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+        workers::join_all("as-of match", handles)
+    })?;
     let mut out = vec![None; entity_keys.len()];
     for part in results {
         for (e, f) in part {
             out[e as usize] = Some(f);
         }
     }
-    out
+    Ok(out)
 }
 
 /// Joins one view as of each entity row's time: the view's columns for every entity row,
@@ -310,14 +308,14 @@ pub fn asof_join(
     dtypes: &[DType],
     ttl: Ttl,
     partitions: usize,
-) -> ViewColumns {
-    let found = matches(entity_keys, at, features, partitions);
+) -> Result<ViewColumns> {
+    let found = matches(entity_keys, at, features, partitions)?;
     // Building the columns value by value is as heavy as the matching: each thread builds
     // a contiguous range of rows, and the ranges are concatenated in order.
     let rows = at.len();
     let per = rows.div_ceil(partitions.max(1)).max(MIN_ROWS_PER_BUILDER);
     if rows <= per {
-        return build(&found, at, features, dtypes, ttl);
+        return Ok(build(&found, at, features, dtypes, ttl));
     }
     let pieces: Vec<ViewColumns> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..rows)
@@ -325,15 +323,15 @@ pub fn asof_join(
             .map(|first| {
                 let end = (first + per).min(rows);
                 let (found, at) = (&found[first..end], &at[first..end]);
-                scope.spawn(move || build(found, at, features, dtypes, ttl))
+                workers::spawn(scope, move || {
+                    workers::fault_point("column build");
+                    build(found, at, features, dtypes, ttl)
+                })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
-    concat_views(pieces)
+        workers::join_all("column build", handles)
+    })?;
+    Ok(concat_views(pieces))
 }
 
 /// Below this many rows a range is built on the calling thread alone.

@@ -17,7 +17,7 @@ use crate::asof::{KeyColumn, asof_join};
 use crate::parquet_io::{AtomicParquet, decoded_size, read_table, scan, schema_of};
 use crate::source::{SourceStats, ViewSource, check_columns, column, conform, timestamps};
 use crate::spill::{Partitioned, partitions};
-use crate::{Error, Progress, Result};
+use crate::{Error, Progress, Result, workers};
 
 /// The entity frame's time column: each row's "as of".
 pub const EVENT_TIMESTAMP: &str = "event_timestamp";
@@ -201,10 +201,9 @@ impl Writer {
     fn write(&self, batch: RecordBatch) -> Result<()> {
         // The writer thread only hangs up after a write failed; `with_writer` reports that
         // failure rather than this one.
-        self.send.send(batch).map_err(|_| Error::Parquet {
-            path: PathBuf::from("the output"),
-            reason: "the output writer stopped".into(),
-        })
+        self.send
+            .send(batch)
+            .map_err(|_| Error::Internal("the output writer stopped".into()))
     }
 }
 
@@ -217,7 +216,8 @@ fn with_writer<R>(
 ) -> Result<R> {
     std::thread::scope(|scope| {
         let (send, receive) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
-        let writer = scope.spawn(move || -> Result<()> {
+        let writer = workers::spawn(scope, move || -> Result<()> {
+            workers::fault_point("output writer");
             for batch in receive {
                 write(&batch)?;
             }
@@ -225,9 +225,7 @@ fn with_writer<R>(
         });
         let outcome = body(&Writer { send });
         // `body` dropped its Writer: the channel closes once the last batch is taken.
-        let written = writer
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let written = workers::join_one("output writer", writer).and_then(|w| w);
         written.and(outcome)
     })
 }
@@ -361,7 +359,7 @@ impl<'a> Job<'a> {
         let sources = plan
             .views
             .iter()
-            .map(|v| ViewSource::new(project, base, &project.definitions.feature_views[v.index]))
+            .map(|v| ViewSource::new(project, base, &project.definitions().feature_views[v.index]))
             .collect::<Result<Vec<_>>>()?;
         let mut job = Self {
             plan,
@@ -505,7 +503,7 @@ impl<'a> Job<'a> {
                 &self.dtypes(v),
                 view.ttl,
                 self.threads,
-            ));
+            )?);
             tracing::info!(
                 view = %view.name,
                 source_rows = rows_of_view.event_ts.len(),
@@ -652,7 +650,7 @@ impl<'a> Job<'a> {
                     &self.dtypes(v),
                     view.ttl,
                     self.threads,
-                );
+                )?;
                 let mut columns = result.columns;
                 columns.push(Arc::new(UInt8Array::from_iter_values(
                     result.status.iter().map(|s| status_code(*s)),
@@ -714,9 +712,13 @@ impl<'a> Job<'a> {
                             arrow_select::interleave::interleave(&arrays, &index)
                         })
                         .collect::<Result<Vec<_>, _>>()
-                        .map_err(|e| Error::Parquet {
-                            path: dir.map_or_else(|| self.entities.to_owned(), Path::to_owned),
-                            reason: format!("spill file: {e}"),
+                        .map_err(|source| Error::Arrow {
+                            context: format!(
+                                "a spill file in {}",
+                                dir.map_or_else(|| self.entities.to_owned(), Path::to_owned)
+                                    .display()
+                            ),
+                            source,
                         })?;
                     chunk_views.push(view_columns(columns));
                 }
@@ -774,9 +776,9 @@ impl<'a> Job<'a> {
     }
 
     fn batch(&self, schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
-        RecordBatch::try_new(schema, columns).map_err(|e| Error::Parquet {
-            path: self.entities.to_owned(),
-            reason: e.to_string(),
+        RecordBatch::try_new(schema, columns).map_err(|source| Error::Arrow {
+            context: format!("a joined batch of {}", self.entities.display()),
+            source,
         })
     }
 
@@ -786,13 +788,15 @@ impl<'a> Job<'a> {
         let results: Vec<Result<RecordBatch>> = std::thread::scope(|scope| {
             let handles: Vec<_> = chunks
                 .into_iter()
-                .map(|chunk| scope.spawn(move || self.run_chunk(chunk, progress)))
+                .map(|chunk| {
+                    workers::spawn(scope, move || {
+                        workers::fault_point("transform chunk");
+                        self.run_chunk(chunk, progress)
+                    })
+                })
                 .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        });
+            workers::join_all("transform chunk", handles)
+        })?;
         for batch in results {
             out.write(batch?)?;
         }
@@ -808,7 +812,7 @@ impl<'a> Job<'a> {
                     transform: self.plan.transforms[call.transform].name.clone(),
                     first: chunk.first,
                     end: chunk.first + len,
-                    reason: e.to_string(),
+                    source: e.clone(),
                 });
             }
         }

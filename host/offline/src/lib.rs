@@ -18,8 +18,13 @@ mod materialize;
 mod parquet_io;
 mod source;
 mod spill;
+#[cfg(test)]
+mod worker_panics;
+mod workers;
 
 use std::path::PathBuf;
+
+use skewless_core::Fault;
 
 pub use asof::{FeatureRows, KeyColumn, asof_join};
 pub use backfill::EVENT_TIMESTAMP;
@@ -99,15 +104,26 @@ pub enum Error {
     #[error("{0}")]
     Definitions(String),
     /// The online store refused a write.
-    #[error("online store, feature view `{view}`: {reason}")]
+    #[error("online store, feature view `{view}`: {source}")]
     Store {
         /// The view.
         view: String,
         /// What the store said.
-        reason: String,
+        #[source]
+        source: skewless_online::Error,
+    },
+    /// Arrow refused to assemble, filter or concatenate batches Skewless built itself, or a
+    /// spill file Skewless wrote does not read back (a bug or a damaged disk).
+    #[error("{context}: {source}")]
+    Arrow {
+        /// What was being built or read.
+        context: String,
+        /// What Arrow said.
+        #[source]
+        source: arrow_schema::ArrowError,
     },
     /// A transform failed on a chunk; a training set is never written with silent gaps.
-    #[error("transform `{transform}` failed on entity rows {first}..{end}: {reason}")]
+    #[error("transform `{transform}` failed on entity rows {first}..{end}: {source}")]
     Transform {
         /// The transform.
         transform: String,
@@ -115,9 +131,37 @@ pub enum Error {
         first: usize,
         /// One past the last row.
         end: usize,
-        /// The engine's error.
-        reason: String,
+        /// The engine's error, with its fault.
+        #[source]
+        source: std::sync::Arc<skewless_plan::TransformError>,
     },
+    /// A broken invariant or a worker thread's panic (a bug): the job fails, nothing is
+    /// written in its place.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Who is at fault.
+    pub fn fault(&self) -> Fault {
+        match self {
+            // A path the caller named that is not there or not readable is theirs to fix.
+            Error::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    Fault::Caller
+                }
+                _ => Fault::Internal,
+            },
+            Error::Arrow { .. } | Error::Internal(_) => Fault::Internal,
+            Error::Store { source, .. } => source.fault(),
+            Error::Transform { source, .. } => source.fault(),
+            Error::Parquet { .. }
+            | Error::NoFiles(_)
+            | Error::MissingColumn { .. }
+            | Error::WrongType { .. }
+            | Error::Definitions(_) => Fault::Caller,
+        }
+    }
 }
 
 /// `Result` with [`Error`] as the default error.

@@ -11,7 +11,7 @@ use skewless_online::{OnlineStore, WriteBatch};
 
 use crate::asof::FeatureRows;
 use crate::source::{SourceStats, source_path, view_rows};
-use crate::{Error, Progress, Result};
+use crate::{Error, Progress, Result, workers};
 
 /// Rows per store write: a write is one log record group and one fsync.
 const WRITE_ROWS: usize = 65_536;
@@ -71,7 +71,7 @@ pub fn plan_windows(
     end: i64,
     watermark: impl Fn(&str) -> Option<i64>,
 ) -> Result<Vec<Window>> {
-    let defs = &project.definitions;
+    let defs = &project.definitions();
     let names: Vec<&str> = if views.is_empty() {
         defs.feature_views
             .iter()
@@ -105,16 +105,17 @@ pub fn plan_windows(
 /// The winning row of each entity key: the latest event time, then the larger created
 /// time, then the later source row (the backfill's and the store's order). Returned in
 /// source order, so the result is the same on any number of threads.
-fn latest_per_key(rows: &FeatureRows, threads: usize) -> Vec<u32> {
+fn latest_per_key(rows: &FeatureRows, threads: usize) -> Result<Vec<u32>> {
     let threads = threads.max(1);
     let part_of = |key: &[u8]| (skewless_core::key::fnv1a(key) % threads as u64) as usize;
     let beats = |a: usize, b: usize| {
         (rows.event_ts[a], rows.created_ts[a], a) > (rows.event_ts[b], rows.created_ts[b], b)
     };
-    let mut winners: Vec<u32> = std::thread::scope(|scope| {
+    let winners: Vec<Vec<u32>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|part| {
-                scope.spawn(move || {
+                workers::spawn(scope, move || {
+                    workers::fault_point("latest row");
                     let mut best: HashMap<&[u8], u32> = HashMap::new();
                     for i in 0..rows.keys.len() {
                         let Some(key) = rows.keys.get(i) else {
@@ -135,13 +136,11 @@ fn latest_per_key(rows: &FeatureRows, threads: usize) -> Vec<u32> {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+        workers::join_all("latest row", handles)
+    })?;
+    let mut winners = winners.concat();
     winners.sort_unstable();
-    winners
+    Ok(winners)
 }
 
 /// Loads each window's latest row per entity from the view's Parquet source (paths
@@ -157,7 +156,7 @@ pub fn materialize(
     progress: &dyn Progress,
 ) -> Result<MaterializeStats> {
     let started = Instant::now();
-    let defs = &project.definitions;
+    let defs = &project.definitions();
     let mut views = Vec::with_capacity(windows.len());
     for w in windows {
         let view = defs
@@ -182,7 +181,7 @@ pub fn materialize(
     let mut done = Vec::with_capacity(windows.len());
     for (w, view) in windows.iter().zip(views) {
         let (rows, source) = view_rows(project, base, view, w.start, w.end)?;
-        let winners = latest_per_key(&rows, threads);
+        let winners = latest_per_key(&rows, threads)?;
         progress.start(winners.len() as u64);
         for chunk in winners.chunks(WRITE_ROWS) {
             let indices = UInt32Array::from(chunk.to_vec());
@@ -190,14 +189,19 @@ pub fn materialize(
                 .features
                 .iter()
                 .map(|a| {
-                    arrow_select::take::take(a, &indices, None)
-                        .map_err(|e| Error::Definitions(format!("feature view `{}`: {e}", w.view)))
+                    arrow_select::take::take(a, &indices, None).map_err(|source| Error::Arrow {
+                        context: format!("the latest rows of feature view `{}`", w.view),
+                        source,
+                    })
                 })
                 .collect::<Result<Vec<ArrayRef>>>()?;
             let batch = WriteBatch {
                 keys: chunk
                     .iter()
-                    .map(|&i| Box::from(rows.keys.get(i as usize).unwrap_or_default()))
+                    .map(|&i| {
+                        // Winners are rows with a key: `latest_per_key` skips the others.
+                        Box::from(rows.keys.get(i as usize).expect("a winner has a key"))
+                    })
                     .collect(),
                 event_ts: chunk.iter().map(|&i| rows.event_ts[i as usize]).collect(),
                 created_ts: rows
@@ -205,9 +209,9 @@ pub fn materialize(
                     .then(|| chunk.iter().map(|&i| rows.created_ts[i as usize]).collect()),
                 features,
             };
-            store.write(&w.view, batch).map_err(|e| Error::Store {
+            store.write(&w.view, batch).map_err(|source| Error::Store {
                 view: w.view.clone(),
-                reason: e.to_string(),
+                source,
             })?;
             progress.advance(chunk.len() as u64);
         }

@@ -17,7 +17,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use skewless_core::DType;
 
-use crate::{Error, Result};
+use crate::{Error, Result, workers};
 
 /// The Parquet files under `path`: the file itself, or every `.parquet` file below the
 /// directory (hive-style subdirectories included), in path order.
@@ -241,7 +241,10 @@ pub fn scan(
         };
         std::thread::scope(|scope| -> Result<()> {
             let (send, receive) = std::sync::mpsc::sync_channel(2);
-            let decoder = scope.spawn(move || decode(send));
+            let decoder = workers::spawn(scope, move || {
+                workers::fault_point("Parquet decode");
+                decode(send)
+            });
             let mut outcome = Ok(());
             for batch in receive.iter() {
                 if let Err(e) = batch.and_then(&mut each) {
@@ -250,9 +253,7 @@ pub fn scan(
                 }
             }
             drop(receive);
-            decoder
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            workers::join_one("Parquet decode", decoder)?;
             outcome
         })?;
     }
@@ -276,12 +277,13 @@ pub fn read_table(
         batches.push(b);
         Ok(())
     })?;
-    let batch = arrow_select::concat::concat_batches(&scanned.schema, &batches).map_err(|e| {
-        Error::Parquet {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        }
-    })?;
+    let batch =
+        arrow_select::concat::concat_batches(&scanned.schema, &batches).map_err(|source| {
+            Error::Arrow {
+                context: format!("the rows read from {}", path.display()),
+                source,
+            }
+        })?;
     Ok(Table {
         batch,
         row_groups_read: scanned.row_groups_read,

@@ -106,7 +106,7 @@ pub(crate) fn source_path<'p>(
     base: &Path,
     view: &FeatureView,
 ) -> Result<(&'p Source, PathBuf)> {
-    let source = project.definitions.source(&view.source).ok_or_else(|| {
+    let source = project.definitions().source(&view.source).ok_or_else(|| {
         Error::Definitions(format!(
             "view `{}`: unknown source `{}`",
             view.name, view.source
@@ -138,7 +138,7 @@ impl<'p> ViewSource<'p> {
             view,
             source,
             path,
-            keys: project.definitions.view_join_keys(view),
+            keys: project.definitions().view_join_keys(view),
             why: format!("feature view `{}`", view.name),
         })
     }
@@ -282,10 +282,11 @@ impl<'p> ViewSource<'p> {
                 f.dtype,
             )?);
         }
-        let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| Error::Parquet {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let batch =
+            RecordBatch::try_new(schema.clone(), columns).map_err(|source| Error::Arrow {
+                context: format!("the rows read from {}", path.display()),
+                source,
+            })?;
         if ts
             .iter()
             .all(|t| t.is_some_and(|t| (min..=max).contains(&t)))
@@ -296,9 +297,9 @@ impl<'p> ViewSource<'p> {
             ts.iter()
                 .map(|t| Some(t.is_some_and(|t| (min..=max).contains(&t)))),
         );
-        arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|e| Error::Parquet {
-            path: path.clone(),
-            reason: e.to_string(),
+        arrow_select::filter::filter_record_batch(&batch, &keep).map_err(|source| Error::Arrow {
+            context: format!("filtering the rows read from {}", path.display()),
+            source,
         })
     }
 
@@ -310,9 +311,9 @@ impl<'p> ViewSource<'p> {
             Ok(())
         })?;
         let all = arrow_select::concat::concat_batches(&self.canonical_schema(), &batches)
-            .map_err(|e| Error::Parquet {
-                path: self.path.clone(),
-                reason: e.to_string(),
+            .map_err(|source| Error::Arrow {
+                context: format!("the rows read from {}", self.path.display()),
+                source,
             })?;
         drop(batches);
         Ok((self.rows(&all), stats))

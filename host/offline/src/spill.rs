@@ -41,9 +41,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 fn arrow(path: &Path) -> impl Fn(arrow_schema::ArrowError) -> Error + '_ {
-    move |e| Error::Parquet {
-        path: path.to_owned(),
-        reason: format!("spill file: {e}"),
+    move |source| Error::Arrow {
+        context: format!("spill file {}", path.display()),
+        source,
     }
 }
 
@@ -254,9 +254,11 @@ impl Cursor {
         let mut parts = Vec::new();
         let mut need = n;
         while need > 0 {
-            let batch = self.pull()?.ok_or_else(|| Error::Parquet {
-                path: self.path(),
-                reason: format!("a spill partition ended {need} rows early"),
+            let batch = self.pull()?.ok_or_else(|| {
+                Error::Internal(format!(
+                    "spill partition {} ended {need} rows early",
+                    self.path().display()
+                ))
             })?;
             let used = batch.num_rows().min(need);
             parts.push(batch.slice(0, used));

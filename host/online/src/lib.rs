@@ -25,8 +25,8 @@ mod wal;
 use std::path::{Path, PathBuf};
 
 use arrow_array::ArrayRef;
-use skewless_core::DType;
 use skewless_core::assemble::ViewColumnsBuilder;
+use skewless_core::{DType, Fault};
 
 pub use redis_store::{RedisOptions, RedisStore};
 pub use store::{LocalStore, StoreOptions};
@@ -78,12 +78,31 @@ pub enum Error {
     /// The store's server would not keep an acknowledged write through a crash.
     #[error("{0}")]
     NotDurable(String),
+    /// A stored row that does not decode: a damaged store, or a key written by something
+    /// else. Reported, never served as a value.
+    #[error("feature view `{view}`: {reason}")]
+    CorruptRow {
+        /// The view.
+        view: String,
+        /// What is wrong with the row.
+        reason: String,
+    },
 }
 
 impl Error {
-    /// Whether the caller is at fault (a 4xx), rather than the host (a 5xx).
-    pub fn is_caller_fault(&self) -> bool {
-        matches!(self, Error::UnknownView(_) | Error::InvalidBatch { .. })
+    /// Who is at fault.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::UnknownView(_) | Error::InvalidBatch { .. } => Fault::Caller,
+            // A concurrent apply: the request may be retried at once.
+            Error::SchemaChanged(_) | Error::Unavailable(_) => Fault::Unavailable,
+            Error::Io { .. }
+            | Error::Corrupt { .. }
+            | Error::Failed(_)
+            | Error::Locked(_)
+            | Error::NotDurable(_)
+            | Error::CorruptRow { .. } => Fault::Internal,
+        }
     }
 }
 

@@ -392,7 +392,12 @@ impl OnlineStore for RedisStore {
             )));
         }
         for bytes in &stored {
-            row::push(out, bytes.as_deref(), &view.dtypes, at);
+            row::push(out, bytes.as_deref(), &view.dtypes, at).map_err(|reason| {
+                Error::CorruptRow {
+                    view: view_name.to_owned(),
+                    reason: format!("{reason} (under prefix `{}`)", self.prefix),
+                }
+            })?;
         }
         Ok(())
     }

@@ -35,17 +35,23 @@ pub(crate) fn event_ts(row: &[u8]) -> i64 {
 
 #[inline]
 fn read_i64(row: &[u8], at: usize) -> i64 {
-    i64::from_le_bytes(row[at..at + 8].try_into().unwrap_or_default())
+    i64::from_le_bytes(word(row, at))
 }
 
 #[inline]
 fn read_u64(row: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(row[at..at + 8].try_into().unwrap_or_default())
+    u64::from_le_bytes(word(row, at))
 }
 
 #[inline]
 fn read_u32(row: &[u8], at: usize) -> usize {
-    u32::from_le_bytes(row[at..at + 4].try_into().unwrap_or_default()) as usize
+    let bytes: [u8; 4] = row[at..at + 4].try_into().expect("a 4-byte slice");
+    u32::from_le_bytes(bytes) as usize
+}
+
+#[inline]
+fn word(row: &[u8], at: usize) -> [u8; 8] {
+    row[at..at + 8].try_into().expect("an 8-byte slice")
 }
 
 /// Sets the log sequence number of an encoded row.
@@ -54,22 +60,44 @@ pub(crate) fn set_lsn(row: &mut [u8], lsn: u64) {
 }
 
 /// Adds `stored` (a row of features `dtypes`, or none for a missing key) to `out`, as
-/// of `at`.
-pub(crate) fn push(out: &mut ViewColumnsBuilder, stored: Option<&[u8]>, dtypes: &[DType], at: i64) {
-    match stored {
-        Some(bytes) => out.push_row(event_ts(bytes), at, |i| value(bytes, dtypes, i)),
-        None => out.push_missing(),
+/// of `at`. A stored row that does not decode (shorter than its layout, a string slot out
+/// of bounds or not UTF-8) is an error naming what is wrong, never a default value; `out`
+/// is then partly filled and must be discarded.
+pub(crate) fn push(
+    out: &mut ViewColumnsBuilder,
+    stored: Option<&[u8]>,
+    dtypes: &[DType],
+    at: i64,
+) -> Result<(), String> {
+    let Some(bytes) = stored else {
+        out.push_missing();
+        return Ok(());
+    };
+    if !fits(bytes, dtypes.len()) {
+        return Err(format!(
+            "a stored row of {} bytes is shorter than the layout of {} features",
+            bytes.len(),
+            dtypes.len()
+        ));
     }
+    let mut broken = None;
+    out.push_row(event_ts(bytes), at, |i| {
+        value(bytes, dtypes, i).unwrap_or_else(|why| {
+            broken.get_or_insert(why);
+            Value::Null
+        })
+    });
+    broken.map_or(Ok(()), Err)
 }
 
-/// Reads feature `i` of an encoded row whose features have `dtypes`.
-pub(crate) fn value<'a>(row: &'a [u8], dtypes: &[DType], i: usize) -> Value<'a> {
+/// Reads feature `i` of an encoded row whose features have `dtypes` (the row [`fits`]).
+pub(crate) fn value<'a>(row: &'a [u8], dtypes: &[DType], i: usize) -> Result<Value<'a>, String> {
     let (slots, var) = layout(dtypes.len());
     if row[HEADER + i / 8] & (1 << (i % 8)) == 0 {
-        return Value::Null;
+        return Ok(Value::Null);
     }
     let slot = slots + i * 8;
-    match dtypes[i] {
+    Ok(match dtypes[i] {
         DType::Bool => Value::Bool(row[slot] != 0),
         DType::Int64 => Value::Int64(read_i64(row, slot)),
         DType::Float64 => Value::Float64(f64::from_bits(read_u64(row, slot))),
@@ -77,14 +105,22 @@ pub(crate) fn value<'a>(row: &'a [u8], dtypes: &[DType], i: usize) -> Value<'a> 
         DType::String | DType::Float32List => {
             let start = var + read_u32(row, slot);
             let end = start + read_u32(row, slot + 4);
-            let bytes = row.get(start..end).unwrap_or_default();
+            let bytes = row.get(start..end).ok_or_else(|| {
+                format!(
+                    "feature {i} points at bytes {start}..{end} of a {}-byte row",
+                    row.len()
+                )
+            })?;
             if dtypes[i] == DType::String {
-                Value::String(std::str::from_utf8(bytes).unwrap_or_default())
+                Value::String(
+                    std::str::from_utf8(bytes)
+                        .map_err(|e| format!("feature {i} is not UTF-8: {e}"))?,
+                )
             } else {
                 Value::Float32List(bytes)
             }
         }
-    }
+    })
 }
 
 /// Checks `batch` against a view's feature dtypes and encodes its rows, keyed, in batch
@@ -242,26 +278,63 @@ mod tests {
         let encoder = RowEncoder::new(&columns, &dtypes).unwrap();
         let row = encoder.encode(0, 100, NO_CREATED);
         assert_eq!(event_ts(&row), 100);
-        assert_eq!(value(&row, &dtypes, 0), Value::Bool(true));
-        assert_eq!(value(&row, &dtypes, 1), Value::Int64(-3));
-        match value(&row, &dtypes, 2) {
+        assert_eq!(value(&row, &dtypes, 0).unwrap(), Value::Bool(true));
+        assert_eq!(value(&row, &dtypes, 1).unwrap(), Value::Int64(-3));
+        match value(&row, &dtypes, 2).unwrap() {
             Value::Float64(v) => assert_eq!(v.to_bits(), 0x7ff8_0000_0000_0001, "NaN payload kept"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(value(&row, &dtypes, 3), Value::String("héllo"));
-        assert_eq!(value(&row, &dtypes, 4), Value::Null);
+        assert_eq!(value(&row, &dtypes, 3).unwrap(), Value::String("héllo"));
+        assert_eq!(value(&row, &dtypes, 4).unwrap(), Value::Null);
         let expected: Vec<u8> = [1.5f32, -0.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        assert_eq!(value(&row, &dtypes, 5), Value::Float32List(&expected));
+        assert_eq!(
+            value(&row, &dtypes, 5).unwrap(),
+            Value::Float32List(&expected)
+        );
 
         let row = encoder.encode(1, 5, 9);
         assert_eq!(order_key(&row), (5, 9, 0));
-        assert_eq!(value(&row, &dtypes, 0), Value::Null);
-        assert_eq!(value(&row, &dtypes, 2), Value::Float64(-0.0));
-        assert_eq!(value(&row, &dtypes, 3), Value::String(""));
-        assert_eq!(value(&row, &dtypes, 4), Value::Timestamp(7));
-        assert_eq!(value(&row, &dtypes, 5), Value::Null);
+        assert_eq!(value(&row, &dtypes, 0).unwrap(), Value::Null);
+        assert_eq!(value(&row, &dtypes, 2).unwrap(), Value::Float64(-0.0));
+        assert_eq!(value(&row, &dtypes, 3).unwrap(), Value::String(""));
+        assert_eq!(value(&row, &dtypes, 4).unwrap(), Value::Timestamp(7));
+        assert_eq!(value(&row, &dtypes, 5).unwrap(), Value::Null);
+    }
+
+    #[test]
+    fn a_corrupt_stored_row_is_an_error_never_a_default_value() {
+        let dtypes = [DType::Int64, DType::String];
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![Some(1)])),
+            Arc::new(StringArray::from(vec![Some("ok")])),
+        ];
+        let good = RowEncoder::new(&columns, &dtypes).unwrap().encode(0, 10, 0);
+        let read = |row: &[u8]| {
+            let mut out = ViewColumnsBuilder::new(dtypes, skewless_core::Ttl::UNLIMITED, 1);
+            push(&mut out, Some(row), &dtypes, 20).map(|()| out.finish())
+        };
+        let view = read(&good).unwrap();
+        assert_eq!(view.columns[1].len(), 1);
+
+        // The string's bytes replaced by invalid UTF-8: once served as "".
+        let mut not_utf8 = good.to_vec();
+        let end = not_utf8.len();
+        not_utf8[end - 2..].copy_from_slice(&[0xff, 0xfe]);
+        let err = read(&not_utf8).unwrap_err();
+        assert!(err.contains("feature 1 is not UTF-8"), "{err}");
+
+        // The string slot pointing past the row.
+        let mut out_of_bounds = good.to_vec();
+        let (slots, _) = layout(2);
+        out_of_bounds[slots + 8 + 4..slots + 16].copy_from_slice(&100u32.to_le_bytes());
+        let err = read(&out_of_bounds).unwrap_err();
+        assert!(err.contains("points at bytes"), "{err}");
+
+        // Shorter than the layout.
+        let err = read(&good[..HEADER + 2]).unwrap_err();
+        assert!(err.contains("shorter than the layout"), "{err}");
     }
 }

@@ -326,7 +326,12 @@ impl OnlineStore for LocalStore {
         }
         for key in keys {
             let stored = view.rows.get(*key);
-            row::push(out, stored.as_deref().map(|r| &**r), &view.dtypes, at);
+            row::push(out, stored.as_deref().map(|r| &**r), &view.dtypes, at).map_err(
+                |reason| Error::CorruptRow {
+                    view: view_name.to_owned(),
+                    reason,
+                },
+            )?;
         }
         Ok(())
     }

@@ -21,7 +21,9 @@ use skewless_core::definitions::{
     Feature, JoinKey, ModuleRef, Owner, REQUEST_SCOPE, REQUEST_TIME, ServedFeature,
     expand_reference,
 };
-use skewless_core::{DType, Ttl};
+use skewless_core::{DType, Fault, Ttl};
+/// The error a transform call fails with (the engine's), as plan outputs carry it.
+pub use skewless_engine::Error as TransformError;
 use skewless_engine::Transform;
 
 /// A planning error: the caller asked for something the project does not have, or a
@@ -41,6 +43,21 @@ pub enum Error {
     /// A module the definitions pin is not loaded (a registry inconsistency: our fault).
     #[error("module {0} is not loaded")]
     ModuleNotLoaded(ModuleRef),
+    /// A validated project that does not hold what validation promised (a bug).
+    #[error("internal planning error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Who is at fault.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::UnknownService(_) | Error::UnknownFeature(_) | Error::NoFeatures => {
+                Fault::Caller
+            }
+            Error::ModuleNotLoaded(_) | Error::Internal(_) => Fault::Internal,
+        }
+    }
 }
 
 /// `Result` with [`Error`] as the default error.
@@ -218,7 +235,7 @@ impl ServicePlan {
         modules: &dyn Fn(&ModuleRef) -> Option<Transform>,
     ) -> Result<Self> {
         let served = project
-            .services
+            .services()
             .get(name)
             .ok_or_else(|| Error::UnknownService(name.to_owned()))?;
         Self::build(project, name, served, modules)
@@ -255,7 +272,7 @@ impl ServicePlan {
         served: &[ServedFeature],
         modules: &dyn Fn(&ModuleRef) -> Option<Transform>,
     ) -> Result<Self> {
-        let defs = &project.definitions;
+        let defs = &project.definitions();
         // Which transforms are needed: those served, and everything they read.
         let mut needed = vec![false; defs.transforms.len()];
         let mut stack: Vec<usize> = served
@@ -285,18 +302,19 @@ impl ServicePlan {
             request_fields: Vec::new(),
         };
         let mut transform_slot = vec![usize::MAX; defs.transforms.len()];
-        for &t in project.transform_order.iter().filter(|&&t| needed[t]) {
+        for &t in project.transform_order().iter().filter(|&&t| needed[t]) {
             let def = &defs.transforms[t];
             let transform =
                 modules(&def.module).ok_or_else(|| Error::ModuleNotLoaded(def.module.clone()))?;
             let signature = transform.signature().clone();
             let mut inputs = Vec::with_capacity(signature.inputs.len());
             for spec in &signature.inputs {
-                // Validation guarantees exactly one declared input feeds each spec.
+                // Validation guarantees exactly one declared input feeds each spec, against
+                // this module's signature; a miss means `modules` handed out another one.
                 let Some(input) = def.inputs.iter().find(|i| i.input_name() == spec.name) else {
-                    return Err(Error::UnknownFeature(format!(
-                        "transform `{}` has no input feeding `{}`",
-                        def.name, spec.name
+                    return Err(Error::Internal(format!(
+                        "transform `{}` has no input feeding `{}` of module {}",
+                        def.name, spec.name, def.module
                     )));
                 };
                 let source = if input.scope == REQUEST_SCOPE && input.name == REQUEST_TIME {
@@ -315,22 +333,17 @@ impl ServicePlan {
                     InputSource::Request(plan.request_field(field))
                 } else if let Some(v) = defs.view_index(&input.scope) {
                     let view = plan.view(project, v);
-                    let feature = plan.views[view]
-                        .features
-                        .iter()
-                        .position(|f| f.name == input.name)
-                        .unwrap_or(0);
+                    let feature = plan.view_feature(view, &input.name)?;
                     InputSource::View { view, feature }
                 } else {
-                    let other = defs.transform_index(&input.scope).unwrap_or(0);
-                    let slot = transform_slot[other];
-                    let output = plan.transforms[slot]
-                        .transform
-                        .signature()
-                        .outputs
-                        .iter()
-                        .position(|o| o.name == input.name)
-                        .unwrap_or(0);
+                    let other = defs.transform_index(&input.scope).ok_or_else(|| {
+                        Error::Internal(format!(
+                            "transform `{}` reads `{input}`, whose owner is neither a view nor a transform",
+                            def.name
+                        ))
+                    })?;
+                    let slot = plan.slot(&transform_slot, other, &defs.transforms[other].name)?;
+                    let output = plan.transform_output(slot, &input.name)?;
                     InputSource::Transform {
                         transform: slot,
                         output,
@@ -351,22 +364,12 @@ impl ServicePlan {
             let source = match f.owner {
                 Owner::View(v) => {
                     let view = plan.view(project, v);
-                    let feature = plan.views[view]
-                        .features
-                        .iter()
-                        .position(|x| x.name == f.name)
-                        .unwrap_or(0);
+                    let feature = plan.view_feature(view, &f.name)?;
                     FeatureSource::View { view, feature }
                 }
                 Owner::Transform(t) => {
-                    let transform = transform_slot[t];
-                    let output = plan.transforms[transform]
-                        .transform
-                        .signature()
-                        .outputs
-                        .iter()
-                        .position(|o| o.name == f.name)
-                        .unwrap_or(0);
+                    let transform = plan.slot(&transform_slot, t, &f.owner_name)?;
+                    let output = plan.transform_output(transform, &f.name)?;
                     FeatureSource::Transform { transform, output }
                 }
             };
@@ -378,6 +381,51 @@ impl ServicePlan {
             });
         }
         Ok(plan)
+    }
+
+    /// The index of feature `name` in planned view `view`. Validation resolved the name
+    /// against the same view, so a miss is a broken invariant, never feature 0.
+    fn view_feature(&self, view: usize, name: &str) -> Result<usize> {
+        let view = &self.views[view];
+        view.features
+            .iter()
+            .position(|f| f.name == name)
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "feature view `{}` has no feature `{name}`, which validation resolved",
+                    view.name
+                ))
+            })
+    }
+
+    /// The plan slot of project transform `index` (named `name`), which dependency order
+    /// put before its readers.
+    fn slot(&self, slots: &[usize], index: usize, name: &str) -> Result<usize> {
+        slots
+            .get(index)
+            .copied()
+            .filter(|&slot| slot < self.transforms.len())
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "transform `{name}` is read before it is planned (dependency order broken)"
+                ))
+            })
+    }
+
+    /// The index of output `name` of planned transform `slot`, by its module's signature.
+    fn transform_output(&self, slot: usize, name: &str) -> Result<usize> {
+        let t = &self.transforms[slot];
+        t.transform
+            .signature()
+            .outputs
+            .iter()
+            .position(|o| o.name == name)
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "module {} of transform `{}` has no output `{name}`, which validation resolved",
+                    t.module, t.name
+                ))
+            })
     }
 
     fn request_field(&mut self, field: Feature) -> usize {
@@ -398,7 +446,7 @@ impl ServicePlan {
         if let Some(i) = self.views.iter().position(|v| v.index == index) {
             return i;
         }
-        let defs = &project.definitions;
+        let defs = &project.definitions();
         let view = &defs.feature_views[index];
         let key_columns = defs
             .view_join_keys(view)

@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
+use skewless_core::Fault;
 use skewless_core::definitions::{ModuleRef, check_module_name, check_version};
 use skewless_core::fs::write_atomic;
 use skewless_core::{DefinitionErrors, Definitions, Project, Signature};
-use skewless_engine::{Engine, Fault, Transform};
+use skewless_engine::{Engine, Transform};
 
 /// A registry error, split by who is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,9 @@ pub enum Error {
         /// What failed.
         source: std::io::Error,
     },
+    /// A broken invariant (a bug); nothing was changed.
+    #[error("internal registry error: {0}")]
+    Internal(String),
     /// The data directory holds something the registry cannot read.
     #[error("{path}: {reason}")]
     Corrupt {
@@ -69,15 +73,20 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the caller is at fault (a 4xx), rather than the host (a 5xx).
-    pub fn is_caller_fault(&self) -> bool {
+    /// Who is at fault.
+    pub fn fault(&self) -> Fault {
         match self {
             Error::InvalidName(_)
             | Error::Conflict { .. }
             | Error::Definitions(_)
-            | Error::NotFound(_) => true,
-            Error::Module(e) => e.fault() != Fault::Host,
-            Error::Io { .. } | Error::Corrupt { .. } => false,
+            | Error::NotFound(_) => Fault::Caller,
+            // At upload the component is the caller's: a guest fault while checking it
+            // (a trap in its signature export) is the uploader's to fix.
+            Error::Module(e) => match e.fault() {
+                Fault::Guest => Fault::Caller,
+                other => other,
+            },
+            Error::Io { .. } | Error::Corrupt { .. } | Error::Internal(_) => Fault::Internal,
         }
     }
 }
@@ -341,9 +350,13 @@ impl Registry {
             Err(e) => return Ok(Err(e)),
         };
         let path = self.dir.join(DEFINITIONS);
-        write_atomic(&path, project.definitions.to_yaml().as_bytes()).map_err(io(&path))?;
+        let yaml = project
+            .definitions()
+            .to_yaml()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(&path, yaml.as_bytes()).map_err(io(&path))?;
         *self.project.write().unwrap_or_else(|e| e.into_inner()) = Some(project.clone());
-        tracing::info!(project = %project.definitions.project, "definitions applied");
+        tracing::info!(project = %project.definitions().project, "definitions applied");
         Ok(Ok((project, prepared)))
     }
 

@@ -3,6 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use skewless_core::Fault;
 
 /// An error answered over HTTP.
 #[derive(Debug)]
@@ -57,39 +58,47 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The one mapping from who is at fault to a status: `caller` is the 4xx this kind of
+    /// refusal gets (400, 404, 409, 422); a guest's fault is a 422, a broken invariant or
+    /// a failed disk a 500 (the detail logged, never sent), an unreachable dependency or a
+    /// concurrent change a 503 (retry).
+    pub fn of(fault: Fault, caller: StatusCode, message: impl Into<String>) -> Self {
+        let status = match fault {
+            Fault::Caller => caller,
+            Fault::Guest => StatusCode::UNPROCESSABLE_ENTITY,
+            Fault::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, message)
+    }
+}
+
 impl From<skewless_registry::Error> for ApiError {
     fn from(e: skewless_registry::Error) -> Self {
         use skewless_registry::Error as E;
-        let status = match &e {
+        let caller = match &e {
             E::Conflict { .. } => StatusCode::CONFLICT,
             E::NotFound(_) => StatusCode::NOT_FOUND,
-            _ if e.is_caller_fault() => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
-        Self::new(status, e.to_string())
+        Self::of(e.fault(), caller, e.to_string())
     }
 }
 
 impl From<skewless_online::Error> for ApiError {
     fn from(e: skewless_online::Error) -> Self {
-        let status = match &e {
-            skewless_online::Error::SchemaChanged(_) | skewless_online::Error::Unavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            _ if e.is_caller_fault() => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Self::new(status, e.to_string())
+        Self::of(e.fault(), StatusCode::BAD_REQUEST, e.to_string())
     }
 }
 
 impl From<skewless_plan::Error> for ApiError {
     fn from(e: skewless_plan::Error) -> Self {
-        match &e {
-            skewless_plan::Error::ModuleNotLoaded(_) => Self::internal(e.to_string()),
-            skewless_plan::Error::UnknownService(_) => Self::not_found(e.to_string()),
-            _ => Self::bad_request(e.to_string()),
-        }
+        let caller = match &e {
+            skewless_plan::Error::UnknownService(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::of(e.fault(), caller, e.to_string())
     }
 }
 

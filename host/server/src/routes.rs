@@ -172,14 +172,14 @@ async fn apply(State(state): Shared, body: Result<Bytes, BytesRejection>) -> Api
     let schemas = crate::view_schemas(&project);
     blocking(move || store.set_views(&schemas)).await??;
     state.swap(serving);
-    let d = &project.definitions;
+    let d = &project.definitions();
     Ok(axum::Json(json!({
         "project": d.project,
         "entities": d.entities.len(),
         "sources": d.sources.len(),
         "feature_views": d.feature_views.len(),
         "transforms": d.transforms.iter().map(|t| json!({"name": t.name, "module": t.module.to_string()})).collect::<Vec<_>>(),
-        "feature_services": project.services.keys().collect::<Vec<_>>(),
+        "feature_services": project.services().keys().collect::<Vec<_>>(),
     }))
     .into_response())
 }
@@ -189,11 +189,11 @@ async fn definitions(State(state): Shared) -> ApiResult {
         .registry
         .project()
         .ok_or_else(|| ApiError::not_found("no definitions applied yet (PUT /v1/definitions)"))?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/yaml")],
-        project.definitions.to_yaml(),
-    )
-        .into_response())
+    let yaml = project
+        .definitions()
+        .to_yaml()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/yaml")], yaml).into_response())
 }
 
 /// Runs `call` on the online store from a request. A remote store's round trip runs where
@@ -215,7 +215,7 @@ async fn feature_views(State(state): Shared) -> ApiResult {
         .registry
         .project()
         .map(|p| {
-            let d = &p.definitions;
+            let d = &p.definitions();
             d.feature_views
                 .iter()
                 .map(|v| {
@@ -246,7 +246,7 @@ async fn feature_services(State(state): Shared) -> Response {
         .project
         .as_ref()
         .map(|p| {
-            p.definitions
+            p.definitions()
                 .feature_services
                 .iter()
                 .filter_map(|s| {
@@ -287,7 +287,7 @@ async fn push(
         .project
         .clone()
         .ok_or_else(|| ApiError::not_found("no definitions applied yet (PUT /v1/definitions)"))?;
-    let d = &project.definitions;
+    let d = &project.definitions();
     let src = d
         .source(&source)
         .ok_or_else(|| ApiError::not_found(format!("unknown source `{source}`")))?;
@@ -693,7 +693,7 @@ async fn healthz(State(state): Shared) -> Response {
     let serving = state.serving();
     axum::Json(json!({
         "status": "ok",
-        "project": serving.project.as_ref().map(|p| p.definitions.project.clone()),
+        "project": serving.project.as_ref().map(|p| p.definitions().project.clone()),
         "feature_services": serving.services.len(),
         "modules": state.registry.modules().len(),
     }))

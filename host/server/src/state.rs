@@ -44,7 +44,7 @@ impl Serving {
     ) -> Result<Self, skewless_plan::Error> {
         let modules = |m: &_| registry.transform(m);
         let mut services = HashMap::new();
-        for name in project.services.keys() {
+        for name in project.services().keys() {
             services.insert(
                 name.clone(),
                 Arc::new(ServicePlan::for_service(project, name, &modules)?),
@@ -65,7 +65,7 @@ impl Serving {
 /// The online store schemas of a project's online views.
 pub fn view_schemas(project: &Project) -> Vec<ViewSchema> {
     project
-        .definitions
+        .definitions()
         .feature_views
         .iter()
         .filter(|v| v.online)
