@@ -19,6 +19,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use skewless_core::fs::AtomicFile;
 use skewless_engine::Transform;
 
 use crate::progress::Progress;
@@ -181,21 +182,12 @@ pub fn run_file(
         .with_context(|| format!("checking {} against the transforms", input.display()))?;
     let reader = builder.with_batch_size(args.batch_size).build()?;
 
-    let tmp = tempfile::Builder::new()
-        .prefix(".skewless-")
-        .suffix(".parquet.tmp")
-        .tempfile_in(
-            output
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        )
+    let file = AtomicFile::create(output)
         .with_context(|| format!("creating a temporary file beside {}", output.display()))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let mut writer =
-        ArrowWriter::try_new(tmp.as_file().try_clone()?, Arc::clone(&schema), Some(props))?;
+    let mut writer = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))?;
 
     let threads = args
         .threads
@@ -259,11 +251,10 @@ pub fn run_file(
         Ok(())
     })?;
     progress.finish();
-    writer.close()?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(output)
-        .map_err(|e| anyhow!(e.error))
-        .with_context(|| format!("renaming the finished file to {}", output.display()))?;
+    writer
+        .into_inner()?
+        .commit()
+        .with_context(|| format!("committing the finished file as {}", output.display()))?;
     Ok(Stats {
         rows,
         calls: batches * transforms.len() as u64,

@@ -16,6 +16,7 @@ use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use skewless_core::DType;
+use skewless_core::fs::AtomicFile;
 
 use crate::{Error, Result, workers};
 
@@ -341,20 +342,19 @@ fn describe(schema: &arrow_schema::Schema) -> String {
         .join(", ")
 }
 
-/// A Parquet file written under a temporary name in its directory and renamed to its
-/// final name by [`AtomicParquet::finish`]: a crash or an error never leaves a partial
-/// file under the final name (the temporary file is removed when dropped unfinished).
+/// A Parquet file written through an [`AtomicFile`]: renamed to its final name, after an
+/// fsync, by [`AtomicParquet::finish`], and the directory fsynced; a crash or an error
+/// never leaves a partial file under the final name (the temporary file is removed when
+/// dropped unfinished).
 pub struct AtomicParquet {
     path: PathBuf,
-    tmp: tempfile::NamedTempFile,
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<AtomicFile>,
 }
 
 impl std::fmt::Debug for AtomicParquet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AtomicParquet")
             .field("path", &self.path)
-            .field("tmp", &self.tmp.path())
             .finish_non_exhaustive()
     }
 }
@@ -362,21 +362,10 @@ impl std::fmt::Debug for AtomicParquet {
 impl AtomicParquet {
     /// Starts writing `path` with `schema`; its directory is created if missing.
     pub fn create(path: &Path, schema: SchemaRef) -> Result<Self> {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let io = |source| Error::Io {
+        let file = AtomicFile::create(path).map_err(|source| Error::Io {
             path: path.to_owned(),
             source,
-        };
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(".skewless-")
-            .suffix(".parquet.tmp")
-            .tempfile_in(dir)
-            .map_err(io)?;
-        let file = tmp.as_file().try_clone().map_err(io)?;
+        })?;
         // Dictionary encoding pays for strings (names, categories repeat); for numbers it
         // costs a hash per value (a tenth of a large backfill's time) and rarely wins.
         let mut properties = WriterProperties::builder().set_dictionary_enabled(false);
@@ -397,7 +386,6 @@ impl AtomicParquet {
         })?;
         Ok(Self {
             path: path.to_owned(),
-            tmp,
             writer,
         })
     }
@@ -410,20 +398,14 @@ impl AtomicParquet {
         })
     }
 
-    /// Closes the file, syncs it and gives it its final name.
+    /// Closes the file (its footer written) and commits it under its final name.
     pub fn finish(self) -> Result<()> {
-        let Self { path, tmp, writer } = self;
-        let io = |source| Error::Io {
-            path: path.clone(),
-            source,
-        };
-        writer.close().map_err(|e| Error::Parquet {
+        let Self { path, writer } = self;
+        let file = writer.into_inner().map_err(|e| Error::Parquet {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(&path).map_err(|e| io(e.error))?;
-        Ok(())
+        file.commit().map_err(|source| Error::Io { path, source })
     }
 }
 

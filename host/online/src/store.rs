@@ -14,6 +14,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use skewless_core::DType;
 use skewless_core::assemble::ViewColumnsBuilder;
+use skewless_core::fs::{AtomicFile, remove_leftovers};
 
 use crate::row;
 use crate::wal::{self, KeyedRow, Record, Segment};
@@ -148,6 +149,11 @@ impl LocalStore {
         let lock = File::create(&lock_path).map_err(io(&lock_path))?;
         if lock.try_lock().is_err() {
             return Err(Error::Locked(dir.to_owned()));
+        }
+        // A snapshot a crash interrupted is a temporary file nothing will commit.
+        let leftovers = remove_leftovers(dir).map_err(io(dir))?;
+        if leftovers > 0 {
+            tracing::info!(files = leftovers, "removed unfinished snapshot files");
         }
         let started = Instant::now();
         let map: HashMap<String, Arc<ViewData>> = views
@@ -563,14 +569,14 @@ fn write_snapshot(dir: &Path, views: &Views, start: u64) -> Result<u64> {
         .values()
         .cloned()
         .collect();
-    let tmp = dir.join("snapshot.tmp");
-    let file = File::create(&tmp).map_err(io(&tmp))?;
+    let path = dir.join(SNAPSHOT);
+    let file = AtomicFile::create(&path).map_err(io(&path))?;
     let mut out = HashingWriter {
         inner: BufWriter::with_capacity(1 << 20, file),
         hasher: crc32fast::Hasher::new(),
     };
     let mut rows = 0u64;
-    let write = |out: &mut HashingWriter, bytes: &[u8]| out.write_all(bytes).map_err(io(&tmp));
+    let write = |out: &mut HashingWriter, bytes: &[u8]| out.write_all(bytes).map_err(io(&path));
     write(&mut out, SNAPSHOT_MAGIC)?;
     write(&mut out, &start.to_le_bytes())?;
     write(&mut out, &(views.len() as u32).to_le_bytes())?;
@@ -592,12 +598,9 @@ fn write_snapshot(dir: &Path, views: &Views, start: u64) -> Result<u64> {
     }
     let crc = out.hasher.clone().finalize();
     let mut file = out.inner;
-    file.write_all(&crc.to_le_bytes()).map_err(io(&tmp))?;
-    let file = file.into_inner().map_err(|e| io(&tmp)(e.into_error()))?;
-    file.sync_all().map_err(io(&tmp))?;
-    let path = dir.join(SNAPSHOT);
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    skewless_core::fs::sync_dir(dir).map_err(io(dir))?;
+    file.write_all(&crc.to_le_bytes()).map_err(io(&path))?;
+    let file = file.into_inner().map_err(|e| io(&path)(e.into_error()))?;
+    file.commit().map_err(io(&path))?;
     for number in wal::segments(dir)? {
         if number < start {
             let old = wal::segment_path(dir, number);
@@ -608,7 +611,7 @@ fn write_snapshot(dir: &Path, views: &Views, start: u64) -> Result<u64> {
 }
 
 struct HashingWriter {
-    inner: BufWriter<File>,
+    inner: BufWriter<AtomicFile>,
     hasher: crc32fast::Hasher,
 }
 
@@ -762,6 +765,38 @@ mod tests {
         assert_eq!(store.stats().snapshots, 1, "one snapshot, by time alone");
         assert!(dir.path().join(SNAPSHOT).exists());
         assert_eq!(store.stats().wal_bytes_since_snapshot, 0);
+    }
+
+    #[test]
+    fn a_snapshot_a_crash_interrupted_is_removed_at_open_and_the_last_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::new(u64::MAX, Duration::from_millis(50));
+        {
+            let store = LocalStore::open(dir.path(), &[schema()], options).unwrap();
+            write(&store, &[(1, 100, 1.0)]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while store.stats().snapshots == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert_eq!(store.stats().snapshots, 1);
+        }
+        let committed = std::fs::read(dir.path().join(SNAPSHOT)).unwrap();
+        // A process killed while writing its next snapshot leaves its temporary file.
+        let mut unfinished = AtomicFile::create(&dir.path().join(SNAPSHOT)).unwrap();
+        unfinished.write_all(b"half a snapshot").unwrap();
+        std::mem::forget(unfinished);
+        let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+        assert_eq!(read(&store, &[1], 1000), [Some(1.0)]);
+        assert_eq!(std::fs::read(dir.path().join(SNAPSHOT)).unwrap(), committed);
+        let temporaries = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy()
+                    .starts_with(skewless_core::fs::TEMP_PREFIX)
+            })
+            .count();
+        assert_eq!(temporaries, 0);
     }
 
     #[test]
