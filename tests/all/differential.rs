@@ -10,7 +10,7 @@
 //! `SKEWLESS_DIFF_SEED` run more or other cases; a failure names its seed and case.
 //!
 //! The suite is itself tested: with a planted skew in the online store's TTL boundary
-//! (`<` instead of `<=`, the `planted-skew` feature of skewless-online), it must fail.
+//! (`<` instead of `<=`, a store layer that reads one microsecond late), it must fail.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -478,16 +478,17 @@ fn differences(
     let dir = tempfile::tempdir().unwrap();
     let drawn = Case::draw(&mut rng, dir.path());
     let request = Request::draw(&mut rng);
-    let store = skewless_online::StoreOptions {
-        planted_ttl_skew: planted_skew,
-        ..Default::default()
+    let layer: skewless_server::StoreLayer = if planted_skew {
+        crate::support::SkewedStore::layer()
+    } else {
+        Box::new(|store| store)
     };
-    let server = TestServer::start_configured(dir.path(), |config| {
-        config.store = store;
+    let configure = |config: &mut skewless_server::ServerConfig| {
         config.redis = redis.map(|r| crate::support::redis_options(r, &format!("case{case}")));
         // A Python component is about 18 MB.
         config.max_module_bytes = 64 << 20;
-    });
+    };
+    let server = TestServer::start_layered(dir.path(), configure, layer);
     let (language, fraud_risk) = FRAUD_RISKS[(case % 4) as usize];
     for (name, path) in [
         ("fraud_risk", fraud_risk),

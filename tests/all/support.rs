@@ -86,6 +86,15 @@ impl TestServer {
         data_dir: &std::path::Path,
         configure: impl FnOnce(&mut skewless_server::ServerConfig),
     ) -> TestServer {
+        Self::start_layered(data_dir, configure, Box::new(|store| store))
+    }
+
+    /// [`TestServer::start_configured`], the store wrapped in `layer`.
+    pub fn start_layered(
+        data_dir: &std::path::Path,
+        configure: impl FnOnce(&mut skewless_server::ServerConfig),
+        layer: skewless_server::StoreLayer,
+    ) -> TestServer {
         let mut config = skewless_server::ServerConfig::new(data_dir);
         config.listen = "127.0.0.1:0".parse().unwrap();
         // Jobs read their Parquet files from the data directory.
@@ -103,7 +112,7 @@ impl TestServer {
                 .build()
                 .unwrap();
             runtime.block_on(async move {
-                let server = skewless_server::Server::bind(config, engine)
+                let server = skewless_server::Server::bind_layered(config, engine, layer)
                     .await
                     .expect("server starts");
                 ready.send(server.local_addr()).unwrap();
@@ -291,4 +300,50 @@ pub fn redis_options(redis: &RedisServer, prefix: &str) -> skewless_online::Redi
     let mut options = skewless_online::RedisOptions::new(redis.url());
     options.prefix = prefix.to_owned();
     options
+}
+
+/// An online store that reads one microsecond late: a deliberate skew at the TTL boundary
+/// (`at - ttl < ts` instead of `<=`), for the tests of the differential suite and of
+/// verify. Everything else goes to the store it wraps.
+#[derive(Debug)]
+pub struct SkewedStore(pub std::sync::Arc<dyn skewless_online::OnlineStore>);
+
+impl SkewedStore {
+    /// A [`skewless_server::StoreLayer`] that plants the skew.
+    pub fn layer() -> skewless_server::StoreLayer {
+        Box::new(|store| std::sync::Arc::new(SkewedStore(store)))
+    }
+}
+
+impl skewless_online::OnlineStore for SkewedStore {
+    fn set_views(&self, views: &[skewless_online::ViewSchema]) -> skewless_online::Result<()> {
+        self.0.set_views(views)
+    }
+
+    fn write(
+        &self,
+        view: &str,
+        batch: skewless_online::WriteBatch,
+    ) -> skewless_online::Result<()> {
+        self.0.write(view, batch)
+    }
+
+    fn read(
+        &self,
+        view: &str,
+        fingerprint: u64,
+        keys: &[&[u8]],
+        at: i64,
+        out: &mut skewless_core::assemble::ViewColumnsBuilder,
+    ) -> skewless_online::Result<()> {
+        self.0.read(view, fingerprint, keys, at.saturating_add(1), out)
+    }
+
+    fn stats(&self) -> skewless_online::StoreStats {
+        self.0.stats()
+    }
+
+    fn blocks(&self) -> bool {
+        self.0.blocks()
+    }
 }

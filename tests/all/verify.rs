@@ -173,11 +173,8 @@ fn verify_replays_served_rows_through_the_offline_path() {
 fn verify_reports_a_planted_ttl_skew() {
     let dir = tempfile::tempdir().unwrap();
     write_history(dir.path());
-    let store = skewless_online::StoreOptions {
-        planted_ttl_skew: true,
-        ..Default::default()
-    };
-    let server = TestServer::start_with(dir.path(), None, store);
+    let server =
+        TestServer::start_layered(dir.path(), |_| {}, crate::support::SkewedStore::layer());
     prepare(&server);
     serve(&server, &[1, 2, 3], &[10.0, 20.0, 30.0]);
     let (status, report) = server.json("POST", "/v1/verify", &json!({"service": "fraud_v1"}));

@@ -32,11 +32,6 @@ pub struct StoreOptions {
     pub snapshot_after_bytes: u64,
     /// Snapshot at least this often while there are writes.
     pub snapshot_interval: Duration,
-    /// A deliberate skew for the differential suite's test of itself: reads apply the TTL
-    /// with `<` instead of `<=`. Exists only with the `planted-skew` feature, which only
-    /// the test crate enables.
-    #[cfg(feature = "planted-skew")]
-    pub planted_ttl_skew: bool,
 }
 
 impl StoreOptions {
@@ -46,8 +41,6 @@ impl StoreOptions {
         Self {
             snapshot_after_bytes,
             snapshot_interval,
-            #[cfg(feature = "planted-skew")]
-            planted_ttl_skew: false,
         }
     }
 }
@@ -57,8 +50,6 @@ impl Default for StoreOptions {
         Self {
             snapshot_after_bytes: 256 << 20,
             snapshot_interval: Duration::from_secs(300),
-            #[cfg(feature = "planted-skew")]
-            planted_ttl_skew: false,
         }
     }
 }
@@ -135,8 +126,6 @@ pub struct LocalStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
     _lock: File,
-    #[cfg(feature = "planted-skew")]
-    planted_ttl_skew: bool,
 }
 
 impl LocalStore {
@@ -190,8 +179,6 @@ impl LocalStore {
         let segment = Segment::create(dir, next_segment)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let counters = Arc::new(Counters::default());
-        #[cfg(feature = "planted-skew")]
-        let planted_ttl_skew = options.planted_ttl_skew;
         let writer = Writer {
             dir: dir.to_owned(),
             views: views.clone(),
@@ -212,8 +199,6 @@ impl LocalStore {
             writer: Mutex::new(Some(handle)),
             counters,
             _lock: lock,
-            #[cfg(feature = "planted-skew")]
-            planted_ttl_skew,
         };
         tracing::info!(
             dir = %dir.display(),
@@ -323,9 +308,6 @@ impl OnlineStore for LocalStore {
         at: i64,
         out: &mut ViewColumnsBuilder,
     ) -> Result<()> {
-        // One microsecond later turns `at - ttl <= ts` into `at - ttl < ts`.
-        #[cfg(feature = "planted-skew")]
-        let at = at.saturating_add(i64::from(self.planted_ttl_skew));
         let view = self.view(view_name)?;
         if view.fingerprint != fingerprint {
             return Err(Error::SchemaChanged(view_name.to_owned()));

@@ -32,6 +32,9 @@ pub use error::ApiError;
 pub use materialization::{MaterializeError, plan_materialization, run_materialization};
 pub use state::{Serving, view_schemas};
 
+/// Wraps the online store a server opens: see [`Server::bind_layered`].
+pub type StoreLayer = Box<dyn FnOnce(Arc<dyn OnlineStore>) -> Arc<dyn OnlineStore> + Send>;
+
 /// How to run a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -116,6 +119,17 @@ impl Server {
     /// Opens the data directory (registry, then the online store with the applied views,
     /// replaying its log) and binds the address.
     pub async fn bind(config: ServerConfig, engine: Engine) -> Result<Self, StartError> {
+        Self::bind_layered(config, engine, Box::new(|store| store)).await
+    }
+
+    /// [`Server::bind`], with every store call going through `layer`, which wraps the
+    /// store the configuration opens (to instrument it, cache it, or, in the differential
+    /// suite's test of itself, to plant a skew).
+    pub async fn bind_layered(
+        config: ServerConfig,
+        engine: Engine,
+        layer: StoreLayer,
+    ) -> Result<Self, StartError> {
         if !config.listen.ip().is_loopback() && config.token.as_deref().is_none_or(str::is_empty) {
             return Err(StartError::Insecure(config.listen));
         }
@@ -134,6 +148,7 @@ impl Server {
                     store_options,
                 )?),
             };
+            let store = layer(store);
             let serving = match &project {
                 Some(p) => Serving::build(p, &registry)?,
                 None => Serving::empty(),
