@@ -294,7 +294,13 @@ fn main() -> Result<()> {
     for &(entities, features) in sizes {
         let dir = root.join(format!("{entities}x{features}"));
         generate(&dir, entities, features)?;
-        let registry = Registry::open(&dir.join("data"), engine(&dir)?)?;
+        // The generated data is kept between runs, the registry is not: a rebuilt
+        // fraud_risk (another SDK, say) would be refused as other bytes under 1.0.0.
+        let data = dir.join("data");
+        if data.join("registry").exists() {
+            std::fs::remove_dir_all(data.join("registry"))?;
+        }
+        let registry = Registry::open(&data, engine(&dir)?)?;
         let module = std::fs::read(skewless_test_artifacts::FRAUD_RISK)?;
         registry.upload("fraud_risk", "1.0.0", &module)?;
         drop(registry);
@@ -352,7 +358,7 @@ fn main() -> Result<()> {
         let store_dir = tempfile::tempdir_in(&dir)?;
         let store = skewless_online::LocalStore::open(
             store_dir.path(),
-            &skewless_server::view_schemas(&project),
+            &skewless_online::view_schemas(&project),
             skewless_online::StoreOptions::default(),
         )?;
         let windows =

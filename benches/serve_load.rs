@@ -193,7 +193,7 @@ fn main() {
             })
             .expect("apply")
             .expect("prepared");
-        let schemas = skewless_server::view_schemas(&project);
+        let schemas = skewless_online::view_schemas(&project);
         let store: Box<dyn OnlineStore> = match &redis {
             Some(redis) => {
                 Box::new(RedisStore::open(&redis_options(redis), &schemas).expect("store"))

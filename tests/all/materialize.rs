@@ -98,7 +98,7 @@ fn expected(rows: &Rows, key: i64, start: i64, end: i64) -> Option<(i64, f64)> {
 }
 
 fn store_values(store: &LocalStore, keys: &[i64], at: i64) -> Vec<Option<(i64, f64)>> {
-    let schema = skewless_server::view_schemas(&project())
+    let schema = skewless_online::view_schemas(&project())
         .into_iter()
         .find(|s| s.name == "stats")
         .unwrap();
@@ -132,7 +132,7 @@ fn materialize_loads_the_latest_row_per_entity_in_the_window() {
     let project = project();
     let store = LocalStore::open(
         &dir.path().join("online"),
-        &skewless_server::view_schemas(&project),
+        &skewless_online::view_schemas(&project),
         StoreOptions::default(),
     )
     .unwrap();
@@ -206,7 +206,7 @@ fn windows_follow_watermarks_and_refuse_what_cannot_be_materialized() {
 
     let store = LocalStore::open(
         &dir.path().join("online"),
-        &skewless_server::view_schemas(&project),
+        &skewless_online::view_schemas(&project),
         StoreOptions::default(),
     )
     .unwrap();
@@ -262,7 +262,7 @@ fn a_watermark_counts_only_for_the_schema_it_was_recorded_under() {
     };
     let end = 10_000 * S;
     let start_of = |project: &Project| {
-        skewless_server::plan_materialization(&registry, project, &["stats".into()], None, end)
+        skewless_ops::plan_materialization(&registry, project, &["stats".into()], None, end)
             .unwrap()[0]
             .start
     };
@@ -272,7 +272,7 @@ fn a_watermark_counts_only_for_the_schema_it_was_recorded_under() {
         end - 3600 * S,
         "no watermark: one TTL back"
     );
-    let fingerprint = skewless_server::view_schemas(&project)[0].fingerprint();
+    let fingerprint = skewless_online::view_schemas(&project)[0].fingerprint();
     registry
         .advance_watermark("stats", fingerprint, 5_000 * S)
         .unwrap();
@@ -294,7 +294,7 @@ fn a_watermark_counts_only_for_the_schema_it_was_recorded_under() {
         end - 3600 * S,
         "the old schema's watermark is ignored"
     );
-    let fingerprint = skewless_server::view_schemas(&changed)[0].fingerprint();
+    let fingerprint = skewless_online::view_schemas(&changed)[0].fingerprint();
     registry
         .advance_watermark("stats", fingerprint, 2_000 * S)
         .unwrap();

@@ -528,7 +528,7 @@ transforms:
     .unwrap();
     let mut project = project;
     project.feature_views.push(
-        serde_yaml::from_str(
+        serde_yaml_ng::from_str(
             "{name: risk_view, entities: [user], source: risk_history, features: [{name: amount_log1p, dtype: float64}]}",
         )
         .unwrap(),

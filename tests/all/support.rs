@@ -320,11 +320,7 @@ impl skewless_online::OnlineStore for SkewedStore {
         self.0.set_views(views)
     }
 
-    fn write(
-        &self,
-        view: &str,
-        batch: skewless_online::WriteBatch,
-    ) -> skewless_online::Result<()> {
+    fn write(&self, view: &str, batch: skewless_online::WriteBatch) -> skewless_online::Result<()> {
         self.0.write(view, batch)
     }
 
@@ -336,7 +332,8 @@ impl skewless_online::OnlineStore for SkewedStore {
         at: i64,
         out: &mut skewless_core::assemble::ViewColumnsBuilder,
     ) -> skewless_online::Result<()> {
-        self.0.read(view, fingerprint, keys, at.saturating_add(1), out)
+        self.0
+            .read(view, fingerprint, keys, at.saturating_add(1), out)
     }
 
     fn stats(&self) -> skewless_online::StoreStats {

@@ -31,9 +31,9 @@ fn local(start: Option<i64>, end: i64, target: &MaterializeTarget) -> Result<()>
             data_dir.display()
         );
     };
-    let schemas = skewless_server::view_schemas(&project);
+    let schemas = skewless_online::view_schemas(&project);
     let windows =
-        skewless_server::plan_materialization(&registry, &project, &target.views, start, end)?;
+        skewless_ops::plan_materialization(&registry, &project, &target.views, start, end)?;
     let store: Box<dyn OnlineStore> = match target.redis.options() {
         Some(redis) => Box::new(
             RedisStore::open(&redis, &schemas)
@@ -50,7 +50,7 @@ fn local(start: Option<i64>, end: i64, target: &MaterializeTarget) -> Result<()>
         ),
     };
     let progress = Progress::new("materialize", 0);
-    let stats = skewless_server::run_materialization(
+    let stats = skewless_ops::run_materialization(
         &registry,
         &project,
         store.as_ref(),
@@ -128,6 +128,7 @@ pub fn follow(
             Vec::new(),
         )?;
         let job: serde_json::Value = serde_json::from_str(&text)?;
+        // A job that has not reported progress yet shows an empty bar.
         let now_total = job["total"].as_u64().unwrap_or(0);
         let now_done = job["done"].as_u64().unwrap_or(0);
         if now_total != total || now_done < done {

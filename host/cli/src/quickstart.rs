@@ -358,11 +358,13 @@ fn check(dir: &Path, addr: SocketAddr) -> Result<()> {
         let reader = skewless_core::assemble::ValueReader::new(column, dtype)
             .with_context(|| format!("transactions.{field} is not {dtype}"))?;
         let values = (0..take)
-            .map(|i| skewless_server::sample::to_json(reader.value(i)))
+            .map(|i| skewless_ops::sample::to_json(reader.value(i)))
             .collect();
         columns.insert((*field).to_owned(), serde_json::Value::Array(values));
     }
-    let user_id = columns.remove("user_id").unwrap_or_default();
+    let user_id = columns
+        .remove("user_id")
+        .context("the transactions have no user_id")?;
     let request = serde_json::json!({
         "feature_service": "fraud_v1",
         "entities": {"user_id": user_id},
@@ -384,7 +386,7 @@ fn check(dir: &Path, addr: SocketAddr) -> Result<()> {
         "application/json",
         serde_json::to_vec(&serde_json::json!({"service": "fraud_v1", "rows": 200}))?,
     )?;
-    let report: skewless_server::verify::Report = serde_json::from_str(&body)?;
+    let report: skewless_ops::verify::Report = serde_json::from_str(&body)?;
     println!(
         "6. served the last {take} transactions as traffic, then verified {} of them again at {}: {} values, {} mismatches against the offline path",
         report.rows, report.at, report.values_checked, report.mismatches
@@ -499,12 +501,11 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     );
 
     // 4. Materialize the latest statistics into the online store.
-    let schemas = skewless_server::view_schemas(&project);
+    let schemas = skewless_online::view_schemas(&project);
     let store = LocalStore::open(&data.join("online"), &schemas, StoreOptions::default())?;
-    let windows =
-        skewless_server::plan_materialization(&registry, &project, &[], Some(START), END)?;
+    let windows = skewless_ops::plan_materialization(&registry, &project, &[], Some(START), END)?;
     let progress = Progress::new("materialize", 0);
-    let stats = skewless_server::run_materialization(
+    let stats = skewless_ops::run_materialization(
         &registry, &project, &store, dir, &windows, threads, &progress,
     )?;
     progress.finish();

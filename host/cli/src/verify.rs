@@ -7,8 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::{Map, Value as Json};
 use skewless_core::Definitions;
+use skewless_ops::verify::{self, Rows};
 use skewless_registry::Registry;
-use skewless_server::verify::{self, Rows};
 
 use crate::{EngineArgs, ServerArgs, client};
 
@@ -106,7 +106,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
             .as_array()?
             .iter()
             .find(|v| v["name"] == name)
-            .and_then(|v| skewless_server::json::parse_timestamp(&v["materialized_until"]).ok())
+            .and_then(|v| skewless_ops::json::parse_timestamp(&v["materialized_until"]).ok())
     };
     let at = args
         .at
@@ -121,6 +121,8 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         serde_json::to_vec(&rows.features_request(&plan, at))?,
     )?;
     let served: Json = serde_json::from_str(&served).context("the served answer is not JSON")?;
+    let served = verify::ServedColumns::from_response(&plan, &served, rows.len)
+        .map_err(anyhow::Error::msg)?;
     let base = args
         .defs
         .parent()

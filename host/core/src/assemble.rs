@@ -42,6 +42,19 @@ impl Status {
             Status::TransformError => "TRANSFORM_ERROR",
         }
     }
+
+    /// The status called `name` ([`Status::name`]), if there is one.
+    pub fn from_name(name: &str) -> Option<Status> {
+        [
+            Status::Present,
+            Status::NullValue,
+            Status::NotFound,
+            Status::OutsideMaxAge,
+            Status::TransformError,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
 }
 
 /// One stored value, borrowed from wherever the row lives.

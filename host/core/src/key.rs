@@ -5,6 +5,10 @@
 //! a string key never compare equal. The encoding is stable: it is written to the
 //! write-ahead log and to snapshots.
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, ArrayRef};
+
 /// Tag byte of an int64 key part.
 const TAG_INT: u8 = 1;
 /// Tag byte of a string key part.
@@ -75,6 +79,84 @@ impl KeyBuf {
     }
 }
 
+/// Encoded entity keys of a batch of rows, in one buffer; `None` for a row with a null
+/// key part.
+#[derive(Debug, Default, Clone)]
+pub struct KeyColumn {
+    bytes: Vec<u8>,
+    /// `offsets[i]..offsets[i + 1]` is row i's key.
+    offsets: Vec<usize>,
+    valid: Vec<bool>,
+    /// The key itself when it is a single int64 column: looked up without bytes.
+    ints: Option<Vec<i64>>,
+}
+
+impl KeyColumn {
+    /// Encodes the keys of `rows` rows from their join-key columns (canonical types:
+    /// int64 or utf8), in key order.
+    pub fn encode(columns: &[(ArrayRef, KeyType)], rows: usize) -> Self {
+        let mut keys = KeyColumn {
+            bytes: Vec::with_capacity(rows * 9 * columns.len()),
+            offsets: Vec::with_capacity(rows + 1),
+            valid: Vec::with_capacity(rows),
+            ints: None,
+        };
+        if let [(array, KeyType::Int64)] = columns {
+            keys.ints = Some(array.as_primitive::<Int64Type>().values()[..rows].to_vec());
+        }
+        keys.offsets.push(0);
+        let mut key = KeyBuf::new();
+        for row in 0..rows {
+            key.clear();
+            let mut valid = true;
+            for (array, key_type) in columns {
+                if array.is_null(row) {
+                    valid = false;
+                    continue;
+                }
+                match key_type {
+                    KeyType::Int64 => key.push_int(array.as_primitive::<Int64Type>().value(row)),
+                    KeyType::String => key.push_str(array.as_string::<i32>().value(row)),
+                }
+            }
+            keys.bytes.extend_from_slice(key.as_bytes());
+            keys.offsets.push(keys.bytes.len());
+            keys.valid.push(valid);
+        }
+        keys
+    }
+
+    /// Row `i`'s key, or `None` if a part is null.
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        self.valid[i].then(|| &self.bytes[self.offsets[i]..self.offsets[i + 1]])
+    }
+
+    /// Row `i`'s key as an integer, when the key is a single int64 column; `Some(None)`
+    /// if it is null.
+    #[inline]
+    pub fn int(&self, i: usize) -> Option<Option<i64>> {
+        self.ints
+            .as_ref()
+            .map(|ints| self.valid[i].then(|| ints[i]))
+    }
+
+    /// Whether the key is a single int64 column, so [`KeyColumn::int`] answers.
+    pub fn is_single_int(&self) -> bool {
+        self.ints.is_some()
+    }
+
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        self.valid.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.valid.is_empty()
+    }
+}
+
 /// FNV-1a over `bytes`: a stable 64-bit hash (the same in every process and release),
 /// for schema fingerprints and key partitioning. Not for untrusted-input hash tables.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
@@ -90,13 +172,13 @@ pub fn display_key(mut bytes: &[u8]) -> String {
         match tag {
             TAG_INT if rest.len() >= 8 => {
                 let (value, rest) = rest.split_at(8);
-                let value = i64::from_be_bytes(value.try_into().unwrap_or_default());
+                let value = i64::from_be_bytes(value.try_into().expect("split at 8 bytes"));
                 parts.push(value.to_string());
                 bytes = rest;
             }
             TAG_STR if rest.len() >= 4 => {
                 let (len, rest) = rest.split_at(4);
-                let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
+                let len = u32::from_le_bytes(len.try_into().expect("split at 4 bytes")) as usize;
                 let len = len.min(rest.len());
                 let (text, rest) = rest.split_at(len);
                 parts.push(format!("{:?}", String::from_utf8_lossy(text)));
@@ -108,8 +190,8 @@ pub fn display_key(mut bytes: &[u8]) -> String {
             }
         }
     }
-    if parts.len() == 1 {
-        parts.pop().unwrap_or_default()
+    if let [only] = parts.as_mut_slice() {
+        std::mem::take(only)
     } else {
         format!("({})", parts.join(", "))
     }

@@ -137,7 +137,8 @@ fn first_null(array: &dyn Array) -> Option<usize> {
 }
 
 fn offset_range(offsets: &[i32]) -> (usize, usize) {
-    // Arrow guarantees offsets are non-negative and non-decreasing.
+    // Arrow guarantees offsets are non-negative and non-decreasing, and an offsets buffer
+    // holds at least one entry (an empty array's is `[0]`); none at all means no values.
     let first = offsets.first().copied().unwrap_or(0) as usize;
     let last = offsets.last().copied().unwrap_or(0) as usize;
     (first, last)
@@ -365,7 +366,10 @@ fn column_from_wit(column: wit::Column, rows: usize, spec: &ColumnSpec) -> Check
     if !spec.nullable
         && let Some(nulls) = &nulls
     {
-        let row = nulls.iter().position(|v| !v).unwrap_or_default();
+        let row = nulls
+            .iter()
+            .position(|v| !v)
+            .expect("a buffer kept only when it has a null");
         return Err(ColumnError::new(
             name,
             format!("is declared not null but row {row} is null"),

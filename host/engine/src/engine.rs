@@ -9,6 +9,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
 use crate::bindings::FeatureTransformPre;
+use sha2::{Digest, Sha256};
+
 use crate::cache::{CompileCache, sha256_hex};
 use crate::sandbox::CallState;
 use crate::transform::Transform;
@@ -278,13 +280,35 @@ fn wasmtime_config(config: &EngineConfig) -> Config {
     c
 }
 
-/// wasmtime version plus everything wasmtime says makes compiled code incompatible.
+/// wasmtime version plus everything wasmtime says makes compiled code incompatible, by
+/// sha256: a key that stays the same across Rust releases, as the cache outlives them
+/// (`DefaultHasher`'s algorithm may change with any release).
 fn fingerprint(engine: &wasmtime::Engine) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut hasher = Sha256Hasher(Sha256::new());
+    hasher
+        .0
+        .update(format!("wasmtime-{WASMTIME_VERSION}-").as_bytes());
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let compat = hasher.finish();
-    let digest = sha256_hex(format!("wasmtime-{WASMTIME_VERSION}-{compat:016x}").as_bytes());
-    digest[..16].to_owned()
+    hex::encode(hasher.0.finalize())[..16].to_owned()
+}
+
+/// Feeds what a `Hash` impl writes into sha256.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        // Only the digest is read (`fingerprint`); a u64 view is its first 8 bytes.
+        let digest = self.0.clone().finalize();
+        u64::from_le_bytes(
+            digest[..8]
+                .try_into()
+                .expect("a sha256 digest has 32 bytes"),
+        )
+    }
 }
 
 fn spawn_epoch_ticker(

@@ -36,5 +36,6 @@ pub use error::{Error, Fault, Result};
 pub use skewless_core::{ColumnSpec, DType, Signature};
 pub use transform::Transform;
 
-/// The wasmtime release this engine is built on; part of the compile-cache key.
-pub const WASMTIME_VERSION: &str = "48.0.8";
+/// The wasmtime release this engine is built on (the workspace's pin, read by `build.rs`);
+/// part of the compile-cache key.
+pub const WASMTIME_VERSION: &str = env!("SKEWLESS_WASMTIME_VERSION");

@@ -162,7 +162,8 @@ pub(crate) struct StderrTail(Arc<Mutex<Vec<u8>>>);
 
 impl StderrTail {
     pub(crate) fn text(&self) -> String {
-        let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+        // A guest thread that panicked while writing leaves what it wrote: keep it.
+        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 

@@ -3,87 +3,12 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
 use arrow_array::{Array, ArrayRef};
 use skewless_core::assemble::{Value, ValueReader, ViewColumns, ViewColumnsBuilder};
-use skewless_core::key::{KeyBuf, KeyType};
+use skewless_core::key::KeyColumn;
 use skewless_core::{DType, Ttl};
 
 use crate::{Result, workers};
-
-/// Encoded entity keys of a batch of rows, in one buffer; `None` for a row with a null
-/// key part.
-#[derive(Debug, Default, Clone)]
-pub struct KeyColumn {
-    bytes: Vec<u8>,
-    /// `offsets[i]..offsets[i + 1]` is row i's key.
-    offsets: Vec<usize>,
-    valid: Vec<bool>,
-    /// The key itself when it is a single int64 column: looked up without bytes.
-    ints: Option<Vec<i64>>,
-}
-
-impl KeyColumn {
-    /// Encodes the keys of `rows` rows from their join-key columns (canonical types:
-    /// int64 or utf8), in key order.
-    pub fn encode(columns: &[(ArrayRef, KeyType)], rows: usize) -> Self {
-        let mut keys = KeyColumn {
-            bytes: Vec::with_capacity(rows * 9 * columns.len()),
-            offsets: Vec::with_capacity(rows + 1),
-            valid: Vec::with_capacity(rows),
-            ints: None,
-        };
-        if let [(array, KeyType::Int64)] = columns {
-            keys.ints = Some(array.as_primitive::<Int64Type>().values()[..rows].to_vec());
-        }
-        keys.offsets.push(0);
-        let mut key = KeyBuf::new();
-        for row in 0..rows {
-            key.clear();
-            let mut valid = true;
-            for (array, key_type) in columns {
-                if array.is_null(row) {
-                    valid = false;
-                    continue;
-                }
-                match key_type {
-                    KeyType::Int64 => key.push_int(array.as_primitive::<Int64Type>().value(row)),
-                    KeyType::String => key.push_str(array.as_string::<i32>().value(row)),
-                }
-            }
-            keys.bytes.extend_from_slice(key.as_bytes());
-            keys.offsets.push(keys.bytes.len());
-            keys.valid.push(valid);
-        }
-        keys
-    }
-
-    /// Row `i`'s key, or `None` if a part is null.
-    #[inline]
-    pub fn get(&self, i: usize) -> Option<&[u8]> {
-        self.valid[i].then(|| &self.bytes[self.offsets[i]..self.offsets[i + 1]])
-    }
-
-    /// Row `i`'s key as an integer, when the key is a single int64 column; `Some(None)`
-    /// if it is null.
-    #[inline]
-    fn int(&self, i: usize) -> Option<Option<i64>> {
-        self.ints
-            .as_ref()
-            .map(|ints| self.valid[i].then(|| ints[i]))
-    }
-
-    /// The number of rows.
-    pub fn len(&self) -> usize {
-        self.valid.len()
-    }
-
-    /// Whether there are no rows.
-    pub fn is_empty(&self) -> bool {
-        self.valid.is_empty()
-    }
-}
 
 /// A view's source rows, in source order (files in name order, rows in file order), with
 /// every column already of its canonical type.
@@ -217,7 +142,7 @@ fn matches(
 ) -> Result<Vec<Option<u32>>> {
     let threads = threads.max(1);
     let (entity_ids, groups, feature_ids) =
-        if entity_keys.ints.is_some() && features.keys.ints.is_some() {
+        if entity_keys.is_single_int() && features.keys.is_single_int() {
             dense_ids(
                 entity_keys.len(),
                 |i| entity_keys.int(i).flatten(),

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use skewless_core::Fault;
 
-pub use asof::{FeatureRows, KeyColumn, asof_join};
+pub use asof::{FeatureRows, asof_join};
 pub use backfill::EVENT_TIMESTAMP;
 pub use backfill::{BackfillOptions, BackfillStats, ColumnNames, backfill, default_memory_limit};
 pub use materialize::{MaterializeStats, ViewMaterialized, Window, materialize, plan_windows};
@@ -34,6 +34,7 @@ pub use parquet_io::{
     AtomicParquet, Scanned, Table, TimeFilter, decoded_size, read_table, scan, schema_of,
     write_parquet_atomic,
 };
+pub use skewless_core::key::KeyColumn;
 pub use source::{SourceStats, view_rows};
 
 /// Progress of a long operation, reported from any thread.

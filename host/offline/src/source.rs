@@ -13,9 +13,10 @@ use skewless_core::definitions::{FeatureView, Source};
 use skewless_core::key::KeyType;
 use skewless_core::{DType, Project};
 
-use crate::asof::{FeatureRows, KeyColumn};
+use crate::asof::FeatureRows;
 use crate::parquet_io::{TimeFilter, decoded_size, scan, schema_of};
 use crate::{Error, Result};
+use skewless_core::key::KeyColumn;
 
 /// Converts `array` to `dtype`'s canonical type, or names the file and column that cannot.
 pub(crate) fn conform(
@@ -268,6 +269,8 @@ impl<'p> ViewSource<'p> {
             Some(name) => timestamps(path, name, &column(table, path, name, why)?)?,
             None => vec![None; table.num_rows()],
         };
+        // A row without an event time is dropped by the filter below; 0 only holds its
+        // place until then.
         columns.push(Arc::new(Int64Array::from_iter_values(
             ts.iter().map(|t| t.unwrap_or_default()),
         )));

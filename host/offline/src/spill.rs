@@ -12,8 +12,9 @@ use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::StreamWriter;
 use arrow_schema::SchemaRef;
 
-use crate::asof::{KeyColumn, group};
+use crate::asof::group;
 use crate::{Error, Result};
+use skewless_core::key::KeyColumn;
 
 /// The partition of an encoded key (FNV-1a, then modulo); a null key goes to partition 0.
 pub(crate) fn partition_of(key: Option<&[u8]>, parts: usize) -> u32 {

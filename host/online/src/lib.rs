@@ -12,14 +12,17 @@
 //! is larger, so an older write never overwrites a newer value, and replaying the log over
 //! a snapshot is idempotent.
 //!
-//! The store knows nothing of transforms, plans or HTTP. TTL is applied by the shared
-//! [`ViewColumnsBuilder`] it fills.
+//! [`serve`] is the online half of the one path: a request's rows (Arrow) read from a
+//! store and run through the service's plan, beside the offline half (the backfill). The
+//! stores themselves know nothing of transforms or plans, and nothing here speaks HTTP.
+//! TTL is applied by the shared [`ViewColumnsBuilder`] the stores fill.
 
 #![deny(missing_docs)]
 
+mod local;
 mod redis_store;
 mod row;
-mod store;
+mod serve;
 mod wal;
 
 use std::path::{Path, PathBuf};
@@ -28,8 +31,9 @@ use arrow_array::ArrayRef;
 use skewless_core::assemble::ViewColumnsBuilder;
 use skewless_core::{DType, Fault};
 
+pub use local::{LocalStore, StoreOptions};
 pub use redis_store::{RedisOptions, RedisStore};
-pub use store::{LocalStore, StoreOptions};
+pub use serve::{OnlineRows, fingerprints, serve, view_schemas};
 
 /// An online-store error.
 #[derive(Debug, thiserror::Error)]
@@ -87,13 +91,30 @@ pub enum Error {
         /// What is wrong with the row.
         reason: String,
     },
+    /// A request's rows not laid out as the plan needs them.
+    #[error("serving {plan}: {reason}")]
+    InvalidRequest {
+        /// The service or feature list.
+        plan: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A view kept offline only, asked for online.
+    #[error("feature view `{0}` is offline only (online: false); it cannot be served")]
+    OfflineView(String),
+    /// A broken invariant (a bug).
+    #[error("internal online-store error: {0}")]
+    Internal(String),
 }
 
 impl Error {
     /// Who is at fault.
     pub fn fault(&self) -> Fault {
         match self {
-            Error::UnknownView(_) | Error::InvalidBatch { .. } => Fault::Caller,
+            Error::UnknownView(_)
+            | Error::InvalidBatch { .. }
+            | Error::InvalidRequest { .. }
+            | Error::OfflineView(_) => Fault::Caller,
             // A concurrent apply: the request may be retried at once.
             Error::SchemaChanged(_) | Error::Unavailable(_) => Fault::Unavailable,
             Error::Io { .. }
@@ -101,7 +122,8 @@ impl Error {
             | Error::Failed(_)
             | Error::Locked(_)
             | Error::NotDurable(_)
-            | Error::CorruptRow { .. } => Fault::Internal,
+            | Error::CorruptRow { .. }
+            | Error::Internal(_) => Fault::Internal,
         }
     }
 }

@@ -150,6 +150,7 @@ impl RedisStore {
         store.with(|con| {
             let mut setting = |name: &str| -> redis::RedisResult<String> {
                 let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query(con)?;
+                // An unknown setting reads as empty, which is refused below.
                 Ok(pair.get(1).cloned().unwrap_or_default())
             };
             match (setting("appendonly"), setting("appendfsync")) {
@@ -430,11 +431,24 @@ impl OnlineStore for RedisStore {
             mget.query::<Vec<Option<u64>>>(con)
                 .map_err(unavailable("reading counters"))
         });
-        let counts = counts.unwrap_or_else(|e| {
-            tracing::debug!(error = %e, "store counters unavailable");
-            Vec::new()
-        });
-        let count = |i: usize| counts.get(i).copied().flatten().unwrap_or(0);
+        // Unknown counts are left out (no gauge, `online_rows: null`), never shown as 0.
+        let counts = match counts {
+            Ok(counts) if counts.len() == 2 * views.len() => counts,
+            Ok(counts) => {
+                tracing::warn!(
+                    asked = 2 * views.len(),
+                    got = counts.len(),
+                    "redis answered another number of counters"
+                );
+                return StoreStats::default();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "store counters unavailable");
+                return StoreStats::default();
+            }
+        };
+        // A counter not yet written is a view without rows.
+        let count = |i: usize| counts[i].unwrap_or(0);
         StoreStats {
             rows: views
                 .iter()

@@ -104,7 +104,7 @@ impl<'a> Cursor<'a> {
     }
     pub(crate) fn u64(&mut self) -> Option<u64> {
         self.take(8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+            .map(|b| u64::from_le_bytes(b.try_into().expect("took 8 bytes")))
     }
     pub(crate) fn str(&mut self) -> Option<String> {
         let n = self.u16()?;

@@ -18,7 +18,7 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use skewless_core::Project;
 use skewless_core::assemble::{Status, ViewColumns};
 use skewless_core::definitions::{
-    Feature, JoinKey, ModuleRef, Owner, REQUEST_SCOPE, REQUEST_TIME, ServedFeature,
+    Feature, JoinKey, ModuleRef, Owner, ResolvedInput, ServedFeature, TransformId, ViewId,
     expand_reference,
 };
 use skewless_core::{DType, Fault, Ttl};
@@ -32,7 +32,9 @@ use skewless_engine::Transform;
 #[non_exhaustive]
 pub enum Error {
     /// No such feature service.
-    #[error("unknown feature service `{0}`")]
+    #[error(
+        "unknown feature service `{0}`: no feature service `{0}` in the applied definitions (GET /v1/feature-services lists them)"
+    )]
     UnknownService(String),
     /// A feature reference that does not resolve.
     #[error("{0}")]
@@ -227,6 +229,21 @@ impl ServiceOutput {
     }
 }
 
+/// The plan slot of project transform `t`, which dependency order planned before every
+/// reader of it.
+fn slot(
+    slots: &[Option<usize>],
+    t: TransformId,
+    defs: &skewless_core::Definitions,
+) -> Result<usize> {
+    slots[t.index()].ok_or_else(|| {
+        Error::Internal(format!(
+            "transform `{}` is read before it is planned (dependency order broken)",
+            defs.transforms[t.index()].name
+        ))
+    })
+}
+
 impl ServicePlan {
     /// Plans feature service `name` of `project`; `modules` hands out loaded transforms.
     pub fn for_service(
@@ -272,10 +289,10 @@ impl ServicePlan {
         served: &[ServedFeature],
         modules: &dyn Fn(&ModuleRef) -> Option<Transform>,
     ) -> Result<Self> {
-        let defs = &project.definitions();
+        let defs = project.definitions();
         // Which transforms are needed: those served, and everything they read.
         let mut needed = vec![false; defs.transforms.len()];
-        let mut stack: Vec<usize> = served
+        let mut stack: Vec<TransformId> = served
             .iter()
             .filter_map(|f| match f.owner {
                 Owner::Transform(t) => Some(t),
@@ -283,15 +300,13 @@ impl ServicePlan {
             })
             .collect();
         while let Some(t) = stack.pop() {
-            if std::mem::replace(&mut needed[t], true) {
+            if std::mem::replace(&mut needed[t.index()], true) {
                 continue;
             }
-            stack.extend(
-                defs.transforms[t]
-                    .inputs
-                    .iter()
-                    .filter_map(|i| defs.transform_index(&i.scope)),
-            );
+            stack.extend(project.inputs(t).iter().filter_map(|input| match input {
+                ResolvedInput::Transform { transform, .. } => Some(*transform),
+                _ => None,
+            }));
         }
         let mut plan = ServicePlan {
             name: name.to_owned(),
@@ -301,77 +316,61 @@ impl ServicePlan {
             join_keys: Vec::new(),
             request_fields: Vec::new(),
         };
-        let mut transform_slot = vec![usize::MAX; defs.transforms.len()];
-        for &t in project.transform_order().iter().filter(|&&t| needed[t]) {
-            let def = &defs.transforms[t];
+        // The plan's slot of each project transform planned so far.
+        let mut slots: Vec<Option<usize>> = vec![None; defs.transforms.len()];
+        for &t in project
+            .transform_order()
+            .iter()
+            .filter(|t| needed[t.index()])
+        {
+            let def = &defs.transforms[t.index()];
             let transform =
                 modules(&def.module).ok_or_else(|| Error::ModuleNotLoaded(def.module.clone()))?;
-            let signature = transform.signature().clone();
-            let mut inputs = Vec::with_capacity(signature.inputs.len());
-            for spec in &signature.inputs {
-                // Validation guarantees exactly one declared input feeds each spec, against
-                // this module's signature; a miss means `modules` handed out another one.
-                let Some(input) = def.inputs.iter().find(|i| i.input_name() == spec.name) else {
-                    return Err(Error::Internal(format!(
-                        "transform `{}` has no input feeding `{}` of module {}",
-                        def.name, spec.name, def.module
-                    )));
-                };
-                let source = if input.scope == REQUEST_SCOPE && input.name == REQUEST_TIME {
-                    InputSource::RequestTime
-                } else if input.scope == REQUEST_SCOPE {
-                    let field = def
-                        .request_schema
-                        .iter()
-                        .find(|f| f.name == input.name)
-                        .cloned()
-                        .unwrap_or_else(|| Feature {
-                            name: input.name.clone(),
-                            dtype: spec.dtype,
-                            description: None,
-                        });
-                    InputSource::Request(plan.request_field(field))
-                } else if let Some(v) = defs.view_index(&input.scope) {
-                    let view = plan.view(project, v);
-                    let feature = plan.view_feature(view, &input.name)?;
-                    InputSource::View { view, feature }
-                } else {
-                    let other = defs.transform_index(&input.scope).ok_or_else(|| {
-                        Error::Internal(format!(
-                            "transform `{}` reads `{input}`, whose owner is neither a view nor a transform",
-                            def.name
-                        ))
-                    })?;
-                    let slot = plan.slot(&transform_slot, other, &defs.transforms[other].name)?;
-                    let output = plan.transform_output(slot, &input.name)?;
-                    InputSource::Transform {
-                        transform: slot,
-                        output,
-                    }
-                };
-                inputs.push(source);
+            // Inputs and outputs were resolved against the signature validation saw; a
+            // module with another one (a loader handing out the wrong version) is refused
+            // here, once, rather than read by position.
+            if transform.signature() != &project.signatures()[t.index()] {
+                return Err(Error::Internal(format!(
+                    "the loaded module {} of transform `{}` declares another signature than the one the definitions were validated against",
+                    def.module, def.name
+                )));
             }
-            transform_slot[t] = plan.transforms.len();
+            let mut inputs = Vec::with_capacity(project.inputs(t).len());
+            for input in project.inputs(t) {
+                inputs.push(match input {
+                    ResolvedInput::RequestTime => InputSource::RequestTime,
+                    ResolvedInput::Request(field) => {
+                        InputSource::Request(plan.request_field(field.clone()))
+                    }
+                    &ResolvedInput::View { view, feature } => InputSource::View {
+                        view: plan.view(project, view),
+                        feature,
+                    },
+                    &ResolvedInput::Transform { transform, output } => InputSource::Transform {
+                        transform: slot(&slots, transform, defs)?,
+                        output,
+                    },
+                });
+            }
+            slots[t.index()] = Some(plan.transforms.len());
             plan.transforms.push(TransformPlan {
                 name: def.name.clone(),
                 module: def.module.clone(),
-                input_schema: Arc::new(signature.input_schema()),
+                input_schema: Arc::new(transform.signature().input_schema()),
                 transform,
                 inputs,
             });
         }
         for f in served {
             let source = match f.owner {
-                Owner::View(v) => {
-                    let view = plan.view(project, v);
-                    let feature = plan.view_feature(view, &f.name)?;
-                    FeatureSource::View { view, feature }
-                }
-                Owner::Transform(t) => {
-                    let transform = plan.slot(&transform_slot, t, &f.owner_name)?;
-                    let output = plan.transform_output(transform, &f.name)?;
-                    FeatureSource::Transform { transform, output }
-                }
+                Owner::View(v) => FeatureSource::View {
+                    view: plan.view(project, v),
+                    feature: f.column,
+                },
+                Owner::Transform(t) => FeatureSource::Transform {
+                    transform: slot(&slots, t, defs)?,
+                    output: f.column,
+                },
             };
             plan.features.push(PlannedFeature {
                 qualified: f.qualified(),
@@ -381,51 +380,6 @@ impl ServicePlan {
             });
         }
         Ok(plan)
-    }
-
-    /// The index of feature `name` in planned view `view`. Validation resolved the name
-    /// against the same view, so a miss is a broken invariant, never feature 0.
-    fn view_feature(&self, view: usize, name: &str) -> Result<usize> {
-        let view = &self.views[view];
-        view.features
-            .iter()
-            .position(|f| f.name == name)
-            .ok_or_else(|| {
-                Error::Internal(format!(
-                    "feature view `{}` has no feature `{name}`, which validation resolved",
-                    view.name
-                ))
-            })
-    }
-
-    /// The plan slot of project transform `index` (named `name`), which dependency order
-    /// put before its readers.
-    fn slot(&self, slots: &[usize], index: usize, name: &str) -> Result<usize> {
-        slots
-            .get(index)
-            .copied()
-            .filter(|&slot| slot < self.transforms.len())
-            .ok_or_else(|| {
-                Error::Internal(format!(
-                    "transform `{name}` is read before it is planned (dependency order broken)"
-                ))
-            })
-    }
-
-    /// The index of output `name` of planned transform `slot`, by its module's signature.
-    fn transform_output(&self, slot: usize, name: &str) -> Result<usize> {
-        let t = &self.transforms[slot];
-        t.transform
-            .signature()
-            .outputs
-            .iter()
-            .position(|o| o.name == name)
-            .ok_or_else(|| {
-                Error::Internal(format!(
-                    "module {} of transform `{}` has no output `{name}`, which validation resolved",
-                    t.module, t.name
-                ))
-            })
     }
 
     fn request_field(&mut self, field: Feature) -> usize {
@@ -442,11 +396,12 @@ impl ServicePlan {
         }
     }
 
-    fn view(&mut self, project: &Project, index: usize) -> usize {
+    fn view(&mut self, project: &Project, id: ViewId) -> usize {
+        let index = id.index();
         if let Some(i) = self.views.iter().position(|v| v.index == index) {
             return i;
         }
-        let defs = &project.definitions();
+        let defs = project.definitions();
         let view = &defs.feature_views[index];
         let key_columns = defs
             .view_join_keys(view)

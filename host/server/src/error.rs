@@ -102,6 +102,49 @@ impl From<skewless_plan::Error> for ApiError {
     }
 }
 
+impl From<skewless_ops::NoDefinitions> for ApiError {
+    fn from(e: skewless_ops::NoDefinitions) -> Self {
+        Self::not_found(e.to_string())
+    }
+}
+
+impl From<skewless_ops::ServingError> for ApiError {
+    fn from(e: skewless_ops::ServingError) -> Self {
+        match e {
+            skewless_ops::ServingError::NoDefinitions(e) => e.into(),
+            skewless_ops::ServingError::Plan(e) => e.into(),
+            other => Self::of(other.fault(), StatusCode::BAD_REQUEST, other.to_string()),
+        }
+    }
+}
+
+impl From<skewless_ops::ApplyError> for ApiError {
+    fn from(e: skewless_ops::ApplyError) -> Self {
+        use skewless_ops::ApplyError as E;
+        match e {
+            // The text for people, and each problem with its path and line for tools.
+            E::Definitions(problems) => Self::unprocessable(problems.to_string())
+                .with("problems", serde_json::json!(problems.problems)),
+            E::Registry(e) => e.into(),
+            E::Plan(e) => e.into(),
+            E::Store(e) => e.into(),
+            other => Self::of(other.fault(), StatusCode::BAD_REQUEST, other.to_string()),
+        }
+    }
+}
+
+impl From<skewless_ops::MaterializeError> for ApiError {
+    fn from(e: skewless_ops::MaterializeError) -> Self {
+        Self::of(e.fault(), StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
+impl From<skewless_ops::verify::OnlineError> for ApiError {
+    fn from(e: skewless_ops::verify::OnlineError) -> Self {
+        Self::of(e.fault(), StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(e: axum::extract::rejection::BytesRejection) -> Self {
         Self::new(e.status(), format!("request body: {}", e.body_text()))

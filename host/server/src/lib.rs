@@ -1,24 +1,21 @@
 //! The Skewless HTTP server: module upload, definitions, push ingestion, the serving
 //! endpoint, discovery, health and metrics (see `docs/api.md`).
 //!
-//! It wires the registry, the online store and the plans together and owns the mapping of
-//! errors to HTTP statuses. It reaches guests only through [`skewless_plan`]: the serving
-//! endpoint assembles one input batch per request and runs the same
-//! [`ServicePlan::run`](skewless_plan::ServicePlan::run) that backfills use.
+//! It speaks HTTP and JSON and owns the mapping of errors to HTTP statuses; everything
+//! else is a call into the crates below. The serving endpoint turns the request's JSON
+//! into Arrow and calls the online half of the one path,
+//! [`skewless_online::serve`] (beside the offline half, the backfill); apply,
+//! materialization, verify, drift and the sample are [`skewless_ops`]'s.
 
 #![deny(missing_docs)]
 
-pub mod drift;
 mod error;
+mod extract;
 mod jobs;
-pub mod json;
-mod materialization;
 mod metrics;
-mod quality;
+
 mod routes;
-pub mod sample;
 mod state;
-pub mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,11 +23,10 @@ use std::sync::Arc;
 
 use skewless_engine::Engine;
 use skewless_online::{LocalStore, OnlineStore, RedisOptions, RedisStore, StoreOptions};
+use skewless_ops::Serving;
 use skewless_registry::Registry;
 
 pub use error::ApiError;
-pub use materialization::{MaterializeError, plan_materialization, run_materialization};
-pub use state::{Serving, view_schemas};
 
 /// Wraps the online store a server opens: see [`Server::bind_layered`].
 pub type StoreLayer = Box<dyn FnOnce(Arc<dyn OnlineStore>) -> Arc<dyn OnlineStore> + Send>;
@@ -139,7 +135,10 @@ impl Server {
         let (registry, store, serving) = tokio::task::spawn_blocking(move || {
             let registry = Arc::new(Registry::open(&data_dir, engine)?);
             let project = registry.project();
-            let schemas = project.as_deref().map(view_schemas).unwrap_or_default();
+            let schemas = project
+                .as_deref()
+                .map(skewless_online::view_schemas)
+                .unwrap_or_default();
             let store: Arc<dyn OnlineStore> = match &redis {
                 Some(redis) => Arc::new(RedisStore::open(redis, &schemas)?),
                 None => Arc::new(LocalStore::open(

@@ -283,7 +283,11 @@ impl<'a> Strings<'a> {
     #[inline]
     pub fn value(&self, i: usize) -> &'a str {
         let (start, end) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
-        self.text.get(start..end).unwrap_or_default()
+        // `check_offsets` bounded every offset when the column was opened, and Arrow
+        // offsets of UTF-8 data sit on character boundaries.
+        self.text
+            .get(start..end)
+            .expect("offsets checked when the column was opened")
     }
 
     /// Row `i`, or `None` if it is null.
@@ -393,7 +397,9 @@ impl<'a> Float32Lists<'a> {
     #[inline]
     pub fn value(&self, i: usize) -> &'a [f32] {
         let (start, end) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
-        self.values.get(start..end).unwrap_or_default()
+        self.values
+            .get(start..end)
+            .expect("offsets checked when the column was opened")
     }
 
     /// Row `i`, or `None` if it is null.
@@ -622,7 +628,9 @@ impl Input {
                     ..
                 },
             ) => {
-                let text = self.texts[index].as_deref().unwrap_or_default();
+                let text = self.texts[index]
+                    .as_deref()
+                    .expect("every utf8 column's text is kept when the batch is opened");
                 check_offsets(name, &data.offsets, self.rows, text.len())?;
                 Ok(Strings {
                     text,

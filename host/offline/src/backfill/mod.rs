@@ -13,11 +13,18 @@ use skewless_core::key::KeyType;
 use skewless_core::{DType, Project};
 use skewless_plan::ServicePlan;
 
-use crate::asof::{KeyColumn, asof_join};
+use crate::asof::asof_join;
 use crate::parquet_io::{AtomicParquet, decoded_size, read_table, scan, schema_of};
 use crate::source::{SourceStats, ViewSource, check_columns, column, conform, timestamps};
 use crate::spill::{Partitioned, partitions};
 use crate::{Error, Progress, Result, workers};
+use skewless_core::key::KeyColumn;
+
+mod in_memory;
+mod partitioned;
+mod writer;
+
+use writer::{Writer, with_writer};
 
 /// The entity frame's time column: each row's "as of".
 pub const EVENT_TIMESTAMP: &str = "event_timestamp";
@@ -189,44 +196,6 @@ pub fn backfill(
         sources,
         partitions: job.parts,
         spilled: job.spill,
-    })
-}
-
-/// Hands output batches, in order, to the thread that writes them.
-struct Writer {
-    send: std::sync::mpsc::SyncSender<RecordBatch>,
-}
-
-impl Writer {
-    fn write(&self, batch: RecordBatch) -> Result<()> {
-        // The writer thread only hangs up after a write failed; `with_writer` reports that
-        // failure rather than this one.
-        self.send
-            .send(batch)
-            .map_err(|_| Error::Internal("the output writer stopped".into()))
-    }
-}
-
-/// Runs `body` with a [`Writer`] whose batches a second thread hands to `write` (the
-/// output file's), so that encoding the output overlaps with computing the next chunks.
-/// A failed write fails the whole, with the write's own error.
-fn with_writer<R>(
-    mut write: impl FnMut(&RecordBatch) -> Result<()> + Send,
-    body: impl FnOnce(&Writer) -> Result<R>,
-) -> Result<R> {
-    std::thread::scope(|scope| {
-        let (send, receive) = std::sync::mpsc::sync_channel::<RecordBatch>(2);
-        let writer = workers::spawn(scope, move || -> Result<()> {
-            workers::fault_point("output writer");
-            for batch in receive {
-                write(&batch)?;
-            }
-            Ok(())
-        });
-        let outcome = body(&Writer { send });
-        // `body` dropped its Writer: the channel closes once the last batch is taken.
-        let written = workers::join_one("output writer", writer).and_then(|w| w);
-        written.and(outcome)
     })
 }
 
@@ -415,14 +384,21 @@ impl<'a> Job<'a> {
     /// The entity times of a batch of the frame (checked non-null by [`Job::new`]).
     fn at(&self, batch: &RecordBatch) -> Result<Vec<i64>> {
         let why = "the entity frame needs it";
-        Ok(timestamps(
+        timestamps(
             self.entities,
             EVENT_TIMESTAMP,
             &column(batch, self.entities, EVENT_TIMESTAMP, why)?,
         )?
         .into_iter()
-        .map(Option::unwrap_or_default)
-        .collect())
+        .enumerate()
+        .map(|(row, t)| {
+            t.ok_or_else(|| {
+                Error::Internal(format!(
+                    "entity row {row} of a batch has a null {EVENT_TIMESTAMP}, which opening the frame refuses"
+                ))
+            })
+        })
+        .collect::<Result<Vec<i64>>>()
     }
 
     /// The join-key columns of a batch of the frame, canonical, in the plan's order.
@@ -478,303 +454,6 @@ impl<'a> Job<'a> {
             .collect()
     }
 
-    /// The whole join in memory.
-    fn in_memory(
-        &self,
-        out: &Writer,
-        progress: &dyn Progress,
-    ) -> Result<Vec<(String, SourceStats)>> {
-        let frame = read_table(self.entities, None, "the entity frame", None)?.batch;
-        let rows = frame.num_rows();
-        let at = self.at(&frame)?;
-        let keys = self.keys(&frame)?;
-        let request = self.request(&frame)?;
-        // Steps: one per view joined, then one per entity row through the transforms.
-        progress.start(rows as u64 + self.plan.views.len() as u64);
-        let mut views = Vec::with_capacity(self.plan.views.len());
-        let mut sources = Vec::with_capacity(self.plan.views.len());
-        for (v, view) in self.plan.views.iter().enumerate() {
-            let (min, max) = self.window(v);
-            let (rows_of_view, read) = self.sources[v].read(min, max)?;
-            views.push(asof_join(
-                &self.view_keys(v, &keys, rows),
-                &at,
-                &rows_of_view,
-                &self.dtypes(v),
-                view.ttl,
-                self.threads,
-            )?);
-            tracing::info!(
-                view = %view.name,
-                source_rows = rows_of_view.event_ts.len(),
-                row_groups_skipped = read.row_groups_skipped,
-                "joined as of each entity row"
-            );
-            sources.push((view.name.clone(), read));
-            progress.advance(1);
-        }
-        let starts: Vec<usize> = (0..rows).step_by(CHUNK).collect();
-        for group in starts.chunks(self.threads) {
-            let chunks = group
-                .iter()
-                .map(|&first| {
-                    let len = CHUNK.min(rows - first);
-                    Chunk {
-                        first,
-                        frame: frame
-                            .columns()
-                            .iter()
-                            .map(|c| c.slice(first, len))
-                            .collect(),
-                        at: at[first..first + len].to_vec(),
-                        views: views.iter().map(|v| slice_view(v, first, len)).collect(),
-                        request: request.iter().map(|a| a.slice(first, len)).collect(),
-                    }
-                })
-                .collect();
-            self.run_chunks(chunks, out, progress)?;
-        }
-        Ok(sources)
-    }
-
-    /// The join partition by partition, through spill files under `dir`, or through
-    /// partitions kept in memory when `dir` is `None`.
-    fn partitioned(
-        &self,
-        dir: Option<&Path>,
-        out: &Writer,
-        progress: &dyn Progress,
-    ) -> Result<Vec<(String, SourceStats)>> {
-        let parts = self.parts;
-        let views = &self.plan.views;
-        progress.start(self.rows as u64 + views.len() as u64);
-        let phase = Instant::now();
-        // 1. The entity keys and times, split per view by that view's key.
-        let entity_schemas: Vec<SchemaRef> =
-            (0..views.len()).map(|v| self.entity_schema(v)).collect();
-        let mut entity_parts: Vec<Partitioned> = entity_schemas
-            .iter()
-            .enumerate()
-            .map(|(v, schema)| {
-                Partitioned::new(dir, &format!("entities-{v}"), schema.clone(), parts)
-            })
-            .collect();
-        let mut names: Vec<&str> = self
-            .plan
-            .join_keys
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect();
-        names.push(EVENT_TIMESTAMP);
-        scan(
-            self.entities,
-            Some(&names),
-            "the entity frame",
-            None,
-            CHUNK,
-            |batch| {
-                let n = batch.num_rows();
-                let keys = self.keys(&batch)?;
-                let at: ArrayRef = Arc::new(Int64Array::from(self.at(&batch)?));
-                for ((v, split), schema) in entity_parts.iter_mut().enumerate().zip(&entity_schemas)
-                {
-                    let mut columns: Vec<ArrayRef> = views[v]
-                        .key_columns
-                        .iter()
-                        .map(|&k| keys[k].clone())
-                        .collect();
-                    columns.push(at.clone());
-                    let part = partitions(&self.view_keys(v, &keys, n), parts);
-                    split.split(&self.batch(schema.clone(), columns)?, &part)?;
-                }
-                Ok(())
-            },
-        )?;
-        let mut entity_parts = entity_parts
-            .into_iter()
-            .map(Partitioned::finish)
-            .collect::<Result<Vec<_>>>()?;
-        tracing::debug!(
-            elapsed_ms = phase.elapsed().as_millis() as u64,
-            "entity frame split"
-        );
-        let phase = Instant::now();
-        // 2. Per view: its source rows split the same way, then each partition joined
-        // alone, its result spilled in entity-row order.
-        let mut joined = Vec::with_capacity(views.len());
-        let mut sources = Vec::with_capacity(views.len());
-        for (v, view) in views.iter().enumerate() {
-            let source = &self.sources[v];
-            let key_types: Vec<KeyType> = view
-                .key_columns
-                .iter()
-                .map(|&k| self.plan.join_keys[k].dtype)
-                .collect();
-            let encode = |batch: &RecordBatch| {
-                let typed: Vec<(ArrayRef, KeyType)> = key_types
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (batch.column(i).clone(), *t))
-                    .collect();
-                KeyColumn::encode(&typed, batch.num_rows())
-            };
-            let (min, max) = self.window(v);
-            let mut split = Partitioned::new(
-                dir,
-                &format!("source-{v}"),
-                source.canonical_schema(),
-                parts,
-            );
-            let read = source.scan(min, max, CHUNK, |batch| {
-                split.split(&batch, &partitions(&encode(&batch), parts))
-            })?;
-            let mut source_parts = split.finish()?;
-            tracing::debug!(view = %view.name, elapsed_ms = phase.elapsed().as_millis() as u64, "source split");
-            let result_schema = self.result_schema(v);
-            let mut results =
-                Partitioned::new(dir, &format!("joined-{v}"), result_schema.clone(), parts);
-            for p in 0..parts {
-                let entity = entity_parts[v].read(p)?;
-                entity_parts[v].remove(p);
-                let features = source_parts.read(p)?;
-                source_parts.remove(p);
-                if entity.num_rows() == 0 {
-                    continue;
-                }
-                let k = key_types.len();
-                let at = entity.column(k).as_primitive::<Int64Type>().values();
-                let result = asof_join(
-                    &encode(&entity),
-                    at,
-                    &source.rows(&features),
-                    &self.dtypes(v),
-                    view.ttl,
-                    self.threads,
-                )?;
-                let mut columns = result.columns;
-                columns.push(Arc::new(UInt8Array::from_iter_values(
-                    result.status.iter().map(|s| status_code(*s)),
-                )));
-                columns.push(Arc::new(Int64Array::from(result.event_ts)));
-                results.append(p, &self.batch(result_schema.clone(), columns)?)?;
-            }
-            tracing::info!(
-                view = %view.name,
-                source_rows = read.rows_read,
-                row_groups_skipped = read.row_groups_skipped,
-                partitions = parts,
-                "joined as of each entity row, partition by partition"
-            );
-            joined.push(results.finish()?);
-            sources.push((view.name.clone(), read));
-            progress.advance(1);
-            tracing::debug!(view = %view.name, elapsed_ms = phase.elapsed().as_millis() as u64, "source split and joined");
-        }
-        let phase = Instant::now();
-        // 3. The frame again, in order, each row's view columns taken from its partition's
-        // results (which are in entity-row order within the partition).
-        let mut cursors = joined
-            .iter()
-            .map(|j| (0..parts).map(|p| j.cursor(p)).collect::<Result<Vec<_>>>())
-            .collect::<Result<Vec<_>>>()?;
-        let mut pending = Vec::with_capacity(self.threads);
-        let mut first = 0;
-        scan(
-            self.entities,
-            None,
-            "the entity frame",
-            None,
-            CHUNK,
-            |batch| {
-                let n = batch.num_rows();
-                let keys = self.keys(&batch)?;
-                let mut chunk_views = Vec::with_capacity(views.len());
-                for (v, cursors) in cursors.iter_mut().enumerate() {
-                    let part = partitions(&self.view_keys(v, &keys, n), parts);
-                    let mut need = vec![0usize; parts];
-                    let index: Vec<(usize, usize)> = part
-                        .iter()
-                        .map(|&p| {
-                            let p = p as usize;
-                            need[p] += 1;
-                            (p, need[p] - 1)
-                        })
-                        .collect();
-                    let taken = cursors
-                        .iter_mut()
-                        .zip(&need)
-                        .map(|(c, &n)| c.take(n))
-                        .collect::<Result<Vec<_>>>()?;
-                    let columns = (0..taken.first().map_or(0, RecordBatch::num_columns))
-                        .map(|c| {
-                            let arrays: Vec<&dyn Array> =
-                                taken.iter().map(|b| b.column(c).as_ref()).collect();
-                            arrow_select::interleave::interleave(&arrays, &index)
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|source| Error::Arrow {
-                            context: format!(
-                                "a spill file in {}",
-                                dir.map_or_else(|| self.entities.to_owned(), Path::to_owned)
-                                    .display()
-                            ),
-                            source,
-                        })?;
-                    chunk_views.push(view_columns(columns));
-                }
-                pending.push(Chunk {
-                    first,
-                    frame: batch.columns().to_vec(),
-                    at: self.at(&batch)?,
-                    views: chunk_views,
-                    request: self.request(&batch)?,
-                });
-                first += n;
-                if pending.len() >= self.threads {
-                    self.run_chunks(std::mem::take(&mut pending), out, progress)?;
-                }
-                Ok(())
-            },
-        )?;
-        self.run_chunks(pending, out, progress)?;
-        tracing::debug!(
-            elapsed_ms = phase.elapsed().as_millis() as u64,
-            "transformed and written"
-        );
-        Ok(sources)
-    }
-
-    /// A spilled entity row for view `v`: its key columns, then its time.
-    fn entity_schema(&self, v: usize) -> SchemaRef {
-        let mut fields: Vec<Field> = self.plan.views[v]
-            .key_columns
-            .iter()
-            .enumerate()
-            .map(|(i, &k)| {
-                Field::new(
-                    format!("key{i}"),
-                    self.plan.join_keys[k].dtype.dtype().arrow_type(),
-                    true,
-                )
-            })
-            .collect();
-        fields.push(Field::new("at", ArrowType::Int64, false));
-        Arc::new(Schema::new(fields))
-    }
-
-    /// A spilled join result for view `v`: its features, the status, the event time.
-    fn result_schema(&self, v: usize) -> SchemaRef {
-        let mut fields: Vec<Field> = self
-            .dtypes(v)
-            .iter()
-            .enumerate()
-            .map(|(i, d)| Field::new(format!("f{i}"), d.arrow_type(), true))
-            .collect();
-        fields.push(Field::new("status", ArrowType::UInt8, false));
-        fields.push(Field::new("event_ts", ArrowType::Int64, true));
-        Arc::new(Schema::new(fields))
-    }
-
     fn batch(&self, schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch> {
         RecordBatch::try_new(schema, columns).map_err(|source| Error::Arrow {
             context: format!("a joined batch of {}", self.entities.display()),
@@ -820,107 +499,5 @@ impl<'a> Job<'a> {
         let mut columns = chunk.frame;
         columns.extend(output.columns);
         self.batch(self.schema.clone(), columns)
-    }
-}
-
-fn status_code(status: Status) -> u8 {
-    match status {
-        Status::Present => 0,
-        Status::NullValue => 1,
-        Status::NotFound => 2,
-        Status::OutsideMaxAge => 3,
-        Status::TransformError => 4,
-    }
-}
-
-fn status_of(code: u8) -> Status {
-    match code {
-        0 => Status::Present,
-        1 => Status::NullValue,
-        3 => Status::OutsideMaxAge,
-        4 => Status::TransformError,
-        _ => Status::NotFound,
-    }
-}
-
-/// [`ViewColumns`] from a spilled join result's columns (see [`Job::result_schema`]).
-fn view_columns(mut columns: Vec<ArrayRef>) -> ViewColumns {
-    let event_ts = columns
-        .pop()
-        .map_or_else(Vec::new, |a| a.as_primitive::<Int64Type>().iter().collect());
-    let status = columns.pop().map_or_else(Vec::new, |a| {
-        a.as_primitive::<UInt8Type>()
-            .values()
-            .iter()
-            .map(|&c| status_of(c))
-            .collect()
-    });
-    ViewColumns {
-        columns,
-        status,
-        event_ts,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use arrow_array::{ArrayRef, Int64Array};
-
-    use super::*;
-
-    fn batch(x: i64) -> RecordBatch {
-        RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![x])) as ArrayRef)])
-            .unwrap()
-    }
-
-    fn failure(reason: &str) -> Error {
-        Error::Parquet {
-            path: PathBuf::from("out.parquet"),
-            reason: reason.into(),
-        }
-    }
-
-    /// The writer thread writes every batch in order; a failed write is the error
-    /// reported, not the "writer stopped" its producer then sees; a failed producer's
-    /// own error comes through once the writer has drained.
-    #[test]
-    fn the_writer_thread_keeps_order_and_reports_the_first_cause() {
-        let mut written = Vec::new();
-        let done = with_writer(
-            |b| {
-                written.push(b.column(0).as_primitive::<Int64Type>().value(0));
-                Ok(())
-            },
-            |out| (0..10).try_for_each(|x| out.write(batch(x))),
-        );
-        assert!(done.is_ok());
-        assert_eq!(written, (0..10).collect::<Vec<_>>());
-
-        let error = with_writer(
-            |b| {
-                if b.column(0).as_primitive::<Int64Type>().value(0) == 3 {
-                    return Err(failure("disk full"));
-                }
-                Ok(())
-            },
-            |out| (0..100).try_for_each(|x| out.write(batch(x))),
-        )
-        .unwrap_err();
-        assert!(error.to_string().contains("disk full"), "{error}");
-
-        let error = with_writer(
-            |_| Ok(()),
-            |out| {
-                out.write(batch(1))?;
-                Err::<(), _>(failure("the transform failed"))
-            },
-        )
-        .unwrap_err();
-        assert!(
-            error.to_string().contains("the transform failed"),
-            "{error}"
-        );
     }
 }

@@ -128,6 +128,8 @@ impl Training {
             .map_or(Column::Opaque, |array| side(array, dtype).column);
         Side {
             rows: usize::try_from(self.rows).unwrap_or(usize::MAX),
+            // Null counts are kept per column of the training set; a feature it lacks
+            // (reported as such by the comparison) has none.
             nulls: self.nulls.get(feature).copied().unwrap_or(0),
             column,
         }

@@ -111,19 +111,26 @@ pub fn column(values: &[Json], dtype: DType) -> Result<ArrayRef, String> {
     Ok(builder.finish())
 }
 
+/// Builds a join-key column of `key_type` from JSON values: every value there and of the
+/// key's type (a null key names no entity); the error names the row and what was found.
+pub fn key_column(values: &[Json], key_type: KeyType) -> Result<ArrayRef, String> {
+    if let Some(row) = values.iter().position(Json::is_null) {
+        return Err(format!("[{row}]: expected {}, got null", key_type.name()));
+    }
+    column(values, key_type.dtype())
+}
+
 /// Appends the encoding of `value` as a key part of `key_type` to `key`.
 pub fn push_key(key: &mut KeyBuf, value: &Json, key_type: KeyType) -> Result<(), String> {
-    match (key_type, value) {
-        (KeyType::Int64, Json::Number(n)) if n.as_i64().is_some() => {
-            key.push_int(n.as_i64().unwrap_or_default());
-            Ok(())
-        }
+    let pushed = match (key_type, value) {
+        (KeyType::Int64, Json::Number(n)) => n.as_i64().map(|v| key.push_int(v)),
         (KeyType::String, Json::String(s)) => {
             key.push_str(s);
-            Ok(())
+            Some(())
         }
-        _ => Err(format!("expected {}, got {}", key_type.name(), kind(value))),
-    }
+        _ => None,
+    };
+    pushed.ok_or_else(|| format!("expected {}, got {}", key_type.name(), kind(value)))
 }
 
 /// Writes one value as JSON.

@@ -2,10 +2,10 @@
 //! time, compared value by value, bit for bit.
 //!
 //! Both `POST /v1/verify` and `skewless verify` use this module: they get the served
-//! answer for some rows at a time `at` (the server from its own serving path, the command
-//! over HTTP), backfill the same rows with `event_timestamp = at` ([`offline`]), and
-//! [`compare`] the two. Floats are compared by their bits (NaN is canonical on both paths),
-//! nulls by position.
+//! answer for some rows at a time `at` (the server from the online half of the one path
+//! itself, [`online`]; the command over HTTP, [`ServedColumns::from_response`]), backfill
+//! the same rows with `event_timestamp = at` ([`offline`]), and [`compare`] the two.
+//! Floats are compared by their bits (NaN is canonical on both paths), nulls by position.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,9 +15,10 @@ use arrow_array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{Field, Schema};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json, json};
-use skewless_core::assemble::{Value, ValueReader};
+use skewless_core::assemble::{Status, Value, ValueReader};
 use skewless_core::{DType, Project};
-use skewless_plan::ServicePlan;
+use skewless_online::{OnlineRows, OnlineStore};
+use skewless_plan::{ServiceOutput, ServicePlan};
 
 use crate::json;
 use crate::sample::ServedRow;
@@ -86,6 +87,7 @@ impl Rows {
         Ok(Self {
             entities,
             request,
+            // A plan with no join key and no request field serves no rows.
             len: len.unwrap_or(0),
         })
     }
@@ -122,21 +124,44 @@ impl Rows {
             .collect()
     }
 
+    /// These rows as the one path takes them: one Arrow array per join key (no nulls)
+    /// and per request field of `plan`, of their canonical types.
+    pub fn arrays(&self, plan: &ServicePlan) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>), String> {
+        let entities = plan
+            .join_keys
+            .iter()
+            .zip(&self.entities)
+            .map(|(key, values)| {
+                json::key_column(values, key.dtype).map_err(|e| format!("entities.{}{e}", key.name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let request = plan
+            .request_fields
+            .iter()
+            .zip(&self.request)
+            .map(|(field, values)| {
+                json::column(values, field.dtype)
+                    .map_err(|e| format!("request_data.{}{e}", field.name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((entities, request))
+    }
+
     /// The entity frame of these rows at `at`: the join keys, the request fields, and
     /// `event_timestamp`.
     pub fn entity_frame(&self, plan: &ServicePlan, at: i64) -> Result<RecordBatch, String> {
-        let mut fields = Vec::new();
-        let mut arrays: Vec<ArrayRef> = Vec::new();
-        for (key, values) in plan.join_keys.iter().zip(&self.entities) {
-            let dtype = key.dtype.dtype();
-            arrays.push(json::column(values, dtype).map_err(|e| format!("{}{e}", key.name))?);
-            fields.push(Field::new(&key.name, dtype.arrow_type(), true));
-        }
-        for (field, values) in plan.request_fields.iter().zip(&self.request) {
-            arrays
-                .push(json::column(values, field.dtype).map_err(|e| format!("{}{e}", field.name))?);
-            fields.push(Field::new(&field.name, field.dtype.arrow_type(), true));
-        }
+        let (mut arrays, request) = self.arrays(plan)?;
+        arrays.extend(request);
+        let mut fields: Vec<Field> = plan
+            .join_keys
+            .iter()
+            .map(|k| Field::new(&k.name, k.dtype.dtype().arrow_type(), true))
+            .chain(
+                plan.request_fields
+                    .iter()
+                    .map(|f| Field::new(&f.name, f.dtype.arrow_type(), true)),
+            )
+            .collect();
         arrays.push(Arc::new(
             TimestampMicrosecondArray::from(vec![at; self.len]).with_timezone("UTC"),
         ));
@@ -147,6 +172,124 @@ impl Rows {
         ));
         RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| e.to_string())
     }
+}
+
+/// What was served for the verified rows: one array per feature of the plan (canonical
+/// types) and each value's status.
+#[derive(Debug, Clone)]
+pub struct ServedColumns {
+    /// One array per planned feature, in the plan's order.
+    pub columns: Vec<ArrayRef>,
+    /// Per planned feature, one status per row.
+    pub statuses: Vec<Vec<Status>>,
+}
+
+impl ServedColumns {
+    /// The output of the online half of the one path, as served.
+    pub fn from_output(plan: &ServicePlan, output: &ServiceOutput, rows: usize) -> Self {
+        let statuses = (0..plan.features.len())
+            .map(|i| (0..rows).map(|row| output.status(plan, i, row)).collect())
+            .collect();
+        Self {
+            columns: output.columns.clone(),
+            statuses,
+        }
+    }
+
+    /// A `POST /v1/features` response body for `rows` rows of `plan`, read back into
+    /// typed columns; its feature names must be the plan's, in order.
+    pub fn from_response(plan: &ServicePlan, served: &Json, rows: usize) -> Result<Self, String> {
+        let names: Vec<&str> = served["metadata"]["feature_names"]
+            .as_array()
+            .ok_or("the served answer has no metadata.feature_names")?
+            .iter()
+            .map(|n| n.as_str().unwrap_or(""))
+            .collect();
+        let planned: Vec<&str> = plan.features.iter().map(|f| f.qualified.as_str()).collect();
+        if names != planned {
+            return Err(format!(
+                "the server serves {} as {names:?}, but the definitions plan {planned:?}: are they the same definitions?",
+                plan.name
+            ));
+        }
+        let results = served["results"]
+            .as_array()
+            .ok_or("the served answer has no results")?;
+        let mut columns = Vec::with_capacity(plan.features.len());
+        let mut statuses = Vec::with_capacity(plan.features.len());
+        for (i, feature) in plan.features.iter().enumerate() {
+            let result = results.get(i);
+            let values = result
+                .and_then(|r| r["values"].as_array())
+                .filter(|v| v.len() == rows)
+                .ok_or_else(|| format!("served {}: not {rows} values", feature.qualified))?;
+            columns.push(
+                json::column(values, feature.dtype)
+                    .map_err(|e| format!("served {}{e}", feature.qualified))?,
+            );
+            let named = result
+                .and_then(|r| r["statuses"].as_array())
+                .filter(|v| v.len() == rows)
+                .ok_or_else(|| format!("served {}: not {rows} statuses", feature.qualified))?;
+            statuses.push(
+                named
+                    .iter()
+                    .map(|s| {
+                        s.as_str().and_then(Status::from_name).ok_or_else(|| {
+                            format!("served {}: unknown status {s}", feature.qualified)
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        Ok(Self { columns, statuses })
+    }
+}
+
+/// Why the online half could not serve the rows to verify.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OnlineError {
+    /// The rows are not what the plan takes (a missing or mistyped value).
+    #[error("{0}")]
+    Rows(String),
+    /// The online half refused or failed.
+    #[error(transparent)]
+    Serve(#[from] skewless_online::Error),
+}
+
+impl OnlineError {
+    /// Who is at fault.
+    pub fn fault(&self) -> skewless_core::Fault {
+        match self {
+            OnlineError::Rows(_) => skewless_core::Fault::Caller,
+            OnlineError::Serve(e) => e.fault(),
+        }
+    }
+}
+
+/// Serves `rows` of `plan` at `at` through the online half of the one path
+/// ([`skewless_online::serve`]), as `POST /v1/features` does, without a round trip
+/// through JSON text (and without entering the served sample).
+pub fn online(
+    store: &dyn OnlineStore,
+    fingerprints: &std::collections::HashMap<String, u64>,
+    plan: &ServicePlan,
+    rows: &Rows,
+    at: i64,
+) -> Result<ServedColumns, OnlineError> {
+    let (entities, request) = rows.arrays(plan).map_err(OnlineError::Rows)?;
+    let output = skewless_online::serve(
+        store,
+        plan,
+        fingerprints,
+        OnlineRows {
+            at,
+            entities: &entities,
+            request: &request,
+        },
+    )?;
+    Ok(ServedColumns::from_output(plan, &output, rows.len))
 }
 
 /// Backfills `rows` of `plan` at `at` through the offline path (sources under `base`) in
@@ -261,28 +404,23 @@ impl Report {
     }
 }
 
-/// Compares the served answer (`POST /v1/features`'s response body) for `rows` at `at`
-/// with the offline path's `training` rows, value by value. Column names or orders that
-/// differ are an error: the two paths did not compute the same features.
+/// Compares what was served for `rows` at `at` with the offline path's `training` rows,
+/// value by value. Column names or orders that differ are an error: the two paths did
+/// not compute the same features.
 pub fn compare(
     plan: &ServicePlan,
     rows: &Rows,
     at: i64,
-    served: &Json,
+    served: &ServedColumns,
     training: &RecordBatch,
     examples: usize,
 ) -> Result<Report, String> {
-    let names: Vec<&str> = served["metadata"]["feature_names"]
-        .as_array()
-        .ok_or("the served answer has no metadata.feature_names")?
-        .iter()
-        .map(|n| n.as_str().unwrap_or(""))
-        .collect();
     let planned: Vec<&str> = plan.features.iter().map(|f| f.qualified.as_str()).collect();
-    if names != planned {
+    if served.columns.len() != planned.len() || served.statuses.len() != planned.len() {
         return Err(format!(
-            "the server serves {} as {names:?}, but the definitions plan {planned:?}: are they the same definitions?",
-            plan.name
+            "{} served columns for the {} features planned",
+            served.columns.len(),
+            planned.len()
         ));
     }
     // The training set's feature columns follow the entity frame's, in the same order.
@@ -307,9 +445,6 @@ pub fn compare(
             rows.len
         ));
     }
-    let results = served["results"]
-        .as_array()
-        .ok_or("the served answer has no results")?;
     let first_feature = schema.fields().len() - planned.len();
     let mut report = Report {
         service: plan.name.clone(),
@@ -324,14 +459,21 @@ pub fn compare(
     };
     let mut found = Vec::new();
     for (i, feature) in plan.features.iter().enumerate() {
-        let values = results
-            .get(i)
-            .and_then(|r| r["values"].as_array())
-            .filter(|v| v.len() == rows.len)
-            .ok_or_else(|| format!("served {}: not {} values", feature.qualified, rows.len))?;
-        let served_array = json::column(values, feature.dtype)
-            .map_err(|e| format!("served {}{e}", feature.qualified))?;
-        let served_reader = ValueReader::new(&served_array, feature.dtype);
+        let served_array = &served.columns[i];
+        if served_array.len() != rows.len || served.statuses[i].len() != rows.len {
+            return Err(format!(
+                "served {}: not {} values",
+                feature.qualified, rows.len
+            ));
+        }
+        let Some(served_reader) = ValueReader::new(served_array, feature.dtype) else {
+            return Err(format!(
+                "served {} as {}, not {}",
+                feature.qualified,
+                served_array.data_type(),
+                feature.dtype
+            ));
+        };
         let trained_array = training.column(first_feature + i);
         let Some(trained_reader) = ValueReader::new(trained_array, feature.dtype) else {
             return Err(format!(
@@ -342,7 +484,7 @@ pub fn compare(
             ));
         };
         for row in 0..rows.len {
-            let s = text(served_reader.as_ref().map_or(Value::Null, |r| r.value(row)));
+            let s = text(served_reader.value(row));
             let t = text(trained_reader.value(row));
             if s != t {
                 *report
@@ -360,15 +502,23 @@ pub fn compare(
             row,
             entity: rows.entity(plan, row),
             feature: plan.features[i].qualified.clone(),
-            served: serde_json::from_slice(&s).unwrap_or(Json::Null),
-            served_status: results[i]["statuses"][row]
-                .as_str()
-                .unwrap_or("?")
-                .to_owned(),
-            offline: serde_json::from_slice(&t).unwrap_or(Json::Null),
+            served: parse_text(&s)?,
+            served_status: served.statuses[i][row].name().to_owned(),
+            offline: parse_text(&t)?,
         });
     }
     Ok(report)
+}
+
+/// A rendered value read back as JSON: rendering writes JSON, so this cannot fail but
+/// for a bug, which is reported, never shown as null.
+fn parse_text(text: &[u8]) -> Result<Json, String> {
+    serde_json::from_slice(text).map_err(|e| {
+        format!(
+            "internal: a rendered value is not JSON ({e}): {}",
+            String::from_utf8_lossy(text)
+        )
+    })
 }
 
 /// A value as the serving endpoint writes it: the shortest text that reads back to the

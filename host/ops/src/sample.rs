@@ -196,7 +196,7 @@ pub(crate) fn splitmix64(state: &mut u64) -> u64 {
 pub fn to_json(value: Value<'_>) -> Json {
     let mut text = Vec::new();
     json::write_value(&mut text, value);
-    serde_json::from_slice(&text).unwrap_or(Json::Null)
+    serde_json::from_slice(&text).expect("write_value writes JSON")
 }
 
 /// Rows as columnar JSON, the shape `POST /v1/features` takes: `{name: [values]}` per

@@ -9,7 +9,7 @@ use skewless_offline::{MaterializeStats, Progress, Window};
 use skewless_online::OnlineStore;
 use skewless_registry::Registry;
 
-use crate::view_schemas;
+use skewless_online::view_schemas;
 
 /// Why a materialization could not be planned or run.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +22,16 @@ pub enum MaterializeError {
     /// missing file).
     #[error("{0}")]
     Offline(#[from] skewless_offline::Error),
+}
+
+impl MaterializeError {
+    /// Who is at fault.
+    pub fn fault(&self) -> skewless_core::Fault {
+        match self {
+            MaterializeError::Registry(e) => e.fault(),
+            MaterializeError::Offline(e) => e.fault(),
+        }
+    }
 }
 
 /// The online schema fingerprint of each online view of `project`.
@@ -70,7 +80,14 @@ pub fn run_materialization(
     let stats =
         skewless_offline::materialize(project, source_root, store, windows, threads, progress)?;
     for view in &stats.views {
-        let fp = fingerprint(project, &view.window.view).unwrap_or_default();
+        // Materialization refuses views that are not online, and every online view has a
+        // schema: a watermark is never recorded under a made-up fingerprint.
+        let fp = fingerprint(project, &view.window.view).ok_or_else(|| {
+            skewless_offline::Error::Internal(format!(
+                "materialized view `{}` has no online schema",
+                view.window.view
+            ))
+        })?;
         registry.advance_watermark(&view.window.view, fp, view.window.end)?;
     }
     Ok(stats)

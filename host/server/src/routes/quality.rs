@@ -1,41 +1,34 @@
 //! Routes that check what was served: module bytes (so that a verifier runs the very
 //! artifact the server runs), the served sample, `POST /v1/verify`, and drift.
 
-use std::sync::Arc;
-
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
 use skewless_core::definitions::ModuleRef;
+use skewless_ops::sample::{Layout, ServedRow, columns};
+use skewless_ops::verify::{self, Rows};
+use skewless_ops::{drift, json};
 use skewless_plan::ServicePlan;
 
+use super::{ApiResult, Shared, blocking};
 use crate::error::ApiError;
+use crate::extract::JsonBody;
 use crate::jobs::resolve;
-use crate::json;
 use crate::metrics::{Gauge, labels};
-use crate::routes::{FeaturesRequest, run_plan};
-use crate::sample::{Layout, ServedRow, columns};
-use crate::state::{AppState, Serving};
-use crate::verify::{self, Rows};
-
-type Shared = State<Arc<AppState>>;
-type ApiResult<T = Response> = Result<T, ApiError>;
+use crate::state::AppState;
 
 /// `GET /v1/transforms/{name}/{version}`: the component bytes, as uploaded.
-pub(crate) async fn module_bytes(
+pub(super) async fn module_bytes(
     State(state): Shared,
     Path((name, version)): Path<(String, String)>,
 ) -> ApiResult {
     let reference = ModuleRef { name, version };
     let registry = state.registry.clone();
     let wanted = reference.clone();
-    let bytes = tokio::task::spawn_blocking(move || registry.module_bytes(&wanted))
-        .await
-        .map_err(|e| ApiError::internal(format!("worker task failed: {e}")))??
+    let bytes = blocking(move || registry.module_bytes(&wanted))
+        .await??
         .ok_or_else(|| ApiError::not_found(format!("no module {reference} was uploaded")))?;
     let sha256 = skewless_engine::sha256_hex(&bytes);
     Ok((
@@ -46,14 +39,6 @@ pub(crate) async fn module_bytes(
         bytes,
     )
         .into_response())
-}
-
-fn service_plan(serving: &Serving, name: &str) -> ApiResult<Arc<ServicePlan>> {
-    serving
-        .services
-        .get(name)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("no feature service `{name}`")))
 }
 
 /// A service's sample, re-laid in the current plan's order; an error when the service
@@ -83,7 +68,7 @@ fn served_rows(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SampleQuery {
+pub(super) struct SampleQuery {
     #[serde(default = "default_rows")]
     rows: usize,
 }
@@ -93,13 +78,13 @@ fn default_rows() -> usize {
 }
 
 /// `GET /v1/feature-services/{name}/sample?rows=N`: up to N served rows, columnar.
-pub(crate) async fn sample(
+pub(super) async fn sample(
     State(state): Shared,
     Path(name): Path<String>,
     Query(query): Query<SampleQuery>,
 ) -> ApiResult {
     let serving = state.serving();
-    let plan = service_plan(&serving, &name)?;
+    let plan = serving.service(&name)?;
     let (seen, rows) = served_rows(&state, &plan, query.rows)?;
     let join_keys: Vec<String> = plan.join_keys.iter().map(|k| k.name.clone()).collect();
     let fields: Vec<String> = plan.request_fields.iter().map(|f| f.name.clone()).collect();
@@ -118,7 +103,7 @@ pub(crate) async fn sample(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VerifyRequest {
+pub(super) struct VerifyRequest {
     service: String,
     /// How many served rows to check.
     #[serde(default = "default_rows")]
@@ -140,32 +125,15 @@ fn default_examples() -> usize {
     10
 }
 
-/// Where each online view is materialized to, under its current schema.
-pub(crate) fn materialized_until(
-    state: &AppState,
-    serving: &Serving,
-) -> ApiResult<std::collections::HashMap<String, i64>> {
-    Ok(state
-        .registry
-        .watermarks()?
-        .into_iter()
-        .filter(|(view, w)| serving.fingerprints.get(view) == Some(&w.fingerprint))
-        .map(|(view, w)| (view, w.end_micros))
-        .collect())
-}
-
 /// `POST /v1/verify`: serve rows at a time, backfill them at the same time from the
 /// sources, and compare bit for bit.
-pub(crate) async fn verify(State(state): Shared, body: Result<Bytes, BytesRejection>) -> ApiResult {
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let request: VerifyRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+pub(super) async fn verify(
+    State(state): Shared,
+    JsonBody(request): JsonBody<VerifyRequest>,
+) -> ApiResult {
     let serving = state.serving();
-    let project = serving
-        .project
-        .clone()
-        .ok_or_else(|| ApiError::bad_request("no definitions applied yet"))?;
-    let plan = service_plan(&serving, &request.service)?;
+    let project = serving.project()?.clone();
+    let plan = serving.service(&request.service)?;
     let rows = match (&request.entities, &request.request_data) {
         (None, None) => Rows::from_sample(&plan, &served_rows(&state, &plan, request.rows)?.1),
         (entities, data) => Rows::from_columns(
@@ -175,7 +143,7 @@ pub(crate) async fn verify(State(state): Shared, body: Result<Bytes, BytesReject
         )
         .map_err(ApiError::bad_request)?,
     };
-    let until = materialized_until(&state, &serving)?;
+    let until = serving.materialized_until(&state.registry)?;
     let until = |v: &str| until.get(v).copied();
     let at = match &request.at {
         Some(t) => {
@@ -184,23 +152,21 @@ pub(crate) async fn verify(State(state): Shared, body: Result<Bytes, BytesReject
         None => verify::default_at(&plan, until, chrono::Utc::now().timestamp_micros()),
     };
     let notes = verify::notes(&plan, until, at);
-    let features: FeaturesRequest = serde_json::from_value(rows.features_request(&plan, at))
-        .map_err(|e| ApiError::internal(format!("building the serving request: {e}")))?;
-    let served = run_plan(&state, &serving, &plan, features)?;
-    let served: Json = serde_json::from_slice(&served)
-        .map_err(|e| ApiError::internal(format!("reading the served answer: {e}")))?;
     let root = state.config.source_root.clone();
     let report = {
-        let plan = plan.clone();
-        tokio::task::spawn_blocking(move || {
+        let (state, serving, plan) = (state.clone(), serving.clone(), plan.clone());
+        blocking(move || {
+            // The online half of the one path itself, then the offline half.
+            let served = verify::online(&*state.store, &serving.fingerprints, &plan, &rows, at)?;
             let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-            let offline = verify::offline(&project, &root, &plan, &rows, at, threads)?;
-            verify::compare(&plan, &rows, at, &served, &offline, request.examples)
-                .map(|report| verify::Report { notes, ..report })
+            let report = verify::offline(&project, &root, &plan, &rows, at, threads)
+                .and_then(|offline| {
+                    verify::compare(&plan, &rows, at, &served, &offline, request.examples)
+                })
+                .map_err(ApiError::unprocessable)?;
+            Ok::<_, ApiError>(verify::Report { notes, ..report })
         })
-        .await
-        .map_err(|e| ApiError::internal(format!("worker task failed: {e}")))?
-        .map_err(ApiError::unprocessable)?
+        .await??
     };
     let service = labels(&[("service", &plan.name)]);
     state.metrics.add(
@@ -219,19 +185,19 @@ pub(crate) async fn verify(State(state): Shared, body: Result<Bytes, BytesReject
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct DriftQuery {
+pub(super) struct DriftQuery {
     training: String,
 }
 
 /// `GET /v1/feature-services/{name}/drift?training=PATH`: the served sample against a
 /// training set (a backfill of the service) under the source root.
-pub(crate) async fn drift(
+pub(super) async fn drift(
     State(state): Shared,
     Path(name): Path<String>,
     Query(query): Query<DriftQuery>,
 ) -> ApiResult {
     let serving = state.serving();
-    let plan = service_plan(&serving, &name)?;
+    let plan = serving.service(&name)?;
     let path = resolve(&state.config.source_root, &query.training, "training")
         .map_err(ApiError::bad_request)?;
     if !path.exists() {
@@ -243,13 +209,11 @@ pub(crate) async fn drift(
     let (seen, rows) = served_rows(&state, &plan, usize::MAX)?;
     let features = {
         let plan = plan.clone();
-        tokio::task::spawn_blocking(move || {
-            let training =
-                crate::drift::Training::read(&path, &plan, crate::drift::TRAINING_SAMPLE_ROWS)?;
-            crate::drift::drift(&plan, &rows, &training)
+        blocking(move || {
+            let training = drift::Training::read(&path, &plan, drift::TRAINING_SAMPLE_ROWS)?;
+            drift::drift(&plan, &rows, &training)
         })
-        .await
-        .map_err(|e| ApiError::internal(format!("worker task failed: {e}")))?
+        .await?
         .map_err(ApiError::unprocessable)?
     };
     {
@@ -271,22 +235,21 @@ pub(crate) async fn drift(
 /// The last drift report of each service as gauges.
 pub(crate) fn drift_gauges(state: &AppState) -> Vec<Gauge<'static>> {
     let drift = state.drift.lock().unwrap_or_else(|e| e.into_inner());
-    let gauge =
-        |name, help, value: fn(&crate::drift::FeatureDrift) -> Option<f64>| -> Gauge<'static> {
-            (
-                name,
-                help,
-                drift
-                    .iter()
-                    .filter_map(|((service, feature), d)| {
-                        Some((
-                            labels(&[("service", service), ("feature", feature)]),
-                            value(d)?,
-                        ))
-                    })
-                    .collect(),
-            )
-        };
+    let gauge = |name, help, value: fn(&drift::FeatureDrift) -> Option<f64>| -> Gauge<'static> {
+        (
+            name,
+            help,
+            drift
+                .iter()
+                .filter_map(|((service, feature), d)| {
+                    Some((
+                        labels(&[("service", service), ("feature", feature)]),
+                        value(d)?,
+                    ))
+                })
+                .collect(),
+        )
+    };
     vec![
         gauge(
             "skewless_feature_drift_psi",

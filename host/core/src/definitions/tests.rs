@@ -1,0 +1,325 @@
+//! Tests of parsing and validation.
+
+use super::*;
+use crate::{ColumnSpec, Signature};
+
+const FRAUD: &str = r#"
+project: fraud
+entities:   [{name: user, join_keys: [user_id]}]
+sources:    [{name: user_stats, path: data/user_stats.parquet, timestamp_field: event_timestamp, created_timestamp_field: created}]
+feature_views:
+  - {name: user_stats, entities: [user], source: user_stats, ttl: 7d, online: true,
+     features: [{name: txn_amount_avg_7d, dtype: float64}, {name: account_age_days, dtype: int64}]}
+transforms:
+  - {name: txn_risk, module: risk@1.0.0,
+     inputs: [user_stats:txn_amount_avg_7d, user_stats:account_age_days, request:amount],
+     request_schema: [{name: amount, dtype: float64}]}
+feature_services: [{name: fraud_v1, features: ["user_stats:*", "txn_risk:*"]}]
+"#;
+
+fn risk_signature() -> Signature {
+    Signature {
+        inputs: vec![
+            ColumnSpec::new("amount", DType::Float64),
+            ColumnSpec::new("txn_amount_avg_7d", DType::Float64),
+            ColumnSpec::new("account_age_days", DType::Int64),
+        ],
+        outputs: vec![
+            ColumnSpec::new("z", DType::Float64),
+            ColumnSpec::new("is_new", DType::Bool),
+        ],
+    }
+}
+
+fn catalog(module: &ModuleRef) -> Option<Signature> {
+    (module.to_string() == "risk@1.0.0").then(risk_signature)
+}
+
+fn problems(yaml: &str) -> Vec<String> {
+    match Definitions::from_yaml(yaml).and_then(|d| d.validate(&catalog)) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn assert_problem(yaml: &str, needle: &str) {
+    let found = problems(yaml);
+    assert!(
+        found.iter().any(|p| p.contains(needle)),
+        "expected a problem containing {needle:?}, got {found:#?}"
+    );
+}
+
+#[test]
+fn the_example_validates_and_expands() {
+    let project = Definitions::from_yaml(FRAUD)
+        .unwrap()
+        .validate(&catalog)
+        .unwrap();
+    let names: Vec<String> = project.services["fraud_v1"]
+        .iter()
+        .map(ServedFeature::qualified)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "user_stats:txn_amount_avg_7d",
+            "user_stats:account_age_days",
+            "txn_risk:z",
+            "txn_risk:is_new"
+        ]
+    );
+    let view = &project.definitions.feature_views[0];
+    assert_eq!(view.ttl, "7d".parse().unwrap());
+    assert_eq!(
+        project.definitions.entities[0].join_keys[0].dtype,
+        KeyType::Int64
+    );
+    // What is written reads back the same.
+    let again = Definitions::from_yaml(&project.definitions.to_yaml().unwrap()).unwrap();
+    assert_eq!(again, project.definitions);
+}
+
+#[test]
+fn syntax_errors_and_unknown_keys_name_the_line() {
+    let found =
+        problems("project: fraud\nentities: [{name: user, join_keys: [user_id], colour: red}]\n");
+    assert!(found[0].starts_with("line 2"), "{found:?}");
+    assert!(found[0].contains("colour"), "{found:?}");
+    let found = problems(&FRAUD.replace("online: true,", "online: true, colour: red,"));
+    assert!(found[0].contains("colour"), "{found:?}");
+    let found = problems("project: [\n");
+    assert!(found[0].starts_with("line"), "{found:?}");
+}
+
+#[test]
+fn unknown_references() {
+    assert_problem(
+        &FRAUD.replace("source: user_stats,", "source: nope,"),
+        "unknown source `nope`",
+    );
+    assert_problem(
+        &FRAUD.replace("entities: [user]", "entities: [usr]"),
+        "unknown entity `usr`",
+    );
+    assert_problem(
+        &FRAUD.replace("risk@1.0.0", "risk@2.0.0"),
+        "module `risk@2.0.0` is not uploaded",
+    );
+    assert_problem(
+        &FRAUD.replace("\"user_stats:*\"", "\"user_stat:*\""),
+        "`user_stat` is neither",
+    );
+    assert_problem(
+        &FRAUD.replace("\"txn_risk:*\"", "\"txn_risk:zz\""),
+        "no output `zz`",
+    );
+    assert_problem(
+        &FRAUD.replace("request:amount]", "request:amount, user_stats:nope]"),
+        "declares no input `nope`",
+    );
+    assert_problem(
+        &FRAUD.replace(
+            "request_schema: [{name: amount, dtype: float64}]",
+            "request_schema: []",
+        ),
+        "request field `amount` is not in request_schema",
+    );
+    assert_problem(
+        &FRAUD.replace(", request:amount]", "]"),
+        "needs input `amount`",
+    );
+}
+
+#[test]
+fn type_mismatches_and_duplicates() {
+    assert_problem(
+        &FRAUD.replace(
+            "{name: account_age_days, dtype: int64}",
+            "{name: account_age_days, dtype: float64}",
+        ),
+        "is float64, but module risk@1.0.0 declares input `account_age_days` as int64",
+    );
+    assert_problem(
+        &FRAUD.replace(
+            "feature_services: [",
+            "feature_services: [{name: fraud_v1, features: [\"user_stats:*\"]}, ",
+        ),
+        "duplicate name `fraud_v1`",
+    );
+    assert_problem(
+        &FRAUD.replace(
+            "features: [\"user_stats:*\", \"txn_risk:*\"]",
+            "features: [\"user_stats:*\", \"user_stats:account_age_days\"]",
+        ),
+        "listed twice",
+    );
+    assert_problem(&FRAUD.replace("ttl: 7d", "ttl: 7 days"), "invalid duration");
+    assert_problem(
+        &FRAUD.replace("name: txn_amount_avg_7d", "name: user_id"),
+        "join key",
+    );
+}
+
+#[test]
+fn inputs_can_be_renamed_and_read_the_request_time() {
+    let renamed = FRAUD
+        .replace(
+            "inputs: [user_stats:txn_amount_avg_7d,",
+            "inputs: [{from: \"user_stats:txn_amount_avg_7d\", as: avg}, request:request_time,",
+        )
+        .replace("risk@1.0.0", "renamed@1");
+    let modules = |m: &ModuleRef| {
+        (m.name == "renamed").then(|| {
+            let mut s = risk_signature();
+            s.inputs[1].name = "avg".into();
+            s.inputs
+                .push(ColumnSpec::new("request_time", DType::Timestamp));
+            s
+        })
+    };
+    let project = Definitions::from_yaml(&renamed)
+        .unwrap()
+        .validate(&modules)
+        .unwrap();
+    let inputs = &project.definitions.transforms[0].inputs;
+    assert_eq!(inputs[0].input_name(), "avg");
+    assert_eq!(inputs[0].to_string(), "user_stats:txn_amount_avg_7d as avg");
+    let again = Definitions::from_yaml(&project.definitions.to_yaml().unwrap()).unwrap();
+    assert_eq!(again, project.definitions, "aliases survive a round trip");
+    // Without the alias the module's input is not fed.
+    let error = Definitions::from_yaml(&renamed.replace(", as: avg}", ", as: mean}"))
+        .unwrap()
+        .validate(&modules)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("declares no input `mean`"),
+        "{error}"
+    );
+}
+
+/// The problems `validate_yaml` finds in `yaml`, as (line, message) pairs.
+fn located(yaml: &str) -> Vec<(Option<usize>, String)> {
+    match Definitions::validate_yaml(yaml, &catalog) {
+        Ok(_) => Vec::new(),
+        Err(e) => e
+            .problems
+            .into_iter()
+            .map(|p| (p.line, p.to_string()))
+            .collect(),
+    }
+}
+
+#[test]
+fn problems_name_their_line() {
+    // Flow style: several problems, each on the line of what is wrong.
+    let yaml = FRAUD
+        .replace("source: user_stats,", "source: nope,")
+        .replace("risk@1.0.0", "risk@2.0.0")
+        .replace("\"user_stats:*\"", "\"user_stat:*\"");
+    let found = located(&yaml);
+    let line_of = |needle: &str| {
+        found
+            .iter()
+            .find(|(_, text)| text.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {found:#?}"))
+            .0
+    };
+    assert_eq!(line_of("unknown source `nope`"), Some(6));
+    assert_eq!(line_of("module `risk@2.0.0` is not uploaded"), Some(9));
+    assert_eq!(line_of("`user_stat` is neither"), Some(12));
+    assert!(
+        found[0]
+            .1
+            .starts_with("line 6, feature_views[0] \"user_stats\" .source: "),
+        "{found:#?}"
+    );
+
+    // Block style: a nested feature and an input, each on its own line.
+    let block = "project: fraud
+entities:
+  - name: user
+    join_keys: [user_id]
+sources:
+  - name: user_stats
+feature_views:
+  - name: user_stats
+    entities: [user]
+    source: user_stats
+    features:
+      - name: txn_amount_avg_7d
+        dtype: float64
+      - name: account_age_days
+        dtype: float64
+transforms:
+  - name: txn_risk
+    module: risk@1.0.0
+    inputs:
+      - user_stats:txn_amount_avg_7d
+      - user_stats:account_age_days
+      - request:amount
+      - request:colour
+    request_schema: [{name: amount, dtype: float64}]
+";
+    let found = located(block);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found[0].0, Some(21), "{found:#?}");
+    assert!(found[0].1.contains("as int64"), "{found:#?}");
+    assert_eq!(found[1].0, Some(23), "{found:#?}");
+    assert!(found[1].1.contains("`colour`"), "{found:#?}");
+
+    // Syntax errors keep the parser's line and column.
+    let found = located("project: fraud\nentities: [{name: user, colour: red}]\n");
+    assert_eq!(found[0].0, Some(2));
+    assert!(found[0].1.starts_with("line 2, column"), "{found:#?}");
+}
+
+#[test]
+fn cycles_are_named() {
+    let signature = |input: &str, output: &str| Signature {
+        inputs: vec![ColumnSpec::new(input, DType::Float64)],
+        outputs: vec![ColumnSpec::new(output, DType::Float64)],
+    };
+    let modules = move |m: &ModuleRef| match m.name.as_str() {
+        "a" => Some(signature("y", "x")),
+        "b" => Some(signature("x", "y")),
+        _ => None,
+    };
+    let yaml = r#"
+project: p
+transforms:
+  - {name: ta, module: a@1, inputs: [tb:y]}
+  - {name: tb, module: b@1, inputs: [ta:x]}
+"#;
+    let error = Definitions::from_yaml(yaml)
+        .unwrap()
+        .validate(&modules)
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("cycle: ta -> tb -> ta"),
+        "{error}"
+    );
+    let chained = r#"
+project: p
+transforms:
+  - {name: tb, module: b@1, inputs: [ta:x]}
+  - {name: ta, module: a@1, inputs: [request:y], request_schema: [{name: y, dtype: float64}]}
+"#;
+    let project = Definitions::from_yaml(chained)
+        .unwrap()
+        .validate(&modules)
+        .unwrap();
+    assert_eq!(
+        project.transform_order,
+        [TransformId(1), TransformId(0)],
+        "ta runs before tb, which reads it"
+    );
+    // tb's input resolved to ta's output, by index, once.
+    assert_eq!(
+        project.inputs(TransformId(0)),
+        [ResolvedInput::Transform {
+            transform: TransformId(1),
+            output: 0
+        }]
+    );
+}

@@ -1,0 +1,387 @@
+//! [`LocalStore`]: sharded maps in memory (here), a write-ahead log written by one thread
+//! with group commit (`writer`, `crate::wal`), periodic snapshots (`snapshot`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use skewless_core::DType;
+use skewless_core::assemble::ViewColumnsBuilder;
+use skewless_core::fs::{AtomicFile, remove_leftovers};
+
+use crate::row;
+use crate::wal::{self, KeyedRow, Record, Segment};
+use crate::{Error, OnlineStore, Result, StoreStats, ViewSchema, WriteBatch, io};
+
+mod snapshot;
+mod writer;
+
+use snapshot::{SNAPSHOT, load_snapshot};
+use writer::Writer;
+
+/// Rows per log record: keeps records far below the record cap.
+const ROWS_PER_RECORD: usize = 65_536;
+
+/// When to snapshot.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Snapshot once this many log bytes were written since the last one.
+    pub snapshot_after_bytes: u64,
+    /// Snapshot at least this often while there are writes.
+    pub snapshot_interval: Duration,
+}
+
+impl StoreOptions {
+    /// Snapshots after `snapshot_after_bytes` of log or `snapshot_interval`, whichever
+    /// comes first.
+    pub fn new(snapshot_after_bytes: u64, snapshot_interval: Duration) -> Self {
+        Self {
+            snapshot_after_bytes,
+            snapshot_interval,
+        }
+    }
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            snapshot_after_bytes: 256 << 20,
+            snapshot_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ViewData {
+    schema: ViewSchema,
+    dtypes: Vec<DType>,
+    fingerprint: u64,
+    rows: DashMap<Box<[u8]>, Box<[u8]>>,
+    /// Key and row bytes held.
+    bytes: AtomicU64,
+}
+
+impl ViewData {
+    fn new(schema: ViewSchema) -> Self {
+        Self {
+            dtypes: schema.dtypes(),
+            fingerprint: schema.fingerprint(),
+            schema,
+            rows: DashMap::new(),
+            bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Keeps the row with the larger `(event_ts, created_ts, lsn)`.
+    fn apply(&self, key: Box<[u8]>, row: Box<[u8]>) {
+        match self.rows.entry(key) {
+            Entry::Occupied(mut stored) => {
+                if row::order_key(&row) > row::order_key(stored.get()) {
+                    let (new, old) = (row.len() as u64, stored.get().len() as u64);
+                    stored.insert(row);
+                    self.bytes.fetch_add(new, Ordering::Relaxed);
+                    self.bytes.fetch_sub(old, Ordering::Relaxed);
+                }
+            }
+            Entry::Vacant(slot) => {
+                let new = (slot.key().len() + row.len()) as u64;
+                slot.insert(row);
+                self.bytes.fetch_add(new, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+type Views = RwLock<HashMap<String, Arc<ViewData>>>;
+
+enum Command {
+    Rows {
+        view: Arc<ViewData>,
+        rows: Vec<KeyedRow>,
+        ack: SyncSender<Result<()>>,
+    },
+    SetView {
+        name: String,
+        schema: Option<ViewSchema>,
+        ack: SyncSender<Result<()>>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    wal_bytes_since_snapshot: AtomicU64,
+    pending: AtomicU64,
+    snapshots: AtomicU64,
+    snapshotting: AtomicBool,
+}
+
+/// The in-process online store of one data directory.
+#[derive(Debug)]
+pub struct LocalStore {
+    views: Arc<Views>,
+    commands: Mutex<Option<Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    counters: Arc<Counters>,
+    _lock: File,
+}
+
+impl LocalStore {
+    /// Opens the store under `dir`: loads the snapshot, replays the log after it (dropping
+    /// a torn tail left by a crash), and starts the log writer. Rows of views not in
+    /// `views`, or written under other features, are not loaded.
+    pub fn open(dir: &Path, views: &[ViewSchema], options: StoreOptions) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(Error::Locked(dir.to_owned()));
+        }
+        // A snapshot a crash interrupted is a temporary file nothing will commit.
+        let leftovers = remove_leftovers(dir).map_err(io(dir))?;
+        if leftovers > 0 {
+            tracing::info!(files = leftovers, "removed unfinished snapshot files");
+        }
+        let started = Instant::now();
+        let map: HashMap<String, Arc<ViewData>> = views
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(ViewData::new(s.clone()))))
+            .collect();
+        let views = Arc::new(RwLock::new(map));
+        let mut max_lsn = 0u64;
+        let start_segment = load_snapshot(&dir.join(SNAPSHOT), &views, &mut max_lsn)?;
+        let segments = wal::segments(dir)?;
+        let mut replayed = 0usize;
+        for (i, &number) in segments.iter().enumerate() {
+            let path = wal::segment_path(dir, number);
+            if number < start_segment {
+                // Covered by the snapshot; left over from an interrupted clean-up.
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                continue;
+            }
+            let (records, valid, torn) = wal::read_segment(&path)?;
+            if torn {
+                if i + 1 != segments.len() {
+                    return Err(wal::corrupt_middle(&path));
+                }
+                tracing::warn!(path = %path.display(), valid, "dropping the torn tail of the log (a write that was never acknowledged)");
+                wal::truncate(&path, valid)?;
+            }
+            replayed += records.len();
+            replay(&views, records, &mut max_lsn);
+        }
+        let next_segment = segments
+            .last()
+            .map_or(start_segment, |n| n + 1)
+            .max(start_segment);
+        let segment = Segment::create(dir, next_segment)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            dir: dir.to_owned(),
+            views: views.clone(),
+            segment,
+            next_lsn: max_lsn + 1,
+            counters: counters.clone(),
+            options,
+            last_snapshot: Instant::now(),
+            failed: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("skewless-wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io(dir))?;
+        let store = LocalStore {
+            views,
+            commands: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            counters,
+            _lock: lock,
+        };
+        tracing::info!(
+            dir = %dir.display(),
+            records = replayed,
+            rows = store.stats().rows.iter().map(|(_, n)| n).sum::<u64>(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "online store recovered"
+        );
+        Ok(store)
+    }
+
+    fn send(&self, make: impl FnOnce(SyncSender<Result<()>>) -> Command) -> Result<()> {
+        let (ack, done) = sync_channel(1);
+        let sent = self
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|tx| tx.send(make(ack)).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            return Err(Error::Failed("the store is closed".into()));
+        }
+        self.counters.pending.fetch_add(1, Ordering::Relaxed);
+        let result = done
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Failed("the log writer stopped".into())));
+        self.counters.pending.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    fn view(&self, name: &str) -> Result<Arc<ViewData>> {
+        self.views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownView(name.to_owned()))
+    }
+
+    /// Stops the log writer after the writes already queued; later writes fail.
+    pub fn close(&self) {
+        self.commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for LocalStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl OnlineStore for LocalStore {
+    fn set_views(&self, views: &[ViewSchema]) -> Result<()> {
+        let current: HashMap<String, u64> = self
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, v)| (name.clone(), v.fingerprint))
+            .collect();
+        for schema in views {
+            if current.get(&schema.name) != Some(&schema.fingerprint()) {
+                let (name, schema) = (schema.name.clone(), Some(schema.clone()));
+                self.send(|ack| Command::SetView { name, schema, ack })?;
+            }
+        }
+        for name in current.keys() {
+            if !views.iter().any(|v| &v.name == name) {
+                let name = name.clone();
+                self.send(|ack| Command::SetView {
+                    name,
+                    schema: None,
+                    ack,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, view_name: &str, batch: WriteBatch) -> Result<()> {
+        let view = self.view(view_name)?;
+        let mut rows = row::encode_batch(view_name, &view.dtypes, batch)?.into_iter();
+        while rows.len() > 0 {
+            let chunk: Vec<KeyedRow> = rows.by_ref().take(ROWS_PER_RECORD).collect();
+            let view = view.clone();
+            self.send(|ack| Command::Rows {
+                view,
+                rows: chunk,
+                ack,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn read(
+        &self,
+        view_name: &str,
+        fingerprint: u64,
+        keys: &[&[u8]],
+        at: i64,
+        out: &mut ViewColumnsBuilder,
+    ) -> Result<()> {
+        let view = self.view(view_name)?;
+        if view.fingerprint != fingerprint {
+            return Err(Error::SchemaChanged(view_name.to_owned()));
+        }
+        for key in keys {
+            let stored = view.rows.get(*key);
+            row::push(out, stored.as_deref().map(|r| &**r), &view.dtypes, at).map_err(
+                |reason| Error::CorruptRow {
+                    view: view_name.to_owned(),
+                    reason,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> StoreStats {
+        let mut views: Vec<(String, u64, u64)> = self
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, v)| {
+                let bytes = v.bytes.load(Ordering::Relaxed);
+                (name.clone(), v.rows.len() as u64, bytes)
+            })
+            .collect();
+        views.sort();
+        StoreStats {
+            rows: views
+                .iter()
+                .map(|(v, rows, _)| (v.clone(), *rows))
+                .collect(),
+            bytes: views.into_iter().map(|(v, _, bytes)| (v, bytes)).collect(),
+            wal_bytes_since_snapshot: self
+                .counters
+                .wal_bytes_since_snapshot
+                .load(Ordering::Relaxed),
+            wal_pending_writes: self.counters.pending.load(Ordering::Relaxed),
+            snapshots: self.counters.snapshots.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn replay(views: &Views, records: Vec<Record>, max_lsn: &mut u64) {
+    let mut map = views.write().unwrap_or_else(|e| e.into_inner());
+    for record in records {
+        match record {
+            Record::Rows {
+                lsn,
+                view,
+                fingerprint,
+                rows,
+            } => {
+                *max_lsn = (*max_lsn).max(lsn + rows.len() as u64);
+                if let Some(data) = map.get(&view).filter(|v| v.fingerprint == fingerprint) {
+                    for (key, row) in rows {
+                        data.apply(key, row);
+                    }
+                }
+            }
+            Record::Reset { view } => {
+                if let Some(data) = map.get_mut(&view) {
+                    *data = Arc::new(ViewData::new(data.schema.clone()));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

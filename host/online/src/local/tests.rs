@@ -1,0 +1,198 @@
+//! Tests of the local store: ordering, durability, snapshots, recovery.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float64Type;
+use arrow_array::{ArrayRef, Float64Array};
+use skewless_core::Ttl;
+use skewless_core::key::KeyBuf;
+
+use super::*;
+
+fn schema() -> ViewSchema {
+    ViewSchema {
+        name: "stats".into(),
+        features: vec![("avg".into(), DType::Float64)],
+    }
+}
+
+fn key(id: i64) -> Box<[u8]> {
+    let mut k = KeyBuf::new();
+    k.push_int(id);
+    k.as_bytes().into()
+}
+
+fn write(store: &LocalStore, rows: &[(i64, i64, f64)]) {
+    let batch = WriteBatch {
+        keys: rows.iter().map(|r| key(r.0)).collect(),
+        event_ts: rows.iter().map(|r| r.1).collect(),
+        created_ts: None,
+        features: vec![
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))) as ArrayRef,
+        ],
+    };
+    store.write("stats", batch).unwrap();
+}
+
+fn read(store: &LocalStore, ids: &[i64], at: i64) -> Vec<Option<f64>> {
+    let keys: Vec<Box<[u8]>> = ids.iter().map(|&i| key(i)).collect();
+    let refs: Vec<&[u8]> = keys.iter().map(|k| &**k).collect();
+    let mut out = ViewColumnsBuilder::new([DType::Float64], Ttl::UNLIMITED, ids.len());
+    store
+        .read("stats", schema().fingerprint(), &refs, at, &mut out)
+        .unwrap();
+    let cols = out.finish();
+    cols.columns[0]
+        .as_primitive::<Float64Type>()
+        .iter()
+        .collect()
+}
+
+#[test]
+fn older_writes_do_not_overwrite_and_ties_go_to_the_later_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+    write(&store, &[(1, 100, 1.0), (2, 100, 2.0)]);
+    write(&store, &[(1, 50, 9.0), (2, 100, 3.0)]);
+    assert_eq!(read(&store, &[1, 2, 3], 1000), [Some(1.0), Some(3.0), None]);
+    // Within one batch, too: the later row of a key wins a tie.
+    write(&store, &[(3, 7, 1.0), (3, 7, 2.0)]);
+    assert_eq!(read(&store, &[3], 1000), [Some(2.0)]);
+}
+
+#[test]
+fn stats_count_rows_and_bytes_per_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+    write(&store, &[(1, 100, 1.0)]);
+    let one = store.stats().bytes[0].1;
+    assert!(one > key(1).len() as u64, "key and row bytes: {one}");
+    write(&store, &[(2, 100, 2.0)]);
+    // A newer row replaces the stored one, an older one is ignored: neither adds.
+    write(&store, &[(1, 200, 3.0), (2, 50, 4.0)]);
+    let stats = store.stats();
+    assert_eq!(stats.rows, [("stats".to_owned(), 2)]);
+    assert_eq!(stats.bytes, [("stats".to_owned(), 2 * one)]);
+}
+
+#[test]
+fn a_snapshot_is_taken_on_a_timer_without_further_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions::new(u64::MAX, Duration::from_millis(50));
+    let store = LocalStore::open(dir.path(), &[schema()], options).unwrap();
+    write(&store, &[(1, 100, 1.0)]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.stats().snapshots == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(store.stats().snapshots, 1, "one snapshot, by time alone");
+    assert!(dir.path().join(SNAPSHOT).exists());
+    assert_eq!(store.stats().wal_bytes_since_snapshot, 0);
+}
+
+#[test]
+fn a_snapshot_a_crash_interrupted_is_removed_at_open_and_the_last_one_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions::new(u64::MAX, Duration::from_millis(50));
+    {
+        let store = LocalStore::open(dir.path(), &[schema()], options).unwrap();
+        write(&store, &[(1, 100, 1.0)]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.stats().snapshots == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(store.stats().snapshots, 1);
+    }
+    let committed = std::fs::read(dir.path().join(SNAPSHOT)).unwrap();
+    // A process killed while writing its next snapshot leaves its temporary file.
+    let mut unfinished = AtomicFile::create(&dir.path().join(SNAPSHOT)).unwrap();
+    unfinished.write_all(b"half a snapshot").unwrap();
+    std::mem::forget(unfinished);
+    let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+    assert_eq!(read(&store, &[1], 1000), [Some(1.0)]);
+    assert_eq!(std::fs::read(dir.path().join(SNAPSHOT)).unwrap(), committed);
+    let temporaries = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy()
+                .starts_with(skewless_core::fs::TEMP_PREFIX)
+        })
+        .count();
+    assert_eq!(temporaries, 0);
+}
+
+#[test]
+fn restart_replays_the_log_and_snapshots_cover_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions::new(1, Duration::from_secs(3600));
+    {
+        let store = LocalStore::open(dir.path(), &[schema()], options.clone()).unwrap();
+        for i in 0..50 {
+            write(&store, &[(i, 10 + i, i as f64)]);
+        }
+        // Let a snapshot finish, then write more that only the log has.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.stats().snapshots == 0 && Instant::now() < deadline {
+            write(&store, &[(0, 1, 0.5)]);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(store.stats().snapshots > 0, "no snapshot was written");
+        write(&store, &[(100, 5, 100.0)]);
+    }
+    assert!(dir.path().join(SNAPSHOT).exists());
+    let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+    let ids: Vec<i64> = (0..50).chain([100]).collect();
+    let expected: Vec<Option<f64>> = ids.iter().map(|&i| Some(i as f64)).collect();
+    assert_eq!(read(&store, &ids, 1000), expected);
+}
+
+#[test]
+fn a_torn_tail_is_dropped_and_the_rest_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+        write(&store, &[(1, 10, 1.5)]);
+    }
+    let last = *wal::segments(dir.path()).unwrap().last().unwrap();
+    // A crash mid-append: half a record at the end.
+    let path = wal::segment_path(dir.path(), last);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let whole = bytes.len();
+    bytes.extend_from_within(..whole / 2);
+    std::fs::write(&path, &bytes).unwrap();
+    let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+    assert_eq!(read(&store, &[1], 100), [Some(1.5)]);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        whole as u64,
+        "tail truncated"
+    );
+}
+
+#[test]
+fn a_changed_view_loses_its_rows_and_a_second_process_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+    assert!(matches!(
+        LocalStore::open(dir.path(), &[schema()], StoreOptions::default()),
+        Err(Error::Locked(_))
+    ));
+    write(&store, &[(1, 10, 1.5)]);
+    let mut changed = schema();
+    changed.features.push(("count".into(), DType::Int64));
+    store.set_views(&[changed.clone()]).unwrap();
+    assert_eq!(store.stats().rows, [("stats".to_owned(), 0)]);
+    let keys = [key(1)];
+    let refs: Vec<&[u8]> = keys.iter().map(|k| &**k).collect();
+    let mut out = ViewColumnsBuilder::new([DType::Float64], Ttl::UNLIMITED, 1);
+    assert!(matches!(
+        store.read("stats", schema().fingerprint(), &refs, 0, &mut out),
+        Err(Error::SchemaChanged(_))
+    ));
+    drop(store);
+    // The reset is in the log: the old row does not come back under the old schema.
+    let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+    assert_eq!(read(&store, &[1], 100), [None]);
+}

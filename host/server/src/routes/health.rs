@@ -1,0 +1,65 @@
+//! Health and Prometheus metrics.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{Shared, on_store, quality};
+use crate::metrics::labels;
+
+pub(super) async fn healthz(State(state): Shared) -> Response {
+    let serving = state.serving();
+    axum::Json(json!({
+        "status": "ok",
+        "project": serving.project.as_ref().map(|p| p.definitions().project.clone()),
+        "feature_services": serving.services.len(),
+        "modules": state.registry.modules().len(),
+    }))
+    .into_response()
+}
+
+pub(super) async fn metrics(State(state): Shared) -> Response {
+    let stats = on_store(&state, |s| s.stats());
+    let mut gauges = vec![
+        (
+            "skewless_online_rows",
+            "Rows held in the online store, by feature view.",
+            stats
+                .rows
+                .iter()
+                .map(|(view, n)| (labels(&[("view", view)]), *n as f64))
+                .collect(),
+        ),
+        (
+            "skewless_online_bytes",
+            "Bytes of keys and rows held in the online store, by feature view.",
+            stats
+                .bytes
+                .iter()
+                .map(|(view, n)| (labels(&[("view", view)]), *n as f64))
+                .collect(),
+        ),
+        (
+            "skewless_wal_bytes_since_snapshot",
+            "Write-ahead log bytes written since the last snapshot began (what a restart replays).",
+            vec![(String::new(), stats.wal_bytes_since_snapshot as f64)],
+        ),
+        (
+            "skewless_wal_pending_writes",
+            "Writes waiting for the write-ahead log (group commit queue).",
+            vec![(String::new(), stats.wal_pending_writes as f64)],
+        ),
+        (
+            "skewless_snapshots",
+            "Online store snapshots completed since start.",
+            vec![(String::new(), stats.snapshots as f64)],
+        ),
+    ];
+    gauges.extend(quality::drift_gauges(&state));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&gauges),
+    )
+        .into_response()
+}

@@ -1,0 +1,142 @@
+//! Push: rows of a source into every online view it feeds, durable before the answer.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use skewless_core::key::KeyBuf;
+use skewless_online::WriteBatch;
+use skewless_ops::json;
+
+use super::{ApiResult, Shared, blocking};
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::metrics::labels;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PushRequest {
+    columns: HashMap<String, Vec<Json>>,
+}
+
+pub(super) async fn push(
+    State(state): Shared,
+    Path(source): Path<String>,
+    JsonBody(request): JsonBody<PushRequest>,
+) -> ApiResult {
+    let serving = state.serving();
+    let project = serving.project()?.clone();
+    let d = project.definitions();
+    let src = d
+        .source(&source)
+        .ok_or_else(|| ApiError::not_found(format!("unknown source `{source}`")))?;
+    let views: Vec<_> = d
+        .feature_views
+        .iter()
+        .filter(|v| v.source == source && v.online)
+        .collect();
+    if views.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "source `{source}` feeds no online feature view"
+        )));
+    }
+    let columns = &request.columns;
+    let column = |name: &str| {
+        columns.get(name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "columns.{name} is missing (source `{source}` needs it)"
+            ))
+        })
+    };
+    let ts = column(&src.timestamp_field)?;
+    let rows = ts.len();
+    if let Some((name, values)) = columns.iter().find(|(_, v)| v.len() != rows) {
+        return Err(ApiError::bad_request(format!(
+            "columns.{name} has {} values, columns.{} has {rows}: every column needs one value per row",
+            values.len(),
+            src.timestamp_field
+        )));
+    }
+    let timestamps = |name: &str, values: &[Json]| -> ApiResult<Vec<i64>> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(row, v)| {
+                json::parse_timestamp(v)
+                    .map_err(|e| ApiError::bad_request(format!("columns.{name}[{row}]: {e}")))
+            })
+            .collect()
+    };
+    let event_ts = timestamps(&src.timestamp_field, ts)?;
+    let created_ts = match &src.created_timestamp_field {
+        Some(name) => match columns.get(name) {
+            Some(values) => Some(timestamps(name, values)?),
+            None => None,
+        },
+        None => None,
+    };
+    let mut known: Vec<&str> = vec![src.timestamp_field.as_str()];
+    known.extend(src.created_timestamp_field.as_deref());
+    let mut batches = Vec::with_capacity(views.len());
+    for view in &views {
+        let join_keys = d.view_join_keys(view);
+        let mut keys = Vec::with_capacity(rows);
+        let mut key = KeyBuf::new();
+        for row in 0..rows {
+            key.clear();
+            for k in &join_keys {
+                let value = &column(&k.name)?[row];
+                json::push_key(&mut key, value, k.dtype).map_err(|e| {
+                    ApiError::bad_request(format!("columns.{}[{row}]: {e}", k.name))
+                })?;
+            }
+            keys.push(Box::<[u8]>::from(key.as_bytes()));
+        }
+        let mut features = Vec::with_capacity(view.features.len());
+        for f in &view.features {
+            let values = column(&f.name)?;
+            features.push(
+                json::column(values, f.dtype)
+                    .map_err(|e| ApiError::bad_request(format!("columns.{}{e}", f.name)))?,
+            );
+        }
+        batches.push((
+            view.name.clone(),
+            WriteBatch {
+                keys,
+                event_ts: event_ts.clone(),
+                created_ts: created_ts.clone(),
+                features,
+            },
+        ));
+    }
+    for name in columns.keys() {
+        let used = known.contains(&name.as_str())
+            || views.iter().any(|v| {
+                v.features.iter().any(|f| &f.name == name)
+                    || d.view_join_keys(v).iter().any(|k| &k.name == name)
+            });
+        if !used {
+            return Err(ApiError::bad_request(format!(
+                "columns.{name} is not a join key, timestamp or feature of a view on source `{source}`"
+            )));
+        }
+    }
+    let store = state.store.clone();
+    let view_names: Vec<String> = batches.iter().map(|(n, _)| n.clone()).collect();
+    blocking(move || {
+        for (view, batch) in batches {
+            store.write(&view, batch)?;
+        }
+        Ok::<_, skewless_online::Error>(())
+    })
+    .await??;
+    state.metrics.add(
+        "skewless_push_rows_total",
+        labels(&[("source", &source)]),
+        rows as u64,
+    );
+    Ok(axum::Json(json!({ "rows": rows, "views": view_names })).into_response())
+}
