@@ -6,11 +6,12 @@
 //! this crate's `pipeline` module.
 
 mod client;
-mod materialize;
+mod commands;
 mod pipeline;
 mod progress;
-mod quickstart;
-mod verify;
+
+use commands::serve::RedisArgs;
+use commands::{backfill, build, materialize, quickstart, remote, serve, verify};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,7 +59,7 @@ enum Command {
     /// --tools-dir (componentize-py with pip, componentize-js with npm), or named with the
     /// command that installs them. The component is checked by loading it, as an upload
     /// would, and its path is printed. See docs/languages.md.
-    Build(BuildArgs),
+    Build(build::BuildArgs),
     /// Print a component's declared signature, sha256 and imports check, without running it.
     Inspect {
         /// The component (.wasm).
@@ -76,7 +77,7 @@ enum Command {
     ///
     /// State lives in DATA_DIR: the registry (modules and definitions) and the online
     /// store (write-ahead log and snapshots); a restart picks up where it stopped.
-    Serve(ServeArgs),
+    Serve(serve::ServeArgs),
     /// Upload a transform component to a running server as NAME@VERSION. Versions are
     /// immutable: the same bytes again are accepted, other bytes are refused.
     Upload {
@@ -100,7 +101,7 @@ enum Command {
     /// paths in the definitions are relative to the definitions file. Modules come from
     /// the registry in DATA_DIR (the server's). The output is written under a temporary
     /// name and renamed when complete.
-    Backfill(BackfillArgs),
+    Backfill(backfill::BackfillArgs),
     /// Load the latest row per entity with an event time in START..=END from each online
     /// feature view's Parquet source into the online store, and move each view's
     /// watermark (kept in the registry) to END.
@@ -131,54 +132,6 @@ enum Command {
     },
 }
 
-#[derive(Debug, Args)]
-struct BuildArgs {
-    /// The transform project: a directory with Cargo.toml, pyproject.toml, package.json,
-    /// or a Makefile and C sources.
-    path: PathBuf,
-    /// Where to write the component [default: PATH/target/skewless/NAME.wasm].
-    #[arg(short, long)]
-    out: Option<PathBuf>,
-    /// The language (rust, python, javascript or c), when the directory holds more than
-    /// one manifest.
-    #[arg(long)]
-    language: Option<skewless_build::Language>,
-    /// Where build tools are installed when missing (componentize-py, componentize-js)
-    /// [default: $XDG_CACHE_HOME/skewless/tools, or ~/.cache/skewless/tools].
-    #[arg(long, env = "SKEWLESS_TOOLS_DIR")]
-    tools_dir: Option<PathBuf>,
-}
-
-/// Builds the project, then loads the component as an upload would: one that does not
-/// load is not built.
-fn build(args: BuildArgs) -> Result<()> {
-    let options = skewless_build::BuildOptions {
-        language: args.language,
-        out: args.out,
-        stage: None,
-        tools_dir: args.tools_dir,
-    };
-    let built = skewless_build::build(&args.path, &options)?;
-    // Through the compile cache, so that `run-transform` on the result starts warm.
-    let engine = Engine::new(EngineConfig {
-        cache_dir: default_cache_dir(),
-        ..EngineConfig::default()
-    })?;
-    let transform = engine
-        .load_file(&built.path)
-        .with_context(|| format!("the built component {} does not load", built.path.display()))?;
-    tracing::info!(
-        language = %built.language,
-        bytes = std::fs::metadata(&built.path)?.len(),
-        sha256 = transform.sha256(),
-        inputs = transform.signature().inputs.len(),
-        outputs = transform.signature().outputs.len(),
-        "the component loads"
-    );
-    println!("{}", built.path.display());
-    Ok(())
-}
-
 /// Where a running server is.
 #[derive(Debug, Clone, Args)]
 struct ServerArgs {
@@ -188,88 +141,6 @@ struct ServerArgs {
     /// The bearer token for writes.
     #[arg(long, env = "SKEWLESS_TOKEN", hide_env_values = true)]
     token: Option<String>,
-}
-
-#[derive(Debug, Args)]
-struct BackfillArgs {
-    /// The definitions file (YAML).
-    #[arg(long)]
-    defs: PathBuf,
-    /// The feature service to backfill.
-    #[arg(
-        long,
-        required_unless_present = "features",
-        conflicts_with = "features"
-    )]
-    service: Option<String>,
-    /// Features to backfill instead of a service (repeatable): `view:feature`,
-    /// `transform:output`, or `name:*`. With --plain-names, this writes a derived feature's
-    /// history that another view can use as its source.
-    #[arg(long = "features", num_args = 1..)]
-    features: Vec<String>,
-    /// Name feature columns by their bare name (`amount_log1p`) rather than
-    /// `transform:amount_log1p`, so that the output can be a source.
-    #[arg(long)]
-    plain_names: bool,
-    /// The entity frame: a Parquet file or a directory of them.
-    #[arg(long)]
-    entities: PathBuf,
-    /// The training set to write (Parquet).
-    #[arg(long)]
-    out: PathBuf,
-    /// The data directory whose registry holds the modules the definitions pin.
-    #[arg(long, env = "SKEWLESS_DATA_DIR", default_value = "skewless-data")]
-    data_dir: PathBuf,
-    /// Worker threads for the join and the transforms [default: the number of cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Memory the join may hold at once, as estimated from the Parquet footers (`512MiB`,
-    /// `4GiB`, or bytes). Larger inputs are split by entity key into spill files on disk
-    /// and joined one partition at a time. (Inputs over 128 MiB are always joined in
-    /// partitions, which keeps each one in the caches; under the limit they stay in
-    /// memory.) [default: half the memory available]
-    #[arg(long, value_parser = parse_size)]
-    memory_limit: Option<u64>,
-    /// Split the join into exactly this many entity-key partitions (1: never spill),
-    /// whatever the memory estimate.
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=128))]
-    partitions: Option<u16>,
-    /// Where spill files go [default: the output's directory]. A temporary directory is
-    /// made inside it and removed when the backfill ends.
-    #[arg(long)]
-    spill_dir: Option<PathBuf>,
-    #[command(flatten)]
-    engine: EngineArgs,
-}
-
-/// A size: bytes, or a number with KiB, MiB, GiB (or KB, MB, GB, read as the same powers
-/// of two).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size: expected e.g. 512MiB, 4GiB or bytes"))?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1u64,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        other => {
-            return Err(format!(
-                "`{other}` is not a size unit: use KiB, MiB, GiB or TiB"
-            ));
-        }
-    };
-    let bytes = number * scale as f64;
-    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
-        return Err(format!("`{text}` is not a positive size"));
-    }
-    Ok(bytes as u64)
 }
 
 #[derive(Debug, Args)]
@@ -347,74 +218,6 @@ fn parse_time(text: &str) -> Result<i64, String> {
 fn threads(requested: Option<usize>) -> usize {
     requested
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// The data directory (registry, online store, compiled modules).
-    #[arg(long, env = "SKEWLESS_DATA_DIR", default_value = "skewless-data")]
-    data_dir: PathBuf,
-    /// The address to listen on. A non-loopback address needs --token.
-    #[arg(long, env = "SKEWLESS_LISTEN", default_value = "127.0.0.1:6566")]
-    listen: std::net::SocketAddr,
-    /// The bearer token that writes (upload, apply, push) must carry.
-    #[arg(long, env = "SKEWLESS_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// The largest request body, except module uploads, in MiB.
-    #[arg(long, default_value_t = 16)]
-    max_body_mib: usize,
-    /// The largest module upload, in MiB.
-    #[arg(long, default_value_t = 256)]
-    max_module_mib: usize,
-    /// Snapshot the online store after this many MiB of write-ahead log.
-    #[arg(long, default_value_t = 256)]
-    snapshot_after_mib: u64,
-    /// The directory that relative paths of jobs (`POST /v1/backfill`, `POST
-    /// /v1/materialize`) resolve against, source paths in the definitions included.
-    #[arg(long, default_value = ".")]
-    source_root: PathBuf,
-    /// Snapshot the online store at least this often while there are writes, in seconds.
-    #[arg(long, default_value_t = 300)]
-    snapshot_interval_secs: u64,
-    /// Served rows kept per feature service (a uniform sample) for `skewless verify` and
-    /// the drift report; 0 keeps none.
-    #[arg(long, default_value_t = 1000)]
-    sample_rows: usize,
-    #[command(flatten)]
-    redis: RedisArgs,
-    #[command(flatten)]
-    engine: EngineArgs,
-}
-
-/// Where the online store lives when it is not in the data directory.
-#[derive(Debug, Clone, Args)]
-struct RedisArgs {
-    /// Keep the online store in Redis (`redis://[user:password@]host:port[/db]`) instead
-    /// of the data directory, so that several servers serve from one store. Redis must
-    /// fsync every write (`appendonly yes`, `appendfsync always`) unless
-    /// --redis-allow-unsynced is given.
-    #[arg(long, env = "SKEWLESS_REDIS", hide_env_values = true)]
-    redis: Option<String>,
-    /// The prefix of every Redis key: servers sharing a Redis and a prefix must apply the
-    /// same definitions.
-    #[arg(long, default_value = "skewless", requires = "redis")]
-    redis_prefix: String,
-    /// Use a Redis that does not fsync every write: a write acknowledged just before Redis
-    /// crashes can be lost.
-    #[arg(long, requires = "redis")]
-    redis_allow_unsynced: bool,
-}
-
-impl RedisArgs {
-    fn options(&self) -> Option<skewless_online::RedisOptions> {
-        self.redis
-            .as_ref()
-            .map(|url| skewless_online::RedisOptions {
-                url: url.clone(),
-                prefix: self.redis_prefix.clone(),
-                require_fsync: !self.redis_allow_unsynced,
-            })
-    }
 }
 
 #[derive(Debug, Args)]
@@ -524,35 +327,11 @@ fn run(command: Command) -> Result<()> {
             println!("{stats}");
             Ok(())
         }
-        Command::Inspect { module, engine } => {
-            let engine = engine.engine()?;
-            let t = engine.load_file(&module)?;
-            println!("transform: {}", t.label());
-            println!("sha256:    {}", t.sha256());
-            println!("inputs:");
-            for c in &t.signature().inputs {
-                println!("  {c}");
-            }
-            println!("outputs:");
-            for c in &t.signature().outputs {
-                println!("  {c}");
-            }
-            let imports = t.imports();
-            if imports.is_empty() {
-                println!("imports:   none");
-            } else {
-                // Load refused anything else; the sandbox links these to nothing real.
-                println!("imports (WASI 0.2, sandboxed):");
-                for name in imports {
-                    println!("  {name}");
-                }
-            }
-            Ok(())
-        }
-        Command::Build(args) => build(args),
+        Command::Inspect { module, engine } => commands::inspect(&module, &engine),
+        Command::Build(args) => build::run(args),
         Command::Quickstart(args) => quickstart::run(&args),
-        Command::Serve(args) => serve(args),
-        Command::Backfill(args) => backfill(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Backfill(args) => backfill::run(args),
         Command::Verify(args) => verify::run(&args),
         Command::Materialize(args) => materialize::run(Some(args.start), args.end, &args.target),
         Command::MaterializeIncremental(args) => materialize::run(None, args.end, &args.target),
@@ -561,191 +340,10 @@ fn run(command: Command) -> Result<()> {
             name,
             version,
             server,
-        } => {
-            let bytes =
-                std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
-            let url = format!(
-                "{}/v1/transforms/{name}/{version}",
-                server.server.trim_end_matches('/')
-            );
-            let (status, body) = client::send(
-                "PUT",
-                &url,
-                server.token.as_deref(),
-                "application/wasm",
-                bytes,
-            )?;
-            let info: serde_json::Value = serde_json::from_str(&body)?;
-            let verb = if status == 201 {
-                "uploaded"
-            } else {
-                "already present (same bytes)"
-            };
-            println!(
-                "{name}@{version} {verb}: sha256 {}",
-                info["sha256"].as_str().unwrap_or("?")
-            );
-            Ok(())
-        }
+        } => remote::upload(&module, &name, &version, &server),
         Command::Apply {
             definitions,
             server,
-        } => {
-            let yaml = std::fs::read(&definitions)
-                .with_context(|| format!("reading {}", definitions.display()))?;
-            let url = format!("{}/v1/definitions", server.server.trim_end_matches('/'));
-            let (_, body) = client::send(
-                "PUT",
-                &url,
-                server.token.as_deref(),
-                "application/yaml",
-                yaml,
-            )?;
-            let summary: serde_json::Value = serde_json::from_str(&body)?;
-            println!(
-                "applied project `{}`: feature services {}",
-                summary["project"].as_str().unwrap_or("?"),
-                summary["feature_services"]
-            );
-            Ok(())
-        }
-    }
-}
-
-fn backfill(args: BackfillArgs) -> Result<()> {
-    let engine = args
-        .engine
-        .engine_with(30_000, Some(args.data_dir.join("compiled")))?;
-    let registry = skewless_registry::Registry::open(&args.data_dir, engine)
-        .with_context(|| format!("opening the registry in {}", args.data_dir.display()))?;
-    let yaml = std::fs::read_to_string(&args.defs)
-        .with_context(|| format!("reading {}", args.defs.display()))?;
-    let project = registry
-        .validate(&yaml)
-        .with_context(|| format!("{}", args.defs.display()))?;
-    let modules = |m: &_| registry.transform(m);
-    let plan = match &args.service {
-        Some(service) => skewless_plan::ServicePlan::for_service(&project, service, &modules)?,
-        None => skewless_plan::ServicePlan::for_features(&project, &args.features, &modules)?,
-    };
-    let base = args
-        .defs
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    tracing::info!(entities = %args.entities.display(), features = plan.features.len(), "backfill started");
-    let progress = progress::Progress::new("backfill", 0);
-    let defaults = skewless_offline::BackfillOptions::default();
-    let options = skewless_offline::BackfillOptions {
-        threads: threads(args.threads),
-        names: if args.plain_names {
-            skewless_offline::ColumnNames::Plain
-        } else {
-            skewless_offline::ColumnNames::Qualified
-        },
-        memory_limit: args.memory_limit.unwrap_or(defaults.memory_limit),
-        partitions: args.partitions.map(usize::from),
-        spill_dir: args.spill_dir.clone(),
-    };
-    let stats = skewless_offline::backfill(
-        &project,
-        base,
-        &plan,
-        &args.entities,
-        &args.out,
-        &options,
-        &progress,
-    )?;
-    progress.finish();
-    println!(
-        "wrote {} rows x {} features to {} in {:.2?} ({:.0} rows/s)",
-        stats.rows,
-        stats.features,
-        args.out.display(),
-        stats.elapsed,
-        stats.rows as f64 / stats.elapsed.as_secs_f64().max(1e-9)
-    );
-    if stats.spilled {
-        println!(
-            "joined in {} entity-key partitions spilled to disk (the inputs exceeded the memory limit)",
-            stats.partitions
-        );
-    } else if stats.partitions > 1 {
-        println!(
-            "joined in memory, in {} cache-sized entity-key partitions",
-            stats.partitions
-        );
-    }
-    Ok(())
-}
-
-fn serve(args: ServeArgs) -> Result<()> {
-    let engine = args
-        .engine
-        .engine_with(1_000, Some(args.data_dir.join("compiled")))?;
-    let store = skewless_online::StoreOptions::new(
-        args.snapshot_after_mib << 20,
-        Duration::from_secs(args.snapshot_interval_secs),
-    );
-    let config = skewless_server::ServerConfig {
-        listen: args.listen,
-        data_dir: args.data_dir.clone(),
-        token: args.token.clone(),
-        max_body_bytes: args.max_body_mib << 20,
-        max_module_bytes: args.max_module_mib << 20,
-        store,
-        redis: args.redis.options(),
-        source_root: args.source_root.clone(),
-        sample_rows: args.sample_rows,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("skewless-http")
-        .build()?;
-    runtime.block_on(async move {
-        let server = skewless_server::Server::bind(config, engine).await?;
-        // Tests and scripts read this line to learn the port when listening on :0.
-        println!("listening on http://{}", server.local_addr());
-        server.run(shutdown_signal()).await?;
-        tracing::info!("stopped");
-        Ok(())
-    })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_read_as_powers_of_two_and_bad_ones_are_named() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_size("4GB"), Ok(4 << 30));
-        assert_eq!(parse_size("1.5 KiB"), Ok(1536));
-        assert!(parse_size("lots").unwrap_err().contains("`lots`"));
-        assert!(parse_size("3 parsecs").unwrap_err().contains("`parsecs`"));
-        assert!(parse_size("0").is_err(), "a zero limit is refused");
+        } => remote::apply(&definitions, &server),
     }
 }

@@ -26,8 +26,8 @@ use skewless_core::DType;
 use skewless_core::assemble::{Value, ValueReader};
 use skewless_plan::ServicePlan;
 
-use crate::json;
 use crate::sample::ServedRow;
+use crate::{Error, json};
 
 /// The smallest share a bin counts with, so that an empty bin does not make PSI infinite.
 const EMPTY_SHARE: f64 = 1e-4;
@@ -53,7 +53,7 @@ pub struct Training {
 impl Training {
     /// Streams the feature columns of `plan` from the Parquet file or directory at `path`,
     /// keeping a sample of at most `capacity` rows.
-    pub fn read(path: &Path, plan: &ServicePlan, capacity: usize) -> Result<Self, String> {
+    pub fn read(path: &Path, plan: &ServicePlan, capacity: usize) -> Result<Self, Error> {
         let names: Vec<&str> = plan.features.iter().map(|f| f.qualified.as_str()).collect();
         let mut training = Training {
             sample: None,
@@ -62,20 +62,17 @@ impl Training {
             capacity,
             rng: 0x7a1d_5eed_0bad_cafe,
         };
-        let mut failed = None;
+        let context = format!("the training set (is it a backfill of {}?)", plan.name);
         skewless_offline::scan(path, Some(&names), "training set", None, 65_536, |batch| {
-            if failed.is_none()
-                && let Err(e) = training.add(&batch)
-            {
-                failed = Some(e.to_string());
-            }
-            Ok(())
+            training
+                .add(&batch)
+                .map_err(|source| skewless_offline::Error::Arrow {
+                    context: format!("sampling {}", path.display()),
+                    source,
+                })
         })
-        .map_err(|e| format!("{e} (is it a backfill of {}?)", plan.name))?;
-        match failed {
-            Some(e) => Err(format!("reading the training set: {e}")),
-            None => Ok(training),
-        }
+        .map_err(Error::offline(&context))?;
+        Ok(training)
     }
 
     /// Counts `batch` and offers its rows to the sample (reservoir sampling, algorithm R).
@@ -218,12 +215,12 @@ pub fn drift(
     plan: &ServicePlan,
     served: &[ServedRow],
     training: &Training,
-) -> Result<Vec<FeatureDrift>, String> {
+) -> Result<Vec<FeatureDrift>, Error> {
     let mut out = Vec::with_capacity(plan.features.len());
     for (i, feature) in plan.features.iter().enumerate() {
         let values: Vec<Json> = served.iter().map(|r| r.values[i].clone()).collect();
         let served_array = json::column(&values, feature.dtype)
-            .map_err(|e| format!("served {}{e}", feature.qualified))?;
+            .map_err(|e| Error::Internal(format!("the sample of {}{e}", feature.qualified)))?;
         let s = side(&served_array, feature.dtype);
         let t = training.side(&feature.qualified, feature.dtype);
         let rate = |side: &Side| {

@@ -10,11 +10,13 @@
 #![deny(missing_docs)]
 
 pub mod drift;
+mod error;
 pub mod json;
 mod materialization;
 pub mod sample;
 pub mod serving;
 pub mod verify;
 
+pub use error::Error;
 pub use materialization::{MaterializeError, plan_materialization, run_materialization};
 pub use serving::{ApplyError, NoDefinitions, Serving, ServingError, apply};

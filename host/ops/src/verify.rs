@@ -20,8 +20,8 @@ use skewless_core::{DType, Project};
 use skewless_online::{OnlineRows, OnlineStore};
 use skewless_plan::{ServiceOutput, ServicePlan};
 
-use crate::json;
 use crate::sample::ServedRow;
+use crate::{Error, json};
 
 /// The rows to verify: per join key and per request field of the plan, one value per row.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ impl Rows {
         plan: &ServicePlan,
         entities: &Map<String, Json>,
         request_data: &Map<String, Json>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Error> {
         let mut len = None;
         let mut pick = |section: &str, map: &Map<String, Json>, name: &str| {
             let values = map
@@ -78,12 +78,14 @@ impl Rows {
             .join_keys
             .iter()
             .map(|k| pick("entities", entities, &k.name))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::Invalid)?;
         let request = plan
             .request_fields
             .iter()
             .map(|f| pick("request_data", request_data, &f.name))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::Invalid)?;
         Ok(Self {
             entities,
             request,
@@ -126,13 +128,14 @@ impl Rows {
 
     /// These rows as the one path takes them: one Arrow array per join key (no nulls)
     /// and per request field of `plan`, of their canonical types.
-    pub fn arrays(&self, plan: &ServicePlan) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>), String> {
+    pub fn arrays(&self, plan: &ServicePlan) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>), Error> {
         let entities = plan
             .join_keys
             .iter()
             .zip(&self.entities)
             .map(|(key, values)| {
-                json::key_column(values, key.dtype).map_err(|e| format!("entities.{}{e}", key.name))
+                json::key_column(values, key.dtype)
+                    .map_err(|e| Error::Invalid(format!("entities.{}{e}", key.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let request = plan
@@ -141,7 +144,7 @@ impl Rows {
             .zip(&self.request)
             .map(|(field, values)| {
                 json::column(values, field.dtype)
-                    .map_err(|e| format!("request_data.{}{e}", field.name))
+                    .map_err(|e| Error::Invalid(format!("request_data.{}{e}", field.name)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok((entities, request))
@@ -149,7 +152,7 @@ impl Rows {
 
     /// The entity frame of these rows at `at`: the join keys, the request fields, and
     /// `event_timestamp`.
-    pub fn entity_frame(&self, plan: &ServicePlan, at: i64) -> Result<RecordBatch, String> {
+    pub fn entity_frame(&self, plan: &ServicePlan, at: i64) -> Result<RecordBatch, Error> {
         let (mut arrays, request) = self.arrays(plan)?;
         arrays.extend(request);
         let mut fields: Vec<Field> = plan
@@ -170,7 +173,8 @@ impl Rows {
             DType::Timestamp.arrow_type(),
             false,
         ));
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map_err(|e| e.to_string())
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+            .map_err(|e| Error::Internal(format!("the entity frame to verify: {e}")))
     }
 }
 
@@ -198,7 +202,11 @@ impl ServedColumns {
 
     /// A `POST /v1/features` response body for `rows` rows of `plan`, read back into
     /// typed columns; its feature names must be the plan's, in order.
-    pub fn from_response(plan: &ServicePlan, served: &Json, rows: usize) -> Result<Self, String> {
+    pub fn from_response(plan: &ServicePlan, served: &Json, rows: usize) -> Result<Self, Error> {
+        Self::read_response(plan, served, rows).map_err(Error::Invalid)
+    }
+
+    fn read_response(plan: &ServicePlan, served: &Json, rows: usize) -> Result<Self, String> {
         let names: Vec<&str> = served["metadata"]["feature_names"]
             .as_array()
             .ok_or("the served answer has no metadata.feature_names")?
@@ -246,28 +254,6 @@ impl ServedColumns {
     }
 }
 
-/// Why the online half could not serve the rows to verify.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum OnlineError {
-    /// The rows are not what the plan takes (a missing or mistyped value).
-    #[error("{0}")]
-    Rows(String),
-    /// The online half refused or failed.
-    #[error(transparent)]
-    Serve(#[from] skewless_online::Error),
-}
-
-impl OnlineError {
-    /// Who is at fault.
-    pub fn fault(&self) -> skewless_core::Fault {
-        match self {
-            OnlineError::Rows(_) => skewless_core::Fault::Caller,
-            OnlineError::Serve(e) => e.fault(),
-        }
-    }
-}
-
 /// Serves `rows` of `plan` at `at` through the online half of the one path
 /// ([`skewless_online::serve`]), as `POST /v1/features` does, without a round trip
 /// through JSON text (and without entering the served sample).
@@ -277,8 +263,8 @@ pub fn online(
     plan: &ServicePlan,
     rows: &Rows,
     at: i64,
-) -> Result<ServedColumns, OnlineError> {
-    let (entities, request) = rows.arrays(plan).map_err(OnlineError::Rows)?;
+) -> Result<ServedColumns, Error> {
+    let (entities, request) = rows.arrays(plan)?;
     let output = skewless_online::serve(
         store,
         plan,
@@ -301,16 +287,16 @@ pub fn offline(
     rows: &Rows,
     at: i64,
     threads: usize,
-) -> Result<RecordBatch, String> {
+) -> Result<RecordBatch, Error> {
     let frame = rows.entity_frame(plan, at)?;
     let dir = tempfile::Builder::new()
         .prefix(".skewless-verify-")
         .tempdir()
-        .map_err(|e| format!("making a temporary directory: {e}"))?;
+        .map_err(|e| Error::Internal(format!("making a temporary directory: {e}")))?;
     let entities = dir.path().join("entities.parquet");
     let out = dir.path().join("offline.parquet");
     skewless_offline::write_parquet_atomic(&entities, frame.schema(), &[frame])
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::offline("writing the entity frame to verify"))?;
     let options = skewless_offline::BackfillOptions {
         threads,
         ..Default::default()
@@ -324,9 +310,9 @@ pub fn offline(
         &options,
         &skewless_offline::NoProgress,
     )
-    .map_err(|e| format!("offline path: {e}"))?;
+    .map_err(Error::offline("offline path"))?;
     let table = skewless_offline::read_table(&out, None, "verify output", None)
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::offline("reading the offline path's rows"))?;
     Ok(table.batch)
 }
 
@@ -414,14 +400,14 @@ pub fn compare(
     served: &ServedColumns,
     training: &RecordBatch,
     examples: usize,
-) -> Result<Report, String> {
+) -> Result<Report, Error> {
     let planned: Vec<&str> = plan.features.iter().map(|f| f.qualified.as_str()).collect();
     if served.columns.len() != planned.len() || served.statuses.len() != planned.len() {
-        return Err(format!(
+        return Err(Error::Internal(format!(
             "{} served columns for the {} features planned",
             served.columns.len(),
             planned.len()
-        ));
+        )));
     }
     // The training set's feature columns follow the entity frame's, in the same order.
     let schema = training.schema();
@@ -434,16 +420,16 @@ pub fn compare(
         .map(|f| f.name().as_str())
         .collect();
     if trained != planned {
-        return Err(format!(
+        return Err(Error::Invalid(format!(
             "the offline path wrote features {trained:?}, the server served {planned:?}"
-        ));
+        )));
     }
     if training.num_rows() != rows.len {
-        return Err(format!(
+        return Err(Error::Internal(format!(
             "the offline path wrote {} rows for {} requested",
             training.num_rows(),
             rows.len
-        ));
+        )));
     }
     let first_feature = schema.fields().len() - planned.len();
     let mut report = Report {
@@ -461,27 +447,27 @@ pub fn compare(
     for (i, feature) in plan.features.iter().enumerate() {
         let served_array = &served.columns[i];
         if served_array.len() != rows.len || served.statuses[i].len() != rows.len {
-            return Err(format!(
+            return Err(Error::Internal(format!(
                 "served {}: not {} values",
                 feature.qualified, rows.len
-            ));
+            )));
         }
         let Some(served_reader) = ValueReader::new(served_array, feature.dtype) else {
-            return Err(format!(
+            return Err(Error::Internal(format!(
                 "served {} as {}, not {}",
                 feature.qualified,
                 served_array.data_type(),
                 feature.dtype
-            ));
+            )));
         };
         let trained_array = training.column(first_feature + i);
         let Some(trained_reader) = ValueReader::new(trained_array, feature.dtype) else {
-            return Err(format!(
+            return Err(Error::Internal(format!(
                 "the offline path wrote {} as {}, not {}",
                 feature.qualified,
                 trained_array.data_type(),
                 feature.dtype
-            ));
+            )));
         };
         for row in 0..rows.len {
             let s = text(served_reader.value(row));
@@ -512,12 +498,12 @@ pub fn compare(
 
 /// A rendered value read back as JSON: rendering writes JSON, so this cannot fail but
 /// for a bug, which is reported, never shown as null.
-fn parse_text(text: &[u8]) -> Result<Json, String> {
+fn parse_text(text: &[u8]) -> Result<Json, Error> {
     serde_json::from_slice(text).map_err(|e| {
-        format!(
-            "internal: a rendered value is not JSON ({e}): {}",
+        Error::Internal(format!(
+            "a rendered value is not JSON ({e}): {}",
             String::from_utf8_lossy(text)
-        )
+        ))
     })
 }
 

@@ -139,9 +139,10 @@ impl From<skewless_ops::MaterializeError> for ApiError {
     }
 }
 
-impl From<skewless_ops::verify::OnlineError> for ApiError {
-    fn from(e: skewless_ops::verify::OnlineError) -> Self {
-        Self::of(e.fault(), StatusCode::BAD_REQUEST, e.to_string())
+impl ApiError {
+    /// A verification or drift error; `caller` is the status of the caller's fault.
+    pub fn ops(caller: StatusCode) -> impl Fn(skewless_ops::Error) -> Self {
+        move |e| Self::of(e.fault(), caller, e.to_string())
     }
 }
 

@@ -2,7 +2,7 @@
 //! artifact the server runs), the served sample, `POST /v1/verify`, and drift.
 
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json, json};
@@ -141,7 +141,7 @@ pub(super) async fn verify(
             entities.as_ref().unwrap_or(&Map::new()),
             data.as_ref().unwrap_or(&Map::new()),
         )
-        .map_err(ApiError::bad_request)?,
+        .map_err(ApiError::ops(StatusCode::BAD_REQUEST))?,
     };
     let until = serving.materialized_until(&state.registry)?;
     let until = |v: &str| until.get(v).copied();
@@ -157,13 +157,14 @@ pub(super) async fn verify(
         let (state, serving, plan) = (state.clone(), serving.clone(), plan.clone());
         blocking(move || {
             // The online half of the one path itself, then the offline half.
-            let served = verify::online(&*state.store, &serving.fingerprints, &plan, &rows, at)?;
+            let served = verify::online(&*state.store, &serving.fingerprints, &plan, &rows, at)
+                .map_err(ApiError::ops(StatusCode::BAD_REQUEST))?;
             let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
             let report = verify::offline(&project, &root, &plan, &rows, at, threads)
                 .and_then(|offline| {
                     verify::compare(&plan, &rows, at, &served, &offline, request.examples)
                 })
-                .map_err(ApiError::unprocessable)?;
+                .map_err(ApiError::ops(StatusCode::UNPROCESSABLE_ENTITY))?;
             Ok::<_, ApiError>(verify::Report { notes, ..report })
         })
         .await??
@@ -214,7 +215,7 @@ pub(super) async fn drift(
             drift::drift(&plan, &rows, &training)
         })
         .await?
-        .map_err(ApiError::unprocessable)?
+        .map_err(ApiError::ops(StatusCode::UNPROCESSABLE_ENTITY))?
     };
     {
         let mut gauges = state.drift.lock().unwrap_or_else(|e| e.into_inner());

@@ -98,7 +98,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     )?;
     let object = |name: &str| sample[name].as_object().cloned().unwrap_or_else(Map::new);
     let rows = Rows::from_columns(&plan, &object("entities"), &object("request_data"))
-        .map_err(|e| anyhow::anyhow!("the server's sample: {e}"))?;
+        .context("the server's sample")?;
 
     let views = client::get_json(&format!("{base_url}/v1/feature-views"), token)?;
     let until = |name: &str| {
@@ -121,8 +121,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         serde_json::to_vec(&rows.features_request(&plan, at))?,
     )?;
     let served: Json = serde_json::from_str(&served).context("the served answer is not JSON")?;
-    let served = verify::ServedColumns::from_response(&plan, &served, rows.len)
-        .map_err(anyhow::Error::msg)?;
+    let served = verify::ServedColumns::from_response(&plan, &served, rows.len)?;
     let base = args
         .defs
         .parent()
@@ -135,12 +134,10 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         &rows,
         at,
         crate::threads(args.threads),
-    )
-    .map_err(anyhow::Error::msg)?;
+    )?;
     let report = verify::Report {
         notes,
-        ..verify::compare(&plan, &rows, at, &served, &offline, args.show)
-            .map_err(anyhow::Error::msg)?
+        ..verify::compare(&plan, &rows, at, &served, &offline, args.show)?
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -24,7 +24,7 @@ use crate::progress::Progress;
 use crate::{EngineArgs, client, threads};
 
 /// The example definitions, shipped with the example transforms.
-pub const DEFINITIONS: &str = include_str!("../../../example-transforms/fraud.yaml");
+pub const DEFINITIONS: &str = include_str!("../../../../example-transforms/fraud.yaml");
 /// The example transforms the definitions pin, all at version 1.0.0.
 const MODULES: [&str; 3] = ["fraud_risk", "geo_distance", "merchant_category"];
 /// The file that marks a directory as the quickstart's own, safe to overwrite.
@@ -536,7 +536,7 @@ fn serve(args: &QuickstartArgs, data: &Path, engine: skewless_engine::Engine) ->
     let serving = runtime.spawn(server.run(async move {
         tokio::select! {
             _ = stopped => {},
-            () = crate::shutdown_signal() => {},
+            () = crate::serve::shutdown_signal() => {},
         }
     }));
     let request = example_request();

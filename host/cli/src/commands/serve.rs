@@ -1,0 +1,133 @@
+//! `skewless serve`: the HTTP server on a data directory (or a Redis store) until Ctrl-C or
+//! SIGTERM, finishing in-flight requests. This is the only use of `skewless-server`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::EngineArgs;
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The data directory (registry, online store, compiled modules).
+    #[arg(long, env = "SKEWLESS_DATA_DIR", default_value = "skewless-data")]
+    data_dir: PathBuf,
+    /// The address to listen on. A non-loopback address needs --token.
+    #[arg(long, env = "SKEWLESS_LISTEN", default_value = "127.0.0.1:6566")]
+    listen: std::net::SocketAddr,
+    /// The bearer token that writes (upload, apply, push) must carry.
+    #[arg(long, env = "SKEWLESS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The largest request body, except module uploads, in MiB.
+    #[arg(long, default_value_t = 16)]
+    max_body_mib: usize,
+    /// The largest module upload, in MiB.
+    #[arg(long, default_value_t = 256)]
+    max_module_mib: usize,
+    /// Snapshot the online store after this many MiB of write-ahead log.
+    #[arg(long, default_value_t = 256)]
+    snapshot_after_mib: u64,
+    /// The directory that relative paths of jobs (`POST /v1/backfill`, `POST
+    /// /v1/materialize`) resolve against, source paths in the definitions included.
+    #[arg(long, default_value = ".")]
+    source_root: PathBuf,
+    /// Snapshot the online store at least this often while there are writes, in seconds.
+    #[arg(long, default_value_t = 300)]
+    snapshot_interval_secs: u64,
+    /// Served rows kept per feature service (a uniform sample) for `skewless verify` and
+    /// the drift report; 0 keeps none.
+    #[arg(long, default_value_t = 1000)]
+    sample_rows: usize,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Where the online store lives when it is not in the data directory.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RedisArgs {
+    /// Keep the online store in Redis (`redis://[user:password@]host:port[/db]`) instead
+    /// of the data directory, so that several servers serve from one store. Redis must
+    /// fsync every write (`appendonly yes`, `appendfsync always`) unless
+    /// --redis-allow-unsynced is given.
+    #[arg(long, env = "SKEWLESS_REDIS", hide_env_values = true)]
+    redis: Option<String>,
+    /// The prefix of every Redis key: servers sharing a Redis and a prefix must apply the
+    /// same definitions.
+    #[arg(long, default_value = "skewless", requires = "redis")]
+    redis_prefix: String,
+    /// Use a Redis that does not fsync every write: a write acknowledged just before Redis
+    /// crashes can be lost.
+    #[arg(long, requires = "redis")]
+    redis_allow_unsynced: bool,
+}
+
+impl RedisArgs {
+    pub(crate) fn options(&self) -> Option<skewless_online::RedisOptions> {
+        self.redis
+            .as_ref()
+            .map(|url| skewless_online::RedisOptions {
+                url: url.clone(),
+                prefix: self.redis_prefix.clone(),
+                require_fsync: !self.redis_allow_unsynced,
+            })
+    }
+}
+
+pub(crate) fn run(args: ServeArgs) -> Result<()> {
+    let engine = args
+        .engine
+        .engine_with(1_000, Some(args.data_dir.join("compiled")))?;
+    let store = skewless_online::StoreOptions::new(
+        args.snapshot_after_mib << 20,
+        Duration::from_secs(args.snapshot_interval_secs),
+    );
+    let config = skewless_server::ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir.clone(),
+        token: args.token.clone(),
+        max_body_bytes: args.max_body_mib << 20,
+        max_module_bytes: args.max_module_mib << 20,
+        store,
+        redis: args.redis.options(),
+        source_root: args.source_root.clone(),
+        sample_rows: args.sample_rows,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("skewless-http")
+        .build()?;
+    runtime.block_on(async move {
+        let server = skewless_server::Server::bind(config, engine).await?;
+        // Tests and scripts read this line to learn the port when listening on :0.
+        println!("listening on http://{}", server.local_addr());
+        server.run(shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
