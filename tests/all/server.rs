@@ -291,6 +291,56 @@ fn every_refusal_is_a_4xx_naming_the_problem_and_changes_nothing() {
     assert_eq!(status, 200);
 }
 
+/// One rule per condition: every route that needs applied definitions answers 404 with
+/// the same message before any are applied (some once said 400), and a body that is
+/// not JSON is the same 400 on every JSON route.
+#[test]
+fn before_any_apply_every_route_that_needs_definitions_says_so_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None);
+    let needs = [
+        (
+            "POST",
+            "/v1/features",
+            json!({"feature_service": "fraud_v1", "entities": {}}),
+        ),
+        (
+            "POST",
+            "/v1/features",
+            json!({"features": ["user_stats:*"], "entities": {}}),
+        ),
+        ("POST", "/v1/push/user_stats", json!({"columns": {}})),
+        (
+            "POST",
+            "/v1/backfill",
+            json!({"service": "fraud_v1", "entities": "e.parquet", "out": "o.parquet"}),
+        ),
+        ("POST", "/v1/materialize", json!({"end": 0})),
+        ("POST", "/v1/verify", json!({"service": "fraud_v1"})),
+        ("GET", "/v1/definitions", json!(null)),
+    ];
+    for (method, path, body) in needs {
+        let (status, reply) = server.json(method, path, &body);
+        assert_eq!(status, 404, "{method} {path}: {reply}");
+        let error = reply["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("no definitions applied yet"),
+            "{method} {path}: {error}"
+        );
+    }
+    for path in [
+        "/v1/features",
+        "/v1/push/user_stats",
+        "/v1/backfill",
+        "/v1/materialize",
+        "/v1/verify",
+    ] {
+        let (status, text) = server.call("POST", path, b"{not json", None);
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("invalid JSON body"), "{path}: {text}");
+    }
+}
+
 #[test]
 fn writes_need_the_token_and_open_addresses_need_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -120,6 +120,33 @@ pub fn key_column(values: &[Json], key_type: KeyType) -> Result<ArrayRef, String
     column(values, key_type.dtype())
 }
 
+/// A request's rows as the one path takes them: one array per join key of `plan` (no
+/// nulls) from `entities`, and one per request field from `request`, each aligned with
+/// the plan's order. The error names the value: `entities.user_id[3]: expected int64, ...`.
+pub fn plan_rows(
+    plan: &skewless_plan::ServicePlan,
+    entities: &[&Vec<Json>],
+    request: &[&Vec<Json>],
+) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>), String> {
+    let entities = plan
+        .join_keys
+        .iter()
+        .zip(entities)
+        .map(|(key, values)| {
+            key_column(values, key.dtype).map_err(|e| format!("entities.{}{e}", key.name))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let request = plan
+        .request_fields
+        .iter()
+        .zip(request)
+        .map(|(field, values)| {
+            column(values, field.dtype).map_err(|e| format!("request_data.{}{e}", field.name))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((entities, request))
+}
+
 /// Appends the encoding of `value` as a key part of `key_type` to `key`.
 pub fn push_key(key: &mut KeyBuf, value: &Json, key_type: KeyType) -> Result<(), String> {
     let pushed = match (key_type, value) {

@@ -129,25 +129,9 @@ impl Rows {
     /// These rows as the one path takes them: one Arrow array per join key (no nulls)
     /// and per request field of `plan`, of their canonical types.
     pub fn arrays(&self, plan: &ServicePlan) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>), Error> {
-        let entities = plan
-            .join_keys
-            .iter()
-            .zip(&self.entities)
-            .map(|(key, values)| {
-                json::key_column(values, key.dtype)
-                    .map_err(|e| Error::Invalid(format!("entities.{}{e}", key.name)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let request = plan
-            .request_fields
-            .iter()
-            .zip(&self.request)
-            .map(|(field, values)| {
-                json::column(values, field.dtype)
-                    .map_err(|e| Error::Invalid(format!("request_data.{}{e}", field.name)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((entities, request))
+        let entities: Vec<&Vec<Json>> = self.entities.iter().collect();
+        let request: Vec<&Vec<Json>> = self.request.iter().collect();
+        json::plan_rows(plan, &entities, &request).map_err(Error::Invalid)
     }
 
     /// The entity frame of these rows at `at`: the join keys, the request fields, and

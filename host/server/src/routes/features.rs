@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::ArrayRef;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -125,24 +124,8 @@ fn serve(state: &AppState, request: FeaturesRequest) -> ApiResult<Vec<u8>> {
     // A plan with no join key and no request field serves no rows.
     let rows = rows.unwrap_or(0);
     // JSON to Arrow, by the plan's dtypes.
-    let entities = plan
-        .join_keys
-        .iter()
-        .zip(&entity_json)
-        .map(|(key, values)| {
-            json::key_column(values, key.dtype)
-                .map_err(|e| ApiError::bad_request(format!("entities.{}{e}", key.name)))
-        })
-        .collect::<ApiResult<Vec<ArrayRef>>>()?;
-    let request_arrays = plan
-        .request_fields
-        .iter()
-        .zip(&request_json)
-        .map(|(field, values)| {
-            json::column(values, field.dtype)
-                .map_err(|e| ApiError::bad_request(format!("request_data.{}{e}", field.name)))
-        })
-        .collect::<ApiResult<Vec<ArrayRef>>>()?;
+    let (entities, request_arrays) =
+        json::plan_rows(&plan, &entity_json, &request_json).map_err(ApiError::bad_request)?;
     // One batch per transform for the whole request; a slow guest blocks only this task.
     let output = tokio::task::block_in_place(|| {
         skewless_online::serve(
