@@ -183,6 +183,8 @@ fn backfill_job_writes_the_training_set_under_the_source_root() {
     let job = server.wait_job(&accepted);
     assert_eq!(job["state"], "failed");
     assert!(job["error"].as_str().unwrap().contains("`amount`"), "{job}");
+    // The frame is the caller's to fix, and the status says so.
+    assert_eq!(job["fault"], "caller", "{job}");
     assert!(!dir.path().join("bad.parquet").exists());
 }
 

@@ -19,7 +19,8 @@ const KEEP_FINISHED: usize = 100;
 pub(crate) enum JobState {
     Running,
     Succeeded(Json),
-    Failed(String),
+    /// Why, and who is at fault (the status document says both).
+    Failed(String, skewless_core::Fault),
 }
 
 /// One job: its kind, state and progress.
@@ -38,8 +39,12 @@ pub(crate) struct Job {
 impl Job {
     pub(crate) fn finish(&self, state: JobState) {
         match &state {
-            JobState::Failed(reason) => {
-                tracing::warn!(job = %self.id, kind = self.kind, %reason, "job failed")
+            JobState::Failed(reason, fault) => {
+                if *fault == skewless_core::Fault::Internal {
+                    tracing::error!(job = %self.id, kind = self.kind, %reason, "job failed: internal error")
+                } else {
+                    tracing::warn!(job = %self.id, kind = self.kind, %reason, %fault, "job failed")
+                }
             }
             _ => tracing::info!(job = %self.id, kind = self.kind, "job succeeded"),
         }
@@ -70,9 +75,10 @@ impl Job {
                 doc["state"] = json!("succeeded");
                 doc["result"] = result;
             }
-            JobState::Failed(reason) => {
+            JobState::Failed(reason, fault) => {
                 doc["state"] = json!("failed");
                 doc["error"] = json!(reason);
+                doc["fault"] = json!(fault.name());
             }
         }
         doc

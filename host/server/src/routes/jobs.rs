@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
+use skewless_core::Fault;
 use skewless_ops::json;
 
 use super::{ApiResult, Shared};
@@ -16,7 +17,10 @@ use crate::jobs::{Job, JobState, resolve};
 
 /// Runs `work` on a blocking thread as `job`; a panic fails the job instead of leaving it
 /// running forever.
-fn run_job(job: Arc<Job>, work: impl FnOnce(&Job) -> Result<Json, String> + Send + 'static) {
+fn run_job(
+    job: Arc<Job>,
+    work: impl FnOnce(&Job) -> Result<Json, (String, Fault)> + Send + 'static,
+) {
     let handle = {
         let job = job.clone();
         tokio::task::spawn_blocking(move || work(&job))
@@ -24,8 +28,8 @@ fn run_job(job: Arc<Job>, work: impl FnOnce(&Job) -> Result<Json, String> + Send
     tokio::spawn(async move {
         let state = match handle.await {
             Ok(Ok(result)) => JobState::Succeeded(result),
-            Ok(Err(reason)) => JobState::Failed(reason),
-            Err(e) => JobState::Failed(format!("the job's worker failed: {e}")),
+            Ok(Err((reason, fault))) => JobState::Failed(reason, fault),
+            Err(e) => JobState::Failed(format!("the job's worker failed: {e}"), Fault::Internal),
         };
         job.finish(state);
     });
@@ -80,7 +84,7 @@ pub(super) async fn start_backfill(
             },
             job,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (e.to_string(), e.fault()))?;
         Ok(json!({
             "rows": stats.rows,
             "features": stats.features,
@@ -141,7 +145,7 @@ pub(super) async fn start_materialize(
             job_threads(),
             job,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (e.to_string(), e.fault()))?;
         let views: Vec<Json> = stats
             .views
             .iter()
@@ -195,5 +199,6 @@ mod tests {
         let error = status["error"].as_str().unwrap();
         assert!(error.starts_with("the job's worker failed"), "{error}");
         assert!(error.contains("the join went wrong"), "{error}");
+        assert_eq!(status["fault"], "internal");
     }
 }
