@@ -341,6 +341,30 @@ fn before_any_apply_every_route_that_needs_definitions_says_so_alike() {
     }
 }
 
+/// Every error is a JSON `{"error": ...}`, also those axum answers before a handler
+/// runs: a bad or missing query string, a path segment that is not UTF-8, a method the
+/// route does not take (these were text/plain or empty).
+#[test]
+fn errors_from_before_the_handler_are_json_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None);
+    let cases = [
+        ("GET", "/v1/feature-services/fraud_v1/drift", 400, "query string"),
+        ("GET", "/v1/feature-services/fraud_v1/sample?rows=abc", 400, "query string"),
+        ("GET", "/v1/transforms/%ff/1", 400, "path"),
+        ("DELETE", "/v1/definitions", 405, "does not take that method"),
+        ("GET", "/v1/push/user_stats", 405, "does not take that method"),
+    ];
+    for (method, path, want, says) in cases {
+        let (status, text) = server.call(method, path, b"", None);
+        assert_eq!(status, want, "{method} {path}: {text}");
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text:?}"));
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{method} {path}: {error}");
+    }
+}
+
 #[test]
 fn writes_need_the_token_and_open_addresses_need_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -312,10 +312,28 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render_error(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each said once: library errors name their cause in their own
+/// message and also return it as their source, so a cause whose text the message already
+/// holds is not repeated (`{e:#}` would print it twice).
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(command: Command) -> Result<()> {
@@ -345,5 +363,29 @@ fn run(command: Command) -> Result<()> {
             definitions,
             server,
         } => remote::apply(&definitions, &server),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_error;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("loading m.wasm: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("invalid signature: `y` is declared twice")]
+    struct Inner;
+
+    #[test]
+    fn a_cause_the_message_already_names_is_said_once() {
+        let e = anyhow::Error::new(Outer(Inner)).context("run-transform");
+        assert_eq!(
+            render_error(&e),
+            "run-transform: loading m.wasm: invalid signature: `y` is declared twice"
+        );
+        let plain = anyhow::anyhow!("no such file").context("reading defs.yaml");
+        assert_eq!(render_error(&plain), "reading defs.yaml: no such file");
     }
 }

@@ -258,6 +258,19 @@ fn bad_files_get_clear_errors() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a readable Parquet file"));
+
+    // A refused signature names its cause once (it was printed twice).
+    let out = skewless(&[
+        "run-transform",
+        artifacts::BAD_SIGNATURE,
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        "y.parquet",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("declared twice").count(), 1, "{stderr}");
 }
 
 #[test]

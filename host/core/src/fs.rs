@@ -26,9 +26,17 @@ impl AtomicFile {
     pub fn create(path: &Path) -> io::Result<Self> {
         let dir = parent(path);
         std::fs::create_dir_all(dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(dir)?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(TEMP_PREFIX);
+        // A temporary file is private (0600) by default, and its mode survives the
+        // rename: the committed file gets the mode any new file gets (0666 less the
+        // umask, 0644 under 0022), so a training set is readable by the team.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder.tempfile_in(dir)?;
         Ok(Self {
             path: path.to_owned(),
             tmp,
@@ -169,6 +177,31 @@ mod tests {
         assert_eq!(names(dir.path()), ["data.bin"]);
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
         assert_eq!(remove_leftovers(&dir.path().join("absent")).unwrap(), 0);
+    }
+
+    /// The process's umask, as Linux reports it.
+    #[cfg(target_os = "linux")]
+    fn umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_committed_file_has_the_mode_of_any_new_file_not_the_temporary_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.parquet");
+        write_atomic(&path, b"rows").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask(), "mode {mode:o}");
+        if umask() & 0o044 == 0 {
+            assert_ne!(
+                mode, 0o600,
+                "the temporary file's private mode must not survive"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use skewless_ops::json;
 
 use super::{ApiResult, Shared};
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, PathParams};
 use crate::jobs::{Job, JobState, resolve};
 
 /// Runs `work` on a blocking thread as `job`; a panic fails the job instead of leaving it
@@ -168,7 +168,10 @@ pub(super) async fn list_jobs(State(state): Shared) -> Response {
     axum::Json(json!({ "jobs": jobs })).into_response()
 }
 
-pub(super) async fn job_status(State(state): Shared, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn job_status(
+    State(state): Shared,
+    PathParams(id): PathParams<String>,
+) -> ApiResult {
     let job = state.jobs.get(&id).ok_or_else(|| {
         ApiError::not_found(format!("no job `{id}` (jobs are forgotten on restart)"))
     })?;

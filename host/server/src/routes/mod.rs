@@ -68,6 +68,12 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .merge(serving)
         .merge(writes)
         .fallback(|| async { ApiError::not_found("no such route; see docs/api.md") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "this route does not take that method; see docs/api.md",
+            )
+        })
         .layer(DefaultBodyLimit::max(body))
         .with_state(state)
 }

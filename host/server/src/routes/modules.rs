@@ -1,6 +1,6 @@
 //! Module versions: upload (validated and compiled at once) and listing.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -8,11 +8,11 @@ use skewless_registry::Upload;
 
 use super::{ApiResult, Shared, blocking};
 use crate::error::ApiError;
-use crate::extract::RawBody;
+use crate::extract::{PathParams, RawBody};
 
 pub(super) async fn upload(
     State(state): Shared,
-    Path((name, version)): Path<(String, String)>,
+    PathParams((name, version)): PathParams<(String, String)>,
     RawBody(body): RawBody,
 ) -> ApiResult {
     if body.is_empty() {
@@ -33,7 +33,10 @@ pub(super) async fn list_modules(State(state): Shared) -> Response {
     axum::Json(json!({ "transforms": state.registry.modules() })).into_response()
 }
 
-pub(super) async fn module_versions(State(state): Shared, Path(name): Path<String>) -> ApiResult {
+pub(super) async fn module_versions(
+    State(state): Shared,
+    PathParams(name): PathParams<String>,
+) -> ApiResult {
     let versions: Vec<_> = state
         .registry
         .modules()

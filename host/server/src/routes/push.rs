@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -12,7 +12,7 @@ use skewless_ops::json;
 
 use super::{ApiResult, Shared, blocking};
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, PathParams};
 use crate::metrics::labels;
 
 #[derive(Deserialize)]
@@ -23,7 +23,7 @@ pub(super) struct PushRequest {
 
 pub(super) async fn push(
     State(state): Shared,
-    Path(source): Path<String>,
+    PathParams(source): PathParams<String>,
     JsonBody(request): JsonBody<PushRequest>,
 ) -> ApiResult {
     let serving = state.serving();

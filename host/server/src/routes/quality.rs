@@ -1,7 +1,7 @@
 //! Routes that check what was served: module bytes (so that a verifier runs the very
 //! artifact the server runs), the served sample, `POST /v1/verify`, and drift.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use skewless_plan::ServicePlan;
 
 use super::{ApiResult, Shared, blocking};
 use crate::error::ApiError;
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, PathParams, QueryParams};
 use crate::jobs::resolve;
 use crate::metrics::{Gauge, labels};
 use crate::state::AppState;
@@ -22,7 +22,7 @@ use crate::state::AppState;
 /// `GET /v1/transforms/{name}/{version}`: the component bytes, as uploaded.
 pub(super) async fn module_bytes(
     State(state): Shared,
-    Path((name, version)): Path<(String, String)>,
+    PathParams((name, version)): PathParams<(String, String)>,
 ) -> ApiResult {
     let reference = ModuleRef { name, version };
     let registry = state.registry.clone();
@@ -80,8 +80,8 @@ fn default_rows() -> usize {
 /// `GET /v1/feature-services/{name}/sample?rows=N`: up to N served rows, columnar.
 pub(super) async fn sample(
     State(state): Shared,
-    Path(name): Path<String>,
-    Query(query): Query<SampleQuery>,
+    PathParams(name): PathParams<String>,
+    QueryParams(query): QueryParams<SampleQuery>,
 ) -> ApiResult {
     let serving = state.serving();
     let plan = serving.service(&name)?;
@@ -194,8 +194,8 @@ pub(super) struct DriftQuery {
 /// training set (a backfill of the service) under the source root.
 pub(super) async fn drift(
     State(state): Shared,
-    Path(name): Path<String>,
-    Query(query): Query<DriftQuery>,
+    PathParams(name): PathParams<String>,
+    QueryParams(query): QueryParams<DriftQuery>,
 ) -> ApiResult {
     let serving = state.serving();
     let plan = serving.service(&name)?;
