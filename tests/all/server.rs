@@ -349,11 +349,31 @@ fn errors_from_before_the_handler_are_json_too() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), None);
     let cases = [
-        ("GET", "/v1/feature-services/fraud_v1/drift", 400, "query string"),
-        ("GET", "/v1/feature-services/fraud_v1/sample?rows=abc", 400, "query string"),
+        (
+            "GET",
+            "/v1/feature-services/fraud_v1/drift",
+            400,
+            "query string",
+        ),
+        (
+            "GET",
+            "/v1/feature-services/fraud_v1/sample?rows=abc",
+            400,
+            "query string",
+        ),
         ("GET", "/v1/transforms/%ff/1", 400, "path"),
-        ("DELETE", "/v1/definitions", 405, "does not take that method"),
-        ("GET", "/v1/push/user_stats", 405, "does not take that method"),
+        (
+            "DELETE",
+            "/v1/definitions",
+            405,
+            "does not take that method",
+        ),
+        (
+            "GET",
+            "/v1/push/user_stats",
+            405,
+            "does not take that method",
+        ),
     ];
     for (method, path, want, says) in cases {
         let (status, text) = server.call(method, path, b"", None);

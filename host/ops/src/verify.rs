@@ -5,7 +5,8 @@
 //! answer for some rows at a time `at` (the server from the online half of the one path
 //! itself, [`online`]; the command over HTTP, [`ServedColumns::from_response`]), backfill
 //! the same rows with `event_timestamp = at` ([`offline`]), and [`compare`] the two.
-//! Floats are compared by their bits (NaN is canonical on both paths), nulls by position.
+//! Values are compared as typed values ([`same_bits`]): floats by their bit patterns, never
+//! by their rendered text, which hides a NaN's payload.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -454,14 +455,13 @@ pub fn compare(
             )));
         };
         for row in 0..rows.len {
-            let s = text(served_reader.value(row));
-            let t = text(trained_reader.value(row));
-            if s != t {
+            let (s, t) = (served_reader.value(row), trained_reader.value(row));
+            if !same_bits(s, t) {
                 *report
                     .mismatches_by_feature
                     .entry(feature.qualified.clone())
                     .or_default() += 1;
-                found.push((row, i, s, t));
+                found.push((row, i, shown(s, t), shown(t, s)));
             }
         }
     }
@@ -480,6 +480,41 @@ pub fn compare(
     Ok(report)
 }
 
+/// Whether two values are the same bits: floats by their bit patterns (a NaN's payload and
+/// sign, -0.0 against 0.0), lists element by element the same way, timestamps as integers,
+/// strings as bytes, nulls only with nulls.
+pub fn same_bits(a: Value<'_>, b: Value<'_>) -> bool {
+    match (a, b) {
+        (Value::Float64(x), Value::Float64(y)) => x.to_bits() == y.to_bits(),
+        (Value::Float32Slice(x), Value::Float32Slice(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+        }
+        (Value::Float32List(x), Value::Float32List(y)) => x == y,
+        (Value::Float32Slice(x), Value::Float32List(y))
+        | (Value::Float32List(y), Value::Float32Slice(x)) => {
+            x.len() * 4 == y.len()
+                && x.iter()
+                    .zip(y.chunks_exact(4))
+                    .all(|(p, q)| p.to_le_bytes() == q)
+        }
+        (a, b) => a == b,
+    }
+}
+
+/// `value` as a report shows it: its JSON text, and for a float whose text is the same as
+/// the one it differs from (NaNs of two payloads), its bits too.
+fn shown(value: Value<'_>, other: Value<'_>) -> Vec<u8> {
+    let rendered = text(value);
+    match value {
+        Value::Float64(v) if rendered == text(other) => {
+            let mut out = Vec::new();
+            json::write_str(&mut out, &format!("{} (bits {:#018x})", v, v.to_bits()));
+            out
+        }
+        _ => rendered,
+    }
+}
+
 /// A rendered value read back as JSON: rendering writes JSON, so this cannot fail but
 /// for a bug, which is reported, never shown as null.
 fn parse_text(text: &[u8]) -> Result<Json, Error> {
@@ -491,8 +526,8 @@ fn parse_text(text: &[u8]) -> Result<Json, Error> {
     })
 }
 
-/// A value as the serving endpoint writes it: the shortest text that reads back to the
-/// same bits, so equal texts mean equal values (NaN is canonical on both paths).
+/// A value as the serving endpoint writes it, for reports (comparisons use
+/// [`same_bits`]).
 fn text(value: Value<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     json::write_value(&mut out, value);
@@ -542,4 +577,72 @@ pub fn notes(
             )),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::Float64Array;
+    use skewless_core::Definitions;
+    use skewless_core::definitions::ModuleRef;
+
+    use super::*;
+
+    const DEFS: &str = r#"
+project: bits
+entities: [{name: user, join_keys: [user_id]}]
+sources: [{name: stats, path: stats.parquet, timestamp_field: ts}]
+feature_views:
+  - {name: stats, entities: [user], source: stats, features: [{name: value, dtype: float64}]}
+feature_services: [{name: svc, features: ["stats:value"]}]
+"#;
+
+    /// The test of the test: differences that survive rendering as text (a NaN payload or
+    /// sign, -0.0 against 0.0) are mismatches; the same bits are not.
+    #[test]
+    fn compare_finds_differences_that_the_rendered_text_hides() {
+        let project = Definitions::from_yaml(DEFS)
+            .unwrap()
+            .validate(&|_: &ModuleRef| None)
+            .unwrap();
+        let plan = ServicePlan::for_service(&project, "svc", &|_| None).unwrap();
+        let quiet = f64::from_bits(0x7ff8_0000_0000_0000);
+        let negative_nan = f64::from_bits(0xfff8_0000_0000_0000);
+        let payload = f64::from_bits(0x7ff8_0000_0000_0001);
+        let served = [quiet, quiet, -0.0, 1.5, quiet];
+        let trained = [negative_nan, payload, 0.0, 1.5, quiet];
+        let rows = Rows {
+            entities: vec![(0..5).map(|i| json!(i)).collect()],
+            request: Vec::new(),
+            len: 5,
+        };
+        let served = ServedColumns {
+            columns: vec![Arc::new(Float64Array::from(served.to_vec()))],
+            statuses: vec![vec![Status::Present; 5]],
+        };
+        let training = RecordBatch::try_from_iter([
+            (
+                "user_id",
+                Arc::new(arrow_array::Int64Array::from((0..5).collect::<Vec<i64>>())) as ArrayRef,
+            ),
+            (
+                "stats:value",
+                Arc::new(Float64Array::from(trained.to_vec())) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let report = compare(&plan, &rows, 0, &served, &training, 10).unwrap();
+        assert_eq!(report.mismatches, 3, "{report:?}");
+        let rows_off: Vec<usize> = report.examples.iter().map(|m| m.row).collect();
+        assert_eq!(rows_off, [0, 1, 2]);
+        // Two NaNs render alike; the report shows their bits.
+        assert_eq!(
+            report.examples[0].offline,
+            json!("NaN (bits 0xfff8000000000000)")
+        );
+        assert_eq!(
+            report.examples[0].served,
+            json!("NaN (bits 0x7ff8000000000000)")
+        );
+        assert_eq!(report.examples[2].served, json!(-0.0));
+    }
 }
