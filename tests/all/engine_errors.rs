@@ -230,6 +230,31 @@ fn infinite_loop_hits_the_deadline() {
     assert!(started.elapsed() < test_limits().deadline * 20);
 }
 
+/// A guest that sleeps is not left blocked in a host call, out of the deadline's reach
+/// (a 120 s sleep once held its call for 120 s): the frozen clock's timers are ready at
+/// once, so a sleep returns, and a wait for time to pass spins in the guest's own code
+/// until the deadline stops it. Generous bounds: these are not timing tests.
+#[test]
+fn a_sleeping_guest_returns_at_once_and_a_waiting_one_hits_the_deadline() {
+    let t = load(artifacts::HOSTILE);
+    for mode in ["sleep", "sleep_max"] {
+        let started = Instant::now();
+        let out = t.call(&hostile_input(mode, 3)).expect(mode);
+        assert_eq!(out.num_rows(), 3, "{mode}");
+        assert!(
+            started.elapsed() < test_limits().deadline * 20,
+            "{mode} held its call for {:?}",
+            started.elapsed()
+        );
+    }
+    let started = Instant::now();
+    let err = t.call(&hostile_input("wait", 3)).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < test_limits().deadline * 20);
+    // The engine is fine after all of it.
+    assert_eq!(t.call(&hostile_input("ok", 2)).unwrap().num_rows(), 2);
+}
+
 #[test]
 fn memory_bomb_hits_the_memory_cap() {
     let t = load(artifacts::HOSTILE);

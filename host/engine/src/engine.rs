@@ -67,6 +67,7 @@ impl Engine {
             .map_err(|e| Error::Internal(format!("engine configuration: {e:#}")))?;
         let mut linker = Linker::new(&wasmtime);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| crate::sandbox::link_frozen_timers(&mut linker))
             .map_err(|e| Error::Internal(format!("linking WASI: {e:#}")))?;
         let cache = config.cache_dir.map(CompileCache::open).transpose()?;
         let ticker_stop = Arc::new(AtomicBool::new(false));

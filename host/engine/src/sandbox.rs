@@ -101,6 +101,43 @@ impl ResourceLimiter for CallLimiter {
     }
 }
 
+/// The WASI interface whose timers [`link_frozen_timers`] replaces (guests importing an
+/// older 0.2 minor version are served by it too).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// Replaces WASI's timers so that a sleep returns at once. The clocks are frozen, so there
+/// is nothing to wait for; and a guest blocked in a host call (`std::thread::sleep`, a
+/// `poll` on a timer) is out of the epoch deadline's reach: a 120 s sleep held its call,
+/// and its instance slot, for 120 s. Every `subscribe-duration` and `subscribe-instant`
+/// pollable is ready when made, so the guest runs on, in its own code, where the deadline
+/// stops it if it keeps waiting.
+pub(crate) fn link_frozen_timers(
+    linker: &mut wasmtime::component::Linker<CallState>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    for name in ["subscribe-duration", "subscribe-instant"] {
+        clock.func_wrap(
+            name,
+            |mut store: wasmtime::StoreContextMut<'_, CallState>, (_when,): (u64,)| {
+                let table = &mut store.data_mut().table;
+                let elapsed = table.push(Elapsed)?;
+                Ok((wasmtime_wasi::p2::subscribe(table, elapsed)?,))
+            },
+        )?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// A timer on a frozen clock: already elapsed.
+struct Elapsed;
+
+#[async_trait::async_trait]
+impl Pollable for Elapsed {
+    async fn ready(&mut self) {}
+}
+
 /// A clock stopped at the Unix epoch: "now" is an input column, never a clock read.
 struct FrozenClock;
 

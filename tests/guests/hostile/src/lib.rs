@@ -1,7 +1,9 @@
 //! A transform that misbehaves on request: the first row of `mode` picks how.
 //! `ok` copies `x` to `y`; `panic` panics; `trap` hits `unreachable`; `loop` never returns;
 //! `alloc` allocates without bound; `huge` returns 1 MiB of text per row;
-//! `error` returns a computation error.
+//! `error` returns a computation error; `sleep` sleeps an hour (WASI timers) and then
+//! answers as `ok`; `sleep_max` sleeps `u64::MAX` nanoseconds, then answers; `wait` waits
+//! in a loop for a clock that never moves.
 
 use skewless_sdk::{DType, Error, Input, Output, Result, Signature, StringColumn, Transform, export};
 
@@ -45,6 +47,21 @@ impl Transform for Hostile {
             }
             "error" => {
                 return Err(Error::Computation("row 0: refusing on purpose".into()));
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                (0..rows).for_each(|_| s.push_null());
+            }
+            "sleep_max" => {
+                std::thread::sleep(std::time::Duration::from_nanos(u64::MAX));
+                (0..rows).for_each(|_| s.push_null());
+            }
+            "wait" => {
+                let start = std::time::Instant::now();
+                while start.elapsed() < std::time::Duration::from_secs(1) {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                (0..rows).for_each(|_| s.push_null());
             }
             _ => (0..rows).for_each(|_| s.push_null()),
         }
