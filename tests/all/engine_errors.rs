@@ -283,6 +283,51 @@ fn gigantic_output_hits_the_output_cap() {
     }
 }
 
+/// The output cap decides, whatever its size: wasmtime's own 128 MiB cap on what a guest
+/// hands the host fired first and was reported as a trap, so no output over 128 MiB could
+/// pass, whatever `max_output_bytes` said.
+#[test]
+fn outputs_over_128_mib_pass_under_a_larger_cap_and_are_too_large_under_a_smaller_one() {
+    let engine = |max_output_bytes: usize| {
+        skewless_engine::Engine::new(skewless_engine::EngineConfig {
+            limits: skewless_engine::Limits {
+                memory_bytes: 1 << 30,
+                deadline: std::time::Duration::from_secs(60),
+                max_output_bytes,
+                ..skewless_engine::Limits::default()
+            },
+            max_concurrent_calls: 1,
+            ..skewless_engine::EngineConfig::default()
+        })
+        .unwrap()
+    };
+    // 200 rows of 1 MiB of text.
+    let roomy = engine(256 << 20).load_file(artifacts::HOSTILE).unwrap();
+    let out = roomy
+        .call(&hostile_input("huge", 200))
+        .expect("200 MiB under 256 MiB");
+    assert_eq!(out.num_rows(), 200);
+    drop(out);
+    let tight = engine(128 << 20).load_file(artifacts::HOSTILE).unwrap();
+    match tight.call(&hostile_input("huge", 200)).unwrap_err() {
+        Error::OutputTooLarge { bytes, limit, .. } => {
+            assert_eq!(limit, 128 << 20);
+            assert!(bytes > limit, "{bytes}");
+        }
+        other => panic!("expected OutputTooLarge, got {other:?}"),
+    }
+    // Far over the cap, the copy out is stopped before the output is whole: still
+    // OutputTooLarge, never a trap.
+    let tiny = engine(16 << 20).load_file(artifacts::HOSTILE).unwrap();
+    match tiny.call(&hostile_input("huge", 200)).unwrap_err() {
+        Error::OutputTooLarge { bytes, limit, .. } => {
+            assert_eq!(limit, 16 << 20);
+            assert!(bytes >= 128 << 20, "{bytes}");
+        }
+        other => panic!("expected OutputTooLarge, got {other:?}"),
+    }
+}
+
 #[test]
 fn transform_error_reaches_the_caller() {
     let t = load(artifacts::HOSTILE);

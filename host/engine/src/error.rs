@@ -111,11 +111,12 @@ pub enum Error {
         requested: usize,
     },
     /// The output is larger than the output-size cap.
-    #[error("{transform}: the output is {bytes} bytes, over the limit of {limit} bytes")]
+    #[error("{transform}: the output is at least {bytes} bytes, over the limit of {limit} bytes")]
     OutputTooLarge {
         /// The transform label.
         transform: String,
-        /// The output size, in bytes.
+        /// The output size in bytes; for an output so large that copying it out was
+        /// stopped, how much the copy was allowed (it is larger still).
         bytes: usize,
         /// The cap, in bytes.
         limit: usize,

@@ -195,6 +195,17 @@ impl Transform {
     }
 }
 
+/// The text of wasmtime's error when a guest hands the host more than its hostcall fuel
+/// (the error type is private to wasmtime).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
+
+/// The hostcall fuel for an output cap of `max_output_bytes`: twice the cap, and at least
+/// wasmtime's default, so that an output up to the cap is always copied out whole and
+/// then measured.
+fn hostcall_fuel(max_output_bytes: usize) -> usize {
+    max_output_bytes.saturating_mul(2).max(128 << 20)
+}
+
 impl TransformInner {
     /// Instantiates the component in a fresh, limited `Store` and runs `f` on it, mapping
     /// every failure to an error that says who is at fault.
@@ -210,6 +221,10 @@ impl TransformInner {
         let ticks = limits.deadline.as_nanos().div_ceil(tick) + 1;
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
+        // What wasmtime lets a guest hand the host in one go (its own default is 128 MiB,
+        // which fired before `max_output_bytes` could): room for the largest output the
+        // limits allow, with its framing, so that the output cap decides.
+        store.set_hostcall_fuel(hostcall_fuel(limits.max_output_bytes));
 
         let instance = self
             .pre
@@ -238,6 +253,14 @@ impl TransformInner {
             return Error::Timeout {
                 transform,
                 deadline: limits.deadline,
+            };
+        }
+        // The guest handed over more than the fuel allows: far more than the output cap.
+        if format!("{error:#}").contains(HOSTCALL_FUEL_EXHAUSTED) {
+            return Error::OutputTooLarge {
+                transform,
+                bytes: hostcall_fuel(limits.max_output_bytes),
+                limit: limits.max_output_bytes,
             };
         }
         if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
