@@ -158,6 +158,20 @@ impl LocalStore {
         let mut max_lsn = 0u64;
         let start_segment = load_snapshot(&dir.join(SNAPSHOT), &views, &mut max_lsn)?;
         let segments = wal::segments(dir)?;
+        // A store's first segment is 0, and only a snapshot's clean-up deletes segments:
+        // a log that starts later without a snapshot has lost the rows the snapshot held.
+        if let Some(&first) = segments.first()
+            && start_segment == 0
+            && first > 0
+        {
+            return Err(Error::Corrupt {
+                path: dir.join(SNAPSHOT),
+                reason: format!(
+                    "missing, but the log starts at segment {first}: the rows written before it were only in the snapshot. Restore {SNAPSHOT} from a backup; or, to start with an empty store, move {} aside and materialize again",
+                    dir.display()
+                ),
+            });
+        }
         let mut replayed = 0usize;
         for (i, &number) in segments.iter().enumerate() {
             let path = wal::segment_path(dir, number);

@@ -84,7 +84,10 @@ pub(super) fn load_snapshot(path: &Path, views: &Views, max_lsn: &mut u64) -> Re
     };
     let corrupt = |reason: &str| Error::Corrupt {
         path: path.to_owned(),
-        reason: reason.to_owned(),
+        reason: format!(
+            "{reason}. Restore it from a backup; or, to start with an empty store, move {} aside and materialize again",
+            path.parent().unwrap_or(path).display()
+        ),
     };
     if bytes.len() < 24 || &bytes[..8] != SNAPSHOT_MAGIC {
         return Err(corrupt("not a Skewless snapshot"));

@@ -124,6 +124,31 @@ fn a_snapshot_a_crash_interrupted_is_removed_at_open_and_the_last_one_kept() {
 }
 
 #[test]
+fn a_deleted_snapshot_is_an_error_not_a_silent_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions::new(u64::MAX, Duration::from_millis(50));
+    {
+        let store = LocalStore::open(dir.path(), &[schema()], options).unwrap();
+        write(&store, &[(1, 100, 1.0)]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.stats().snapshots == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(store.stats().snapshots, 1);
+        write(&store, &[(2, 100, 2.0)]);
+    }
+    std::fs::remove_file(dir.path().join(SNAPSHOT)).unwrap();
+    let err = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+    assert!(text.contains("missing, but the log starts at segment"), "{text}");
+    assert!(text.contains("Restore snapshot.bin from a backup"), "{text}");
+    // A fresh store (no snapshot, log from segment 0) opens as before.
+    let fresh = tempfile::tempdir().unwrap();
+    LocalStore::open(fresh.path(), &[schema()], StoreOptions::default()).unwrap();
+}
+
+#[test]
 fn restart_replays_the_log_and_snapshots_cover_it() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions::new(1, Duration::from_secs(3600));
