@@ -7,12 +7,13 @@
 //!                   [rows u32] then per row [key: u32 len + bytes][row: u32 len + bytes]
 //!   kind 2 (reset): [view name: u16 len + bytes]   — the view's rows were dropped
 //! ```
-//! A record whose length or checksum does not hold ends the log: at the tail of the last
-//! segment it is a write that was never acknowledged (the crash came before its fsync),
-//! and it is truncated away.
+//! A record whose length or checksum does not hold, with no intact record after it, at the
+//! end of the last segment is a write that was never acknowledged (the crash came before
+//! its fsync), and it is truncated away. Anywhere else it is damage to acknowledged data:
+//! recovery stops with an error naming the segment and the byte, unless told to skip it.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::{Error, Result, io};
@@ -145,37 +146,119 @@ fn decode(payload: &[u8]) -> Option<Record> {
     }
 }
 
-/// Reads every whole record of a segment, in order. Returns the records and the byte
-/// length of the valid prefix; `torn` is whether bytes after it were dropped.
-pub(crate) fn read_segment(path: &Path) -> Result<(Vec<Record>, u64, bool)> {
-    let file = File::open(path).map_err(io(path))?;
-    let total = file.metadata().map_err(io(path))?.len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut records = Vec::new();
-    let mut valid = 0u64;
-    loop {
-        let mut head = [0u8; 8];
-        match reader.read_exact(&mut head) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(io(path)(e)),
-        }
-        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        if len > MAX_RECORD_BYTES || valid + 8 + len as u64 > total {
-            break;
-        }
-        let mut payload = vec![0u8; len];
-        if reader.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
-            break;
-        }
-        let Some(record) = decode(&payload) else {
-            break;
-        };
-        records.push(record);
-        valid += 8 + len as u64;
+/// How a segment ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// Every byte is in a whole record.
+    Clean,
+    /// An incomplete or damaged record at byte `at` with no intact record after it: a
+    /// write the crash interrupted before its fsync, so never acknowledged.
+    Torn {
+        /// Where the valid prefix ends.
+        at: u64,
+    },
+}
+
+/// Damaged bytes followed by intact records: acknowledged data was damaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Damage {
+    /// The first damaged byte.
+    pub(crate) at: u64,
+    /// Where the next intact record starts.
+    pub(crate) resumes: u64,
+}
+
+/// What reading a segment found.
+#[derive(Debug)]
+pub(crate) struct SegmentRead {
+    /// The intact records, in order.
+    pub(crate) records: Vec<Record>,
+    /// How it ends.
+    pub(crate) tail: Tail,
+    /// Damaged stretches skipped (only with `skip_damaged`; otherwise the first is an
+    /// error).
+    pub(crate) skipped: Vec<Damage>,
+}
+
+/// The record framed at the start of `bytes`, and its framed length, if one is whole,
+/// checksummed and decodable there.
+fn record_at(bytes: &[u8]) -> Option<(Record, usize)> {
+    let head = bytes.get(..8)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > MAX_RECORD_BYTES {
+        return None;
     }
-    Ok((records, valid, valid < total))
+    let payload = bytes.get(8..8 + len)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    Some((decode(payload)?, 8 + len))
+}
+
+/// Reads every whole record of a segment, in order. A record that does not hold is a torn
+/// tail only when no intact record follows it (the bytes after the last fsync); otherwise
+/// acknowledged records were damaged, which is an error naming the segment and the byte,
+/// unless `skip_damaged` says to keep every intact record and skip the damaged bytes.
+/// Nothing here changes the file.
+pub(crate) fn read_segment(path: &Path, skip_damaged: bool) -> Result<SegmentRead> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(io(path))?;
+    let mut records = Vec::new();
+    let mut skipped = Vec::new();
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        if let Some((record, framed)) = record_at(&bytes[pos..]) {
+            records.push(record);
+            pos += framed;
+            continue;
+        }
+        // The next intact record after the bad one, if any.
+        let resumes =
+            (pos + 1..bytes.len().saturating_sub(8)).find(|&q| record_at(&bytes[q..]).is_some());
+        let Some(resumes) = resumes else {
+            return Ok(SegmentRead {
+                records,
+                tail: Tail::Torn { at: pos as u64 },
+                skipped,
+            });
+        };
+        let damage = Damage {
+            at: pos as u64,
+            resumes: resumes as u64,
+        };
+        if !skip_damaged {
+            return Err(damaged(path, &damage));
+        }
+        tracing::error!(
+            path = %path.display(),
+            at = damage.at,
+            resumes = damage.resumes,
+            "skipping damaged log bytes (--recover-skip-corrupt); the rows in them are lost"
+        );
+        skipped.push(damage);
+        pos = resumes;
+    }
+    Ok(SegmentRead {
+        records,
+        tail: Tail::Clean,
+        skipped,
+    })
+}
+
+/// The error for damaged records with intact ones after them.
+pub(crate) fn damaged(path: &Path, damage: &Damage) -> Error {
+    Error::Corrupt {
+        path: path.to_owned(),
+        reason: format!(
+            "a damaged log record at byte {} ({} bytes, before the intact record at byte {}); records after it were acknowledged, so nothing was dropped or changed. Restore the data directory from a backup, or start with `serve --recover-skip-corrupt` to keep every intact record and skip the damaged bytes (their rows are lost)",
+            damage.at,
+            damage.resumes - damage.at,
+            damage.resumes
+        ),
+    }
 }
 
 /// The segment being appended to.
@@ -231,10 +314,13 @@ impl std::fmt::Debug for Segment {
     }
 }
 
-/// A corrupt record in a segment that is not the last: data that was acknowledged.
-pub(crate) fn corrupt_middle(path: &Path) -> Error {
+/// A torn end in a segment that is not the last: it was complete when it was closed, so
+/// its end was acknowledged.
+pub(crate) fn corrupt_middle(path: &Path, at: u64) -> Error {
     Error::Corrupt {
         path: path.to_owned(),
-        reason: "a damaged record before the end of the log; this segment was complete when it was closed".into(),
+        reason: format!(
+            "the segment ends in a damaged record at byte {at}, but it was complete when it was closed: its records were acknowledged. Restore the data directory from a backup, or start with `serve --recover-skip-corrupt` to keep every intact record (the damaged end's rows are lost)"
+        ),
     }
 }

@@ -36,6 +36,12 @@ pub(crate) struct ServeArgs {
     /// Snapshot the online store at least this often while there are writes, in seconds.
     #[arg(long, default_value_t = 300)]
     snapshot_interval_secs: u64,
+    /// Start although the online store's write-ahead log has damaged records: keep every
+    /// intact record and skip the damaged bytes (their rows are lost; each skip is logged).
+    /// Without it, damage stops the start with an error naming the segment and the byte,
+    /// and nothing is changed. Needed until the next snapshot covers the damaged segment.
+    #[arg(long)]
+    recover_skip_corrupt: bool,
     /// Served rows kept per feature service (a uniform sample) for `skewless verify` and
     /// the drift report; 0 keeps none.
     #[arg(long, default_value_t = 1000)]
@@ -81,10 +87,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
     let engine = args
         .engine
         .engine_with(1_000, Some(args.data_dir.join("compiled")))?;
-    let store = skewless_online::StoreOptions::new(
-        args.snapshot_after_mib << 20,
-        Duration::from_secs(args.snapshot_interval_secs),
-    );
+    let store = skewless_online::StoreOptions {
+        recover_skip_corrupt: args.recover_skip_corrupt,
+        ..skewless_online::StoreOptions::new(
+            args.snapshot_after_mib << 20,
+            Duration::from_secs(args.snapshot_interval_secs),
+        )
+    };
     let config = skewless_server::ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir.clone(),

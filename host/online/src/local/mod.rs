@@ -37,6 +37,10 @@ pub struct StoreOptions {
     pub snapshot_after_bytes: u64,
     /// Snapshot at least this often while there are writes.
     pub snapshot_interval: Duration,
+    /// At open, keep every intact log record and skip damaged ones (their rows are lost,
+    /// and logged) instead of refusing to start. Off: damage is an error naming the
+    /// segment and byte, and nothing is changed.
+    pub recover_skip_corrupt: bool,
 }
 
 impl StoreOptions {
@@ -46,6 +50,7 @@ impl StoreOptions {
         Self {
             snapshot_after_bytes,
             snapshot_interval,
+            recover_skip_corrupt: false,
         }
     }
 }
@@ -55,6 +60,7 @@ impl Default for StoreOptions {
         Self {
             snapshot_after_bytes: 256 << 20,
             snapshot_interval: Duration::from_secs(300),
+            recover_skip_corrupt: false,
         }
     }
 }
@@ -173,6 +179,7 @@ impl LocalStore {
             });
         }
         let mut replayed = 0usize;
+        let mut skipped_bytes = 0u64;
         for (i, &number) in segments.iter().enumerate() {
             let path = wal::segment_path(dir, number);
             if number < start_segment {
@@ -180,16 +187,21 @@ impl LocalStore {
                 std::fs::remove_file(&path).map_err(io(&path))?;
                 continue;
             }
-            let (records, valid, torn) = wal::read_segment(&path)?;
-            if torn {
+            let read = wal::read_segment(&path, options.recover_skip_corrupt)?;
+            if let wal::Tail::Torn { at } = read.tail {
                 if i + 1 != segments.len() {
-                    return Err(wal::corrupt_middle(&path));
+                    if !options.recover_skip_corrupt {
+                        return Err(wal::corrupt_middle(&path, at));
+                    }
+                    tracing::error!(path = %path.display(), at, "skipping the damaged end of a closed log segment (--recover-skip-corrupt); its rows are lost");
+                } else {
+                    tracing::warn!(path = %path.display(), at, "dropping the torn tail of the log (a write that was never acknowledged)");
+                    wal::truncate(&path, at)?;
                 }
-                tracing::warn!(path = %path.display(), valid, "dropping the torn tail of the log (a write that was never acknowledged)");
-                wal::truncate(&path, valid)?;
             }
-            replayed += records.len();
-            replay(&views, records, &mut max_lsn);
+            replayed += read.records.len();
+            skipped_bytes += read.skipped.iter().map(|d| d.resumes - d.at).sum::<u64>();
+            replay(&views, read.records, &mut max_lsn);
         }
         let next_segment = segments
             .last()
@@ -222,6 +234,7 @@ impl LocalStore {
         tracing::info!(
             dir = %dir.display(),
             records = replayed,
+            damaged_bytes_skipped = skipped_bytes,
             rows = store.stats().rows.iter().map(|(_, n)| n).sum::<u64>(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "online store recovered"

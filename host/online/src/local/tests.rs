@@ -1,5 +1,6 @@
 //! Tests of the local store: ordering, durability, snapshots, recovery.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -141,8 +142,14 @@ fn a_deleted_snapshot_is_an_error_not_a_silent_loss() {
     let err = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
-    assert!(text.contains("missing, but the log starts at segment"), "{text}");
-    assert!(text.contains("Restore snapshot.bin from a backup"), "{text}");
+    assert!(
+        text.contains("missing, but the log starts at segment"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Restore snapshot.bin from a backup"),
+        "{text}"
+    );
     // A fresh store (no snapshot, log from segment 0) opens as before.
     let fresh = tempfile::tempdir().unwrap();
     LocalStore::open(fresh.path(), &[schema()], StoreOptions::default()).unwrap();
@@ -194,6 +201,73 @@ fn a_torn_tail_is_dropped_and_the_rest_recovers() {
         whole as u64,
         "tail truncated"
     );
+}
+
+/// The byte offsets of the records framed in a segment's bytes.
+fn record_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut pos = 0;
+    while pos + 8 <= bytes.len() {
+        starts.push(pos);
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        pos += 8 + len;
+    }
+    starts
+}
+
+/// Three acknowledged writes, each its own record, in the newest segment; returns the
+/// segment's path and the offset of each write's record.
+fn three_writes(dir: &Path) -> (PathBuf, Vec<usize>) {
+    let store = LocalStore::open(dir, &[schema()], StoreOptions::default()).unwrap();
+    for id in 1..=3 {
+        write(&store, &[(id, 10, id as f64)]);
+    }
+    drop(store);
+    let newest = wal::segments(dir)
+        .unwrap()
+        .into_iter()
+        .map(|n| wal::segment_path(dir, n))
+        .find(|p| std::fs::metadata(p).unwrap().len() > 0)
+        .unwrap();
+    let starts = record_starts(&std::fs::read(&newest).unwrap());
+    assert!(starts.len() >= 3, "{starts:?}");
+    (newest, starts[starts.len() - 3..].to_vec())
+}
+
+/// Damage anywhere but a torn tail stops recovery with an error that names the segment
+/// and the byte, and changes nothing (a flip in the first record once truncated the whole
+/// segment to 0 bytes); `recover_skip_corrupt` keeps every intact record after it.
+#[test]
+fn a_damaged_record_is_an_error_and_never_truncates_intact_records() {
+    for damaged in [1, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, starts) = three_writes(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = starts[damaged];
+        bytes[at + 12] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let err = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+        assert!(
+            text.contains(&format!("damaged log record at byte {at}")),
+            "{text}"
+        );
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("--recover-skip-corrupt"), "{text}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing changed");
+
+        let options = StoreOptions {
+            recover_skip_corrupt: true,
+            ..StoreOptions::default()
+        };
+        let store = LocalStore::open(dir.path(), &[schema()], options).unwrap();
+        let mut expected = vec![Some(1.0), Some(2.0), Some(3.0)];
+        expected[damaged] = None;
+        assert_eq!(read(&store, &[1, 2, 3], 100), expected);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "intact records kept");
+    }
 }
 
 #[test]
