@@ -385,6 +385,85 @@ fn errors_from_before_the_handler_are_json_too() {
     }
 }
 
+/// A store that refuses writes while `full` is set, as the local store does on a full
+/// disk (its own test injects the failure into the log).
+#[derive(Debug)]
+struct FullDisk {
+    inner: Arc<dyn skewless_online::OnlineStore>,
+    full: Arc<AtomicBool>,
+}
+
+impl skewless_online::OnlineStore for FullDisk {
+    fn set_views(&self, views: &[skewless_online::ViewSchema]) -> skewless_online::Result<()> {
+        self.inner.set_views(views)
+    }
+
+    fn write(&self, view: &str, batch: skewless_online::WriteBatch) -> skewless_online::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(skewless_online::Error::WriteRefused(
+                "wal-000000000000.log: No space left on device".into(),
+            ));
+        }
+        self.inner.write(view, batch)
+    }
+
+    fn read(
+        &self,
+        view: &str,
+        fingerprint: u64,
+        keys: &[&[u8]],
+        at: i64,
+        out: &mut skewless_core::assemble::ViewColumnsBuilder,
+    ) -> skewless_online::Result<()> {
+        self.inner.read(view, fingerprint, keys, at, out)
+    }
+
+    fn stats(&self) -> skewless_online::StoreStats {
+        skewless_online::StoreStats {
+            writable: Some(!self.full.load(Ordering::SeqCst)),
+            ..self.inner.stats()
+        }
+    }
+}
+
+/// While the store cannot write, a push is a 503 that names the cause (not a generic
+/// 500), health says `degraded` and the gauge says 0; reads are still served, and once
+/// there is room pushes succeed again without a restart.
+#[test]
+fn a_store_that_cannot_write_answers_503_with_the_cause_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let layer: skewless_server::StoreLayer = {
+        let full = full.clone();
+        Box::new(move |inner| Arc::new(FullDisk { inner, full }))
+    };
+    let server = TestServer::start_layered(dir.path(), |_| {}, layer);
+    setup(&server);
+    push_users(&server);
+    full.store(true, Ordering::SeqCst);
+    let body = json!({"columns": {
+        "user_id": [9], "event_timestamp": [T0], "created": [0],
+        "txn_amount_avg_7d": [1.0], "txn_amount_max_7d": [1.0], "account_age_days": [1],
+    }});
+    let (status, reply) = server.json("POST", "/v1/push/user_stats", &body);
+    assert_eq!(status, 503, "{reply}");
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(error.contains("No space left on device"), "{error}");
+    let (_, health) = server.json("GET", "/healthz", &json!(null));
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["store"]["writable"], false, "{health}");
+    let (_, metrics) = server.call("GET", "/metrics", b"", None);
+    assert!(metrics.contains("skewless_online_writable 0"), "{metrics}");
+    let (status, _) = features(&server, json!([1]), json!([10.0]));
+    assert_eq!(status, 200, "reads are served meanwhile");
+
+    full.store(false, Ordering::SeqCst);
+    let (status, reply) = server.json("POST", "/v1/push/user_stats", &body);
+    assert_eq!(status, 200, "{reply}");
+    let (_, health) = server.json("GET", "/healthz", &json!(null));
+    assert_eq!(health["status"], "ok", "{health}");
+}
+
 #[test]
 fn writes_need_the_token_and_open_addresses_need_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -79,6 +79,12 @@ pub enum Error {
     /// The store's server (Redis) could not be reached or failed a call.
     #[error("{0}")]
     Unavailable(String),
+    /// The log could not take a write now (a full disk, say); it was rolled back, nothing
+    /// of it is stored, and later writes are tried again.
+    #[error(
+        "the online store cannot take writes now: {0}; nothing of this write was stored, retry when the cause is fixed"
+    )]
+    WriteRefused(String),
     /// The store's server would not keep an acknowledged write through a crash.
     #[error("{0}")]
     NotDurable(String),
@@ -116,7 +122,9 @@ impl Error {
             | Error::InvalidRequest { .. }
             | Error::OfflineView(_) => Fault::Caller,
             // A concurrent apply: the request may be retried at once.
-            Error::SchemaChanged(_) | Error::Unavailable(_) => Fault::Unavailable,
+            Error::SchemaChanged(_) | Error::Unavailable(_) | Error::WriteRefused(_) => {
+                Fault::Unavailable
+            }
             Error::Io { .. }
             | Error::Corrupt { .. }
             | Error::Failed(_)
@@ -194,6 +202,11 @@ pub struct StoreStats {
     pub wal_pending_writes: u64,
     /// Snapshots completed since start.
     pub snapshots: u64,
+    /// Whether the store takes writes now: false while its log cannot (a full disk);
+    /// `None` when the store does not know (a remote store).
+    pub writable: Option<bool>,
+    /// Writes refused since start because the log could not take them.
+    pub failed_writes: u64,
 }
 
 /// An online store. Methods are batch-first: one call per request or per chunk.

@@ -287,11 +287,68 @@ impl Segment {
     }
 
     /// Appends framed records and makes them durable (one fsync for the whole group).
-    pub(crate) fn append_durable(&mut self, framed: &[u8]) -> Result<()> {
-        self.file.write_all(framed).map_err(io(&self.path))?;
+    /// A failed write (a full disk, say) is rolled back: the segment is cut back to its
+    /// last durable length, so that the log holds no partial record and a later append
+    /// can succeed ([`Appended::RolledBack`]). A failed fsync, or a failed roll-back, leaves
+    /// what is on disk unknown: that is an error.
+    pub(crate) fn append_durable(&mut self, framed: &[u8]) -> Result<Appended> {
+        if let Err(e) = self.write(framed) {
+            let rolled_back = self
+                .file
+                .set_len(self.bytes)
+                .and_then(|()| self.file.sync_data());
+            return match rolled_back {
+                Ok(()) => Ok(Appended::RolledBack(e)),
+                Err(_) => Err(io(&self.path)(e)),
+            };
+        }
         self.file.sync_data().map_err(io(&self.path))?;
         self.bytes += framed.len() as u64;
-        Ok(())
+        Ok(Appended::Durable)
+    }
+
+    fn write(&mut self, framed: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(error) = fail_next_write::take(&self.path) {
+            // As a full disk does: part of the bytes land, then the write fails.
+            self.file.write_all(&framed[..framed.len() / 2])?;
+            return Err(error);
+        }
+        self.file.write_all(framed)
+    }
+}
+
+/// How an append went.
+#[derive(Debug)]
+pub(crate) enum Appended {
+    /// The records are durable.
+    Durable,
+    /// The write failed and the segment was cut back to what it held before: nothing of
+    /// the records is in the log, and the log is whole.
+    RolledBack(std::io::Error),
+}
+
+/// A test's way to make the next append of a store fail as a full disk does.
+#[cfg(test)]
+pub(crate) mod fail_next_write {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static NEXT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// The next append to a segment under `dir` writes half its bytes and fails.
+    pub(crate) fn set(dir: &Path) {
+        NEXT.lock().unwrap().push(dir.to_owned());
+    }
+
+    pub(super) fn take(segment: &Path) -> Option<std::io::Error> {
+        let mut next = NEXT.lock().unwrap();
+        let i = next.iter().position(|dir| segment.starts_with(dir))?;
+        next.remove(i);
+        Some(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "No space left on device (injected)",
+        ))
     }
 }
 

@@ -155,12 +155,16 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = serde_json::Map::new();
-        if self.status.is_server_error() {
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(status = self.status.as_u16(), error = %self.message, "request failed");
             body.insert(
                 "error".into(),
                 "internal error; the detail is in the server log".into(),
             );
+        } else if self.status.is_server_error() {
+            // "Try again": the caller may see why (a full disk, an unreachable Redis).
+            tracing::warn!(status = self.status.as_u16(), error = %self.message, "request refused for now");
+            body.insert("error".into(), self.message.into());
         } else {
             tracing::debug!(status = self.status.as_u16(), error = %self.message, "request refused");
             body.insert("error".into(), self.message.into());

@@ -127,6 +127,10 @@ struct Counters {
     pending: AtomicU64,
     snapshots: AtomicU64,
     snapshotting: AtomicBool,
+    /// Whether the last log append failed (writes are being refused).
+    refusing: AtomicBool,
+    /// Writes refused because the log could not take them.
+    failed_writes: AtomicU64,
 }
 
 /// The in-process online store of one data directory.
@@ -380,6 +384,8 @@ impl OnlineStore for LocalStore {
                 .load(Ordering::Relaxed),
             wal_pending_writes: self.counters.pending.load(Ordering::Relaxed),
             snapshots: self.counters.snapshots.load(Ordering::Relaxed),
+            writable: Some(!self.counters.refusing.load(Ordering::Relaxed)),
+            failed_writes: self.counters.failed_writes.load(Ordering::Relaxed),
         }
     }
 }

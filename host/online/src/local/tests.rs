@@ -25,6 +25,10 @@ fn key(id: i64) -> Box<[u8]> {
 }
 
 fn write(store: &LocalStore, rows: &[(i64, i64, f64)]) {
+    try_write(store, rows).unwrap();
+}
+
+fn try_write(store: &LocalStore, rows: &[(i64, i64, f64)]) -> Result<()> {
     let batch = WriteBatch {
         keys: rows.iter().map(|r| key(r.0)).collect(),
         event_ts: rows.iter().map(|r| r.1).collect(),
@@ -33,7 +37,7 @@ fn write(store: &LocalStore, rows: &[(i64, i64, f64)]) {
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))) as ArrayRef,
         ],
     };
-    store.write("stats", batch).unwrap();
+    store.write("stats", batch)
 }
 
 fn read(store: &LocalStore, ids: &[i64], at: i64) -> Vec<Option<f64>> {
@@ -268,6 +272,36 @@ fn a_damaged_record_is_an_error_and_never_truncates_intact_records() {
         assert_eq!(read(&store, &[1, 2, 3], 100), expected);
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "intact records kept");
     }
+}
+
+/// A full disk refuses the write it meets (a 503 over HTTP, naming the cause), stores
+/// nothing of it, and leaves the log whole; the next write is tried again and succeeds
+/// once there is room. Writes once stayed refused until a restart.
+#[test]
+fn a_full_disk_refuses_writes_and_they_resume_by_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+    write(&store, &[(1, 10, 1.0)]);
+    wal::fail_next_write::set(dir.path());
+    let err = try_write(&store, &[(2, 10, 2.0)]).unwrap_err();
+    assert!(matches!(err, Error::WriteRefused(_)), "{err:?}");
+    assert_eq!(err.fault(), skewless_core::Fault::Unavailable);
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    assert_eq!(store.stats().writable, Some(false));
+    assert_eq!(store.stats().failed_writes, 1);
+    assert_eq!(
+        read(&store, &[2], 100),
+        [None],
+        "nothing of the refused write"
+    );
+
+    write(&store, &[(3, 10, 3.0)]);
+    assert_eq!(store.stats().writable, Some(true));
+    assert_eq!(read(&store, &[1, 2, 3], 100), [Some(1.0), None, Some(3.0)]);
+    drop(store);
+    // The half-written group was cut away: the log opens whole, with no recovery flag.
+    let store = LocalStore::open(dir.path(), &[schema()], StoreOptions::default()).unwrap();
+    assert_eq!(read(&store, &[1, 2, 3], 100), [Some(1.0), None, Some(3.0)]);
 }
 
 #[test]

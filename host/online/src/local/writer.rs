@@ -74,14 +74,37 @@ impl Writer {
             }
             wal::frame(&payload, &mut framed);
         }
-        if let Err(e) = self.segment.append_durable(&framed) {
-            let reason = e.to_string();
-            tracing::error!(error = %reason, "write-ahead log append failed; refusing further writes");
-            self.failed = Some(reason.clone());
-            for command in group {
-                let _ = ack_of(&command).send(Err(Error::Failed(reason.clone())));
+        match self.segment.append_durable(&framed) {
+            Ok(wal::Appended::Durable) => {
+                self.counters.refusing.store(false, Ordering::Relaxed);
             }
-            return;
+            Ok(wal::Appended::RolledBack(e)) => {
+                // Nothing of the group is in the log, and the log is whole: refuse these
+                // writes, and take the next ones again (space may be back by then).
+                let reason = format!("{}: {e}", self.segment.path.display());
+                tracing::error!(error = %reason, "write-ahead log append failed and was rolled back; writes are refused until one succeeds");
+                self.counters.refusing.store(true, Ordering::Relaxed);
+                self.counters
+                    .failed_writes
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                for command in group {
+                    let _ = ack_of(&command).send(Err(Error::WriteRefused(reason.clone())));
+                }
+                return;
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(error = %reason, "write-ahead log append failed; refusing further writes");
+                self.failed = Some(reason.clone());
+                self.counters.refusing.store(true, Ordering::Relaxed);
+                self.counters
+                    .failed_writes
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                for command in group {
+                    let _ = ack_of(&command).send(Err(Error::Failed(reason.clone())));
+                }
+                return;
+            }
         }
         self.counters
             .wal_bytes_since_snapshot

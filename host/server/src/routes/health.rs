@@ -8,10 +8,14 @@ use serde_json::json;
 use super::{Shared, on_store, quality};
 use crate::metrics::labels;
 
+/// Liveness and readiness in one: `status` is `ok`, or `degraded` while the online store
+/// refuses writes (a full disk); the server still serves reads then.
 pub(super) async fn healthz(State(state): Shared) -> Response {
     let serving = state.serving();
+    let writable = on_store(&state, |s| s.stats()).writable;
     axum::Json(json!({
-        "status": "ok",
+        "status": if writable == Some(false) { "degraded" } else { "ok" },
+        "store": {"writable": writable},
         "project": serving.project.as_ref().map(|p| p.definitions().project.clone()),
         "feature_services": serving.services.len(),
         "modules": state.registry.modules().len(),
@@ -49,6 +53,19 @@ pub(super) async fn metrics(State(state): Shared) -> Response {
             "skewless_wal_pending_writes",
             "Writes waiting for the write-ahead log (group commit queue).",
             vec![(String::new(), stats.wal_pending_writes as f64)],
+        ),
+        (
+            "skewless_online_writable",
+            "1 while the online store takes writes, 0 while its log refuses them (a full disk).",
+            stats
+                .writable
+                .map(|w| vec![(String::new(), f64::from(u8::from(w)))])
+                .unwrap_or_default(),
+        ),
+        (
+            "skewless_online_failed_writes",
+            "Writes the online store refused since start because its log could not take them.",
+            vec![(String::new(), stats.failed_writes as f64)],
         ),
         (
             "skewless_snapshots",
