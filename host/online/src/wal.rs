@@ -328,30 +328,6 @@ pub(crate) enum Appended {
     RolledBack(std::io::Error),
 }
 
-/// A test's way to make the next append of a store fail as a full disk does.
-#[cfg(test)]
-pub(crate) mod fail_next_write {
-    use std::path::{Path, PathBuf};
-    use std::sync::Mutex;
-
-    static NEXT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-    /// The next append to a segment under `dir` writes half its bytes and fails.
-    pub(crate) fn set(dir: &Path) {
-        NEXT.lock().unwrap().push(dir.to_owned());
-    }
-
-    pub(super) fn take(segment: &Path) -> Option<std::io::Error> {
-        let mut next = NEXT.lock().unwrap();
-        let i = next.iter().position(|dir| segment.starts_with(dir))?;
-        next.remove(i);
-        Some(std::io::Error::new(
-            std::io::ErrorKind::StorageFull,
-            "No space left on device (injected)",
-        ))
-    }
-}
-
 /// Truncates a segment to its valid prefix (drops a torn tail).
 pub(crate) fn truncate(path: &Path, len: u64) -> Result<()> {
     let file = OpenOptions::new()
@@ -379,5 +355,29 @@ pub(crate) fn corrupt_middle(path: &Path, at: u64) -> Error {
         reason: format!(
             "the segment ends in a damaged record at byte {at}, but it was complete when it was closed: its records were acknowledged. Restore the data directory from a backup, or start with `serve --recover-skip-corrupt` to keep every intact record (the damaged end's rows are lost)"
         ),
+    }
+}
+
+/// A test's way to make the next append of a store fail as a full disk does.
+#[cfg(test)]
+pub(crate) mod fail_next_write {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static NEXT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// The next append to a segment under `dir` writes half its bytes and fails.
+    pub(crate) fn set(dir: &Path) {
+        NEXT.lock().unwrap().push(dir.to_owned());
+    }
+
+    pub(super) fn take(segment: &Path) -> Option<std::io::Error> {
+        let mut next = NEXT.lock().unwrap();
+        let i = next.iter().position(|dir| segment.starts_with(dir))?;
+        next.remove(i);
+        Some(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "No space left on device (injected)",
+        ))
     }
 }
