@@ -50,6 +50,15 @@ pub fn format_timestamp(micros: i64) -> String {
     }
 }
 
+/// A window bound as JSON: RFC 3339 when it is an instant chrono can write, else null (an
+/// unbounded start, "from the earliest row"), never the bare integer as text.
+pub fn bound(micros: i64) -> Json {
+    match chrono::DateTime::from_timestamp_micros(micros) {
+        Some(_) => Json::String(format_timestamp(micros)),
+        None => Json::Null,
+    }
+}
+
 /// The JSON type of a value, for messages.
 pub fn kind(value: &Json) -> &'static str {
     match value {
@@ -255,6 +264,12 @@ mod tests {
         for (i, v) in values.iter().enumerate() {
             assert_eq!(back.value(i).to_bits(), v.to_bits(), "{v}");
         }
+    }
+
+    #[test]
+    fn an_unbounded_window_start_is_null_not_an_integer_in_text() {
+        assert_eq!(bound(1_000_000), json!("1970-01-01T00:00:01.000000Z"));
+        assert_eq!(bound(i64::MIN), Json::Null);
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub(super) async fn start_materialize(
         json!({
             "windows": windows.iter().map(|w| json!({
                 "view": w.view,
-                "start": json::format_timestamp(w.start),
+                "start": json::bound(w.start),
                 "end": json::format_timestamp(w.end),
             })).collect::<Vec<_>>(),
         }),
