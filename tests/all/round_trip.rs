@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{Float32Builder, ListBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float32Type, Float64Type};
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, LargeStringArray,
     RecordBatch, StringArray, TimestampMicrosecondArray, TimestampNanosecondArray,
@@ -99,6 +101,62 @@ fn every_dtype_round_trips_through_a_guest() {
             );
         }
     }
+}
+
+/// One NaN everywhere (ADR 0008): a NaN of any sign or payload going into a transform,
+/// as a Parquet frame may hold one offline while JSON online cannot, arrives as the
+/// canonical one, and so does one a transform makes by bit-cast.
+#[test]
+fn every_nan_crosses_the_guest_boundary_as_the_canonical_one() {
+    let nans = [
+        f64::from_bits(0xfff8_0000_0000_0000),
+        f64::from_bits(0x7ff8_dead_beef_0001),
+        f64::from_bits(0x7ff0_0000_0000_0001),
+        f64::from_bits(skewless_core::CANONICAL_NAN_F64),
+    ];
+    let base = every_dtype(nans.len());
+    let schema = base.schema();
+    let mut input: Vec<(&str, ArrayRef)> = schema
+        .fields()
+        .iter()
+        .zip(base.columns())
+        .map(|(f, c)| (f.name().as_str(), Arc::clone(c)))
+        .collect();
+    input[2].1 = Arc::new(Float64Array::from(nans.to_vec()));
+    let mut list = ListBuilder::new(Float32Builder::new());
+    for bits in [0xffc0_0000u32, 0x7fc0_0001, 0x7f80_0001, 0x7fc0_0000] {
+        list.append_value([Some(f32::from_bits(bits)), Some(1.5)]);
+    }
+    input[5].1 = Arc::new(list.finish());
+    let echo = load(artifacts::ECHO);
+    let out = echo.call(&batch(input)).unwrap();
+    let f = out
+        .column_by_name("f")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    for v in f.values() {
+        assert_eq!(v.to_bits(), skewless_core::CANONICAL_NAN_F64, "{v:?}");
+    }
+    let e = out.column_by_name("e").unwrap().as_list::<i32>();
+    let items = e.values().as_primitive::<Float32Type>();
+    for (i, v) in items.values().iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(v.to_bits(), skewless_core::CANONICAL_NAN_F32, "{v:?}");
+        }
+    }
+    let hostile = load(artifacts::HOSTILE);
+    let out = hostile
+        .call(&crate::support::hostile_input("nan", 3))
+        .unwrap();
+    let y = out
+        .column_by_name("y")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    assert!(
+        y.values()
+            .iter()
+            .all(|v| v.to_bits() == skewless_core::CANONICAL_NAN_F64)
+    );
 }
 
 #[test]

@@ -169,6 +169,108 @@ fn verify_replays_served_rows_through_the_offline_path() {
     assert!(metrics.contains("skewless_verify_mismatches_total{service=\"fraud_v1\"} 0"));
 }
 
+/// One NaN everywhere (ADR 0008): stored NaNs of any sign or payload (numpy writes
+/// `0xfff8000000000000` for 0.0/0.0) are the canonical NaN in the training set, in the
+/// online store and in what is served, so the bit-exact verify finds nothing, and a client
+/// reading `"NaN"` gets the training set's bits.
+#[test]
+fn stored_nans_of_every_payload_are_the_one_nan_in_training_and_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let nans = [
+        f64::from_bits(0xfff8_0000_0000_0000),
+        f64::from_bits(0x7ff8_dead_beef_0001),
+        f64::from_bits(0x7ff0_0000_0000_0001),
+    ];
+    write_parquet(
+        &dir.path().join("history/user_stats.parquet"),
+        vec![
+            (
+                "user_id",
+                Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+            ),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(vec![T0 - DAY; 3])),
+            ),
+            (
+                "txn_amount_avg_7d",
+                Arc::new(Float64Array::from(nans.to_vec())),
+            ),
+            (
+                "txn_amount_max_7d",
+                Arc::new(Float64Array::from(nans.to_vec())),
+            ),
+            (
+                "account_age_days",
+                Arc::new(Int64Array::from(vec![5, 6, 7])),
+            ),
+        ],
+    );
+    let server = TestServer::start(dir.path(), None);
+    prepare(&server);
+    let served = serve(&server, &[1, 2, 3], &[10.0, 20.0, 30.0]);
+    let names = served["metadata"]["feature_names"].as_array().unwrap();
+    let avg = names
+        .iter()
+        .position(|n| n == "user_stats:txn_amount_avg_7d")
+        .unwrap();
+    assert_eq!(
+        served["results"][avg]["values"],
+        json!(["NaN", "NaN", "NaN"])
+    );
+    assert_eq!(served["results"][avg]["statuses"][0], "PRESENT");
+
+    let (status, report) = server.json("POST", "/v1/verify", &json!({"service": "fraud_v1"}));
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["mismatches"], 0, "{report}");
+
+    // The training set of the same rows holds the canonical NaN, bit for bit.
+    write_parquet(
+        &dir.path().join("frame.parquet"),
+        vec![
+            (
+                "user_id",
+                Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef,
+            ),
+            (
+                "event_timestamp",
+                Arc::new(TimestampMicrosecondArray::from(vec![T0; 3])),
+            ),
+            (
+                "amount",
+                Arc::new(Float64Array::from(vec![10.0, 20.0, 30.0])),
+            ),
+        ],
+    );
+    let (status, accepted) = server.json(
+        "POST",
+        "/v1/backfill",
+        &json!({"service": "fraud_v1", "entities": "frame.parquet", "out": "train.parquet"}),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(server.wait_job(&accepted)["state"], "succeeded");
+    let train = crate::support::read_parquet(&dir.path().join("train.parquet"));
+    for name in [
+        "user_stats:txn_amount_avg_7d",
+        "user_stats:txn_amount_max_7d",
+    ] {
+        let column = train
+            .column_by_name(name)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .clone();
+        for v in column.values() {
+            assert_eq!(
+                v.to_bits(),
+                skewless_core::CANONICAL_NAN_F64,
+                "{name}: {v:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn verify_reports_a_planted_ttl_skew() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use arrow_array::builder::{
     TimestampMicrosecondBuilder,
 };
 
-use crate::{DType, Ttl, UTC};
+use crate::{DType, Ttl, UTC, canonical_f32, canonical_f64, has_other_nan_f32};
 
 /// Why a feature value is what it is, per row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -193,18 +193,24 @@ impl ColumnBuilder {
         match (self, value) {
             (ColumnBuilder::Bool(b), Value::Bool(v)) => b.append_value(v),
             (ColumnBuilder::Int64(b), Value::Int64(v)) => b.append_value(v),
-            (ColumnBuilder::Float64(b), Value::Float64(v)) => b.append_value(v),
+            // One NaN everywhere (ADR 0008): what the store, the join and responses build.
+            (ColumnBuilder::Float64(b), Value::Float64(v)) => b.append_value(canonical_f64(v)),
             (ColumnBuilder::String(b), Value::String(v)) => b.append_value(v),
             (ColumnBuilder::Timestamp(b), Value::Timestamp(v)) => b.append_value(v),
             (ColumnBuilder::Float32List(b), Value::Float32List(bytes)) => {
                 for chunk in bytes.chunks_exact(4) {
                     let item = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-                    b.values().append_value(item);
+                    b.values().append_value(canonical_f32(item));
                 }
                 b.append(true);
             }
             (ColumnBuilder::Float32List(b), Value::Float32Slice(items)) => {
-                b.values().append_slice(items);
+                if has_other_nan_f32(items) {
+                    b.values()
+                        .extend(items.iter().map(|&v| Some(canonical_f32(v))));
+                } else {
+                    b.values().append_slice(items);
+                }
                 b.append(true);
             }
             (builder, _) => builder.push_null(),

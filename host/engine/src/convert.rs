@@ -212,6 +212,7 @@ pub(crate) struct Staged {
 pub(crate) fn stage(arrays: Vec<ArrayRef>) -> Vec<Staged> {
     arrays
         .into_iter()
+        .map(canonical_nans)
         .map(|array| {
             let validity = array
                 .nulls()
@@ -241,6 +242,41 @@ pub(crate) fn stage(arrays: Vec<ArrayRef>) -> Vec<Staged> {
             }
         })
         .collect()
+}
+
+/// `array` with every NaN made the canonical one (ADR 0008), so that a transform sees the
+/// same bits online and offline: a request field offline comes from a Parquet frame,
+/// which may hold NaNs of any payload. Arrays without such a NaN (nearly all) are kept as
+/// they are; the others are copied once.
+fn canonical_nans(array: ArrayRef) -> ArrayRef {
+    match array.data_type() {
+        DataType::Float64 => {
+            let floats = array.as_primitive::<Float64Type>();
+            if !skewless_core::has_other_nan_f64(floats.values()) {
+                return array;
+            }
+            Arc::new(floats.unary::<_, Float64Type>(skewless_core::canonical_f64))
+        }
+        DataType::List(_) => {
+            let lists = array.as_list::<i32>();
+            let items = lists.values().as_primitive::<Float32Type>();
+            if !skewless_core::has_other_nan_f32(items.values()) {
+                return array;
+            }
+            let items: Float32Array = items.unary(skewless_core::canonical_f32);
+            match ListArray::try_new(
+                Arc::new(Field::new_list_field(DataType::Float32, true)),
+                lists.offsets().clone(),
+                Arc::new(items),
+                lists.nulls().cloned(),
+            ) {
+                Ok(list) => Arc::new(list),
+                // The same offsets and nulls over the same number of items: cannot fail.
+                Err(_) => array,
+            }
+        }
+        _ => array,
+    }
 }
 
 /// The contract batch over staged columns, named by `specs`.
@@ -390,8 +426,15 @@ fn column_from_wit(column: wit::Column, rows: usize, spec: &ColumnSpec) -> Check
             check_len(name, values.len(), rows)?;
             Arc::new(Int64Array::new(ScalarBuffer::from(values), nulls))
         }
-        (DType::Float64, wit::ColumnData::Float64(values)) => {
+        (DType::Float64, wit::ColumnData::Float64(mut values)) => {
             check_len(name, values.len(), rows)?;
+            // A guest can make any NaN by bit-cast, which wasmtime's NaN canonicalization
+            // (of arithmetic) does not touch: one NaN everywhere (ADR 0008).
+            if skewless_core::has_other_nan_f64(&values) {
+                values
+                    .iter_mut()
+                    .for_each(|v| *v = skewless_core::canonical_f64(*v));
+            }
             Arc::new(Float64Array::new(ScalarBuffer::from(values), nulls))
         }
         (DType::Timestamp, wit::ColumnData::Timestamp(values)) => {
@@ -407,8 +450,13 @@ fn column_from_wit(column: wit::Column, rows: usize, spec: &ColumnSpec) -> Check
                 .map_err(|e| ColumnError::new(name, e.to_string()))?;
             Arc::new(array)
         }
-        (DType::Float32List, wit::ColumnData::Float32List(data)) => {
+        (DType::Float32List, wit::ColumnData::Float32List(mut data)) => {
             let offsets = offsets(name, &data.offsets, rows, data.values.len())?;
+            if skewless_core::has_other_nan_f32(&data.values) {
+                data.values
+                    .iter_mut()
+                    .for_each(|v| *v = skewless_core::canonical_f32(*v));
+            }
             let values = Float32Array::new(ScalarBuffer::from(data.values), None);
             let item = Arc::new(Field::new_list_field(DataType::Float32, true));
             let array = ListArray::try_new(item, offsets, Arc::new(values), nulls)

@@ -8,8 +8,8 @@
 //! into the variable area. All integers are little-endian.
 
 use arrow_array::ArrayRef;
-use skewless_core::DType;
 use skewless_core::assemble::{Value, ValueReader, ViewColumnsBuilder};
+use skewless_core::{DType, canonical_f32, canonical_f64};
 
 /// Bytes before the null bitmap.
 pub(crate) const HEADER: usize = 24;
@@ -229,13 +229,15 @@ impl<'a> RowEncoder<'a> {
             match value {
                 Value::Bool(b) => out[slot] = u8::from(b),
                 Value::Int64(v) | Value::Timestamp(v) => fixed(&mut out, v.to_le_bytes()),
-                Value::Float64(v) => fixed(&mut out, v.to_bits().to_le_bytes()),
+                // One NaN everywhere (ADR 0008): a pushed or materialized NaN of any
+                // payload is stored as the canonical one.
+                Value::Float64(v) => fixed(&mut out, canonical_f64(v).to_bits().to_le_bytes()),
                 Value::String(s) => var_bytes(&mut out, s.len(), &mut |dst| {
                     dst.copy_from_slice(s.as_bytes())
                 }),
                 Value::Float32Slice(items) => var_bytes(&mut out, items.len() * 4, &mut |dst| {
                     for (chunk, v) in dst.chunks_exact_mut(4).zip(items) {
-                        chunk.copy_from_slice(&v.to_le_bytes());
+                        chunk.copy_from_slice(&canonical_f32(*v).to_le_bytes());
                     }
                 }),
                 // Readers of canonical arrays never yield the byte form.
@@ -281,7 +283,12 @@ mod tests {
         assert_eq!(value(&row, &dtypes, 0).unwrap(), Value::Bool(true));
         assert_eq!(value(&row, &dtypes, 1).unwrap(), Value::Int64(-3));
         match value(&row, &dtypes, 2).unwrap() {
-            Value::Float64(v) => assert_eq!(v.to_bits(), 0x7ff8_0000_0000_0001, "NaN payload kept"),
+            // One NaN everywhere (ADR 0008): a payload NaN is stored as the canonical one.
+            Value::Float64(v) => assert_eq!(
+                v.to_bits(),
+                skewless_core::CANONICAL_NAN_F64,
+                "NaN canonicalized"
+            ),
             other => panic!("{other:?}"),
         }
         assert_eq!(value(&row, &dtypes, 3).unwrap(), Value::String("héllo"));

@@ -3,7 +3,8 @@
 //! Timestamps are RFC 3339 strings (`2024-05-01T12:00:00Z`; without an offset they are
 //! taken as UTC) or integers of microseconds since the Unix epoch. Non-finite floats are
 //! the strings `"NaN"`, `"Infinity"` and `"-Infinity"`, both ways, so every float64 bit
-//! pattern but NaN payloads survives the trip (NaN is canonical in the engine anyway).
+//! pattern survives the trip: the only NaN Skewless holds is the canonical one, which is
+//! what `"NaN"` reads as (ADR 0008).
 
 use arrow_array::ArrayRef;
 use serde_json::Value as Json;

@@ -3,7 +3,8 @@
 //! `alloc` allocates without bound; `huge` returns 1 MiB of text per row;
 //! `error` returns a computation error; `sleep` sleeps an hour (WASI timers) and then
 //! answers as `ok`; `sleep_max` sleeps `u64::MAX` nanoseconds, then answers; `wait` waits
-//! in a loop for a clock that never moves.
+//! in a loop for a clock that never moves; `nan` answers a NaN with a payload, made by
+//! bit-cast (which wasmtime's NaN canonicalization does not touch).
 
 use skewless_sdk::{DType, Error, Input, Output, Result, Signature, StringColumn, Transform, export};
 
@@ -55,6 +56,13 @@ impl Transform for Hostile {
             "sleep_max" => {
                 std::thread::sleep(std::time::Duration::from_nanos(u64::MAX));
                 (0..rows).for_each(|_| s.push_null());
+            }
+            "nan" => {
+                (0..rows).for_each(|_| s.push_null());
+                let payload = f64::from_bits(0x7ff8_dead_beef_0001);
+                return Ok(Output::new(rows)
+                    .float64("y", x.map(|_| payload))
+                    .string("s", s));
             }
             "wait" => {
                 let start = std::time::Instant::now();
