@@ -176,6 +176,46 @@ impl FromStr for DType {
     }
 }
 
+/// The one float64 NaN Skewless stores, serves, trains on and hands to transforms: the
+/// quiet NaN `0x7ff8000000000000`, what JSON's `"NaN"` reads as (ADR 0008).
+pub const CANONICAL_NAN_F64: u64 = 0x7ff8_0000_0000_0000;
+/// The one float32 NaN, `0x7fc00000`.
+pub const CANONICAL_NAN_F32: u32 = 0x7fc0_0000;
+
+/// `v`, with any NaN (of any sign or payload) made the canonical one.
+#[inline]
+pub fn canonical_f64(v: f64) -> f64 {
+    if v.is_nan() {
+        f64::from_bits(CANONICAL_NAN_F64)
+    } else {
+        v
+    }
+}
+
+/// `v`, with any NaN made the canonical float32 one.
+#[inline]
+pub fn canonical_f32(v: f32) -> f32 {
+    if v.is_nan() {
+        f32::from_bits(CANONICAL_NAN_F32)
+    } else {
+        v
+    }
+}
+
+/// Whether `values` holds a NaN that is not the canonical one.
+pub fn has_other_nan_f64(values: &[f64]) -> bool {
+    values
+        .iter()
+        .any(|v| v.is_nan() && v.to_bits() != CANONICAL_NAN_F64)
+}
+
+/// Whether `values` holds a NaN that is not the canonical float32 one.
+pub fn has_other_nan_f32(values: &[f32]) -> bool {
+    values
+        .iter()
+        .any(|v| v.is_nan() && v.to_bits() != CANONICAL_NAN_F32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,44 +257,4 @@ mod tests {
             ))))
         );
     }
-}
-
-/// The one float64 NaN Skewless stores, serves, trains on and hands to transforms: the
-/// quiet NaN `0x7ff8000000000000`, what JSON's `"NaN"` reads as (ADR 0008).
-pub const CANONICAL_NAN_F64: u64 = 0x7ff8_0000_0000_0000;
-/// The one float32 NaN, `0x7fc00000`.
-pub const CANONICAL_NAN_F32: u32 = 0x7fc0_0000;
-
-/// `v`, with any NaN (of any sign or payload) made the canonical one.
-#[inline]
-pub fn canonical_f64(v: f64) -> f64 {
-    if v.is_nan() {
-        f64::from_bits(CANONICAL_NAN_F64)
-    } else {
-        v
-    }
-}
-
-/// `v`, with any NaN made the canonical float32 one.
-#[inline]
-pub fn canonical_f32(v: f32) -> f32 {
-    if v.is_nan() {
-        f32::from_bits(CANONICAL_NAN_F32)
-    } else {
-        v
-    }
-}
-
-/// Whether `values` holds a NaN that is not the canonical one.
-pub fn has_other_nan_f64(values: &[f64]) -> bool {
-    values
-        .iter()
-        .any(|v| v.is_nan() && v.to_bits() != CANONICAL_NAN_F64)
-}
-
-/// Whether `values` holds a NaN that is not the canonical float32 one.
-pub fn has_other_nan_f32(values: &[f32]) -> bool {
-    values
-        .iter()
-        .any(|v| v.is_nan() && v.to_bits() != CANONICAL_NAN_F32)
 }
