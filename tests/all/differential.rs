@@ -4,7 +4,8 @@
 //! included, and fraud_risk in each language in turn (Rust, C, Python, JavaScript).
 //!
 //! Each case draws 1–4 views (int64, string and composite keys; TTLs or none; created
-//! times or none), a history with ties, nulls, late rows, TTL-edge rows, NaN, ±0.0,
+//! times or none), a history with ties, nulls, late rows, TTL-edge rows, NaNs of every
+//! sign and payload (compared by their bits: there is one NaN on both paths), ±0.0,
 //! ±infinity, subnormals, extreme magnitudes, empty and unicode strings, and a request
 //! at `T` for known and unknown entities. `SKEWLESS_DIFF_CASES` (default 12) and
 //! `SKEWLESS_DIFF_SEED` run more or other cases; a failure names its seed and case.
@@ -88,6 +89,11 @@ fn float(rng: &mut Lcg) -> Option<f64> {
     let (a, b) = (rng.next(2_000_000), rng.next(1000));
     Some(rng.pick(&[
         f64::NAN,
+        // NaNs of another sign, payload or kind, as numpy and bit-casts make them: both
+        // paths must carry the one canonical NaN (ADR 0008).
+        f64::from_bits(0xfff8_0000_0000_0000),
+        f64::from_bits(0x7ff8_dead_beef_0001),
+        f64::from_bits(0x7ff0_0000_0000_0001),
         -0.0,
         0.0,
         5e-324,
@@ -429,7 +435,7 @@ fn served(value: &Value, dtype: &DataType) -> Option<String> {
     Some(match dtype {
         DataType::Float64 => {
             let x = match value.as_str() {
-                Some("NaN") => f64::NAN,
+                Some("NaN") => f64::from_bits(skewless_core::CANONICAL_NAN_F64),
                 Some("Infinity") => f64::INFINITY,
                 Some("-Infinity") => f64::NEG_INFINITY,
                 _ => value.as_f64().expect("a float64 value"),
@@ -442,14 +448,10 @@ fn served(value: &Value, dtype: &DataType) -> Option<String> {
     })
 }
 
-/// A float's bits; NaN as one word, since JSON carries no payload (and the engine
-/// canonicalizes NaN on both paths).
+/// A float's bits, exactly: NaN included, since there is one NaN on both paths (a served
+/// `"NaN"` reads as the canonical NaN, and the training set must hold it too).
 fn float_bits(x: f64) -> String {
-    if x.is_nan() {
-        "NaN".to_owned()
-    } else {
-        format!("{:#018x}", x.to_bits())
-    }
+    format!("{:#018x}", x.to_bits())
 }
 
 /// A training-set value as the same text.
