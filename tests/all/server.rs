@@ -464,6 +464,74 @@ fn a_store_that_cannot_write_answers_503_with_the_cause_and_recovers() {
     assert_eq!(health["status"], "ok", "{health}");
 }
 
+/// Slow and idle clients cannot hold the server's connections: one that never finishes
+/// its headers is cut off after the header-read timeout (they were held forever), and with
+/// the cap reached one more connection is answered 503 with a JSON error and closed. The
+/// server keeps answering throughout, and a freed slot serves again.
+#[test]
+fn slow_clients_are_cut_off_and_connections_over_the_cap_are_refused() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(dir.path(), |config| {
+        config.header_read_timeout = Duration::from_millis(300);
+    });
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: skewless\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a slow client held its connection for {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "{answer:?}"
+    );
+    assert_eq!(server.call("GET", "/healthz", b"", None).0, 200);
+
+    let dir = tempfile::tempdir().unwrap();
+    let capped = TestServer::start_configured(dir.path(), |config| {
+        config.max_connections = 2;
+    });
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(capped.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = TcpStream::connect(capped.addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut refused = String::new();
+    extra.read_to_string(&mut refused).unwrap();
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    let body: Value = serde_json::from_str(refused.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many connections"),
+        "{body}"
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = capped.call("GET", "/healthz", b"", None);
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots were not freed: {status}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn writes_need_the_token_and_open_addresses_need_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+mod accept;
 mod error;
 mod extract;
 mod jobs;
@@ -44,6 +45,11 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// The largest module upload, in bytes.
     pub max_module_bytes: usize,
+    /// How long a client may take to send a request's headers, and how long a keep-alive
+    /// connection may sit idle before its next request; the connection is closed after.
+    pub header_read_timeout: std::time::Duration,
+    /// The most connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
     /// When the online store snapshots.
     pub store: StoreOptions,
     /// Keep the online store in Redis rather than in the data directory.
@@ -65,6 +71,8 @@ impl ServerConfig {
             token: None,
             max_body_bytes: 16 << 20,
             max_module_bytes: 256 << 20,
+            header_read_timeout: std::time::Duration::from_secs(30),
+            max_connections: 4096,
             store: StoreOptions::default(),
             redis: None,
             source_root: PathBuf::from("."),
@@ -183,8 +191,6 @@ impl Server {
     ) -> std::io::Result<()> {
         let app = routes::router(self.state.clone());
         tracing::info!(addr = %self.local_addr(), "serving");
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        accept::serve(self.listener, app, self.state, shutdown).await
     }
 }

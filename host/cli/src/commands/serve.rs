@@ -42,6 +42,14 @@ pub(crate) struct ServeArgs {
     /// and nothing is changed. Needed until the next snapshot covers the damaged segment.
     #[arg(long)]
     recover_skip_corrupt: bool,
+    /// Close a connection whose client has not sent a request's headers within this many
+    /// seconds, and a keep-alive connection idle that long (slow or stuck clients cannot
+    /// hold sockets forever).
+    #[arg(long, default_value_t = 30)]
+    header_timeout_secs: u64,
+    /// The most connections served at once; one more is answered 503 and closed.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
     /// Served rows kept per feature service (a uniform sample) for `skewless verify` and
     /// the drift report; 0 keeps none.
     #[arg(long, default_value_t = 1000)]
@@ -104,6 +112,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         redis: args.redis.options(),
         source_root: args.source_root.clone(),
         sample_rows: args.sample_rows,
+        header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        max_connections: args.max_connections,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
