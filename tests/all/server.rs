@@ -522,14 +522,18 @@ fn slow_clients_are_cut_off_and_connections_over_the_cap_are_refused() {
     );
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _) = capped.call("GET", "/healthz", b"", None);
+    let metrics = loop {
+        let (status, text) = capped.call("GET", "/metrics", b"", None);
         if status == 200 {
-            break;
+            break text;
         }
         assert!(Instant::now() < deadline, "slots were not freed: {status}");
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    assert!(
+        metrics.contains("\nskewless_connections_refused_total 1\n"),
+        "{metrics}"
+    );
 }
 
 #[test]

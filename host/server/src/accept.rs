@@ -15,7 +15,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_service::Service;
 
-use crate::metrics::labels;
 use crate::state::AppState;
 
 /// The answer to a connection over the cap: a 503 with the API's JSON error body.
@@ -61,7 +60,7 @@ pub(crate) async fn serve(
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             state
                 .metrics
-                .add("skewless_connections_refused_total", labels(&[]), 1);
+                .add("skewless_connections_refused_total", String::new(), 1);
             tracing::warn!(
                 cap = config.max_connections,
                 "refusing a connection over the cap"

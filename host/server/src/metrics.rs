@@ -109,6 +109,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "counter",
         "HTTP requests by route and status.",
     ),
+    (
+        "skewless_connections_refused_total",
+        "counter",
+        "Connections answered 503 and closed because --max-connections were open.",
+    ),
+    (
+        "skewless_accept_errors_total",
+        "counter",
+        "Failed accepts of a connection (out of file descriptors, mostly).",
+    ),
 ];
 
 impl Metrics {
@@ -151,7 +161,11 @@ impl Metrics {
                     .collect();
                 rows.sort();
                 for (labels, value) in rows {
-                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                    if labels.is_empty() {
+                        let _ = writeln!(out, "{name} {value}");
+                    } else {
+                        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+                    }
                 }
             } else {
                 let mut rows: Vec<(String, Arc<Histogram>)> = self
