@@ -481,7 +481,7 @@ fn differences(
     let drawn = Case::draw(&mut rng, dir.path());
     let request = Request::draw(&mut rng);
     let layer: skewless_server::StoreLayer = if planted_skew {
-        crate::support::SkewedStore::layer()
+        crate::support::FaultyStore::skewed()
     } else {
         Box::new(|store| store)
     };

@@ -385,47 +385,6 @@ fn errors_from_before_the_handler_are_json_too() {
     }
 }
 
-/// A store that refuses writes while `full` is set, as the local store does on a full
-/// disk (its own test injects the failure into the log).
-#[derive(Debug)]
-struct FullDisk {
-    inner: Arc<dyn skewless_online::OnlineStore>,
-    full: Arc<AtomicBool>,
-}
-
-impl skewless_online::OnlineStore for FullDisk {
-    fn set_views(&self, views: &[skewless_online::ViewSchema]) -> skewless_online::Result<()> {
-        self.inner.set_views(views)
-    }
-
-    fn write(&self, view: &str, batch: skewless_online::WriteBatch) -> skewless_online::Result<()> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(skewless_online::Error::WriteRefused(
-                "wal-000000000000.log: No space left on device".into(),
-            ));
-        }
-        self.inner.write(view, batch)
-    }
-
-    fn read(
-        &self,
-        view: &str,
-        fingerprint: u64,
-        keys: &[&[u8]],
-        at: i64,
-        out: &mut skewless_core::assemble::ViewColumnsBuilder,
-    ) -> skewless_online::Result<()> {
-        self.inner.read(view, fingerprint, keys, at, out)
-    }
-
-    fn stats(&self) -> skewless_online::StoreStats {
-        skewless_online::StoreStats {
-            writable: Some(!self.full.load(Ordering::SeqCst)),
-            ..self.inner.stats()
-        }
-    }
-}
-
 /// While the store cannot write, a push is a 503 that names the cause (not a generic
 /// 500), health says `degraded` and the gauge says 0; reads are still served, and once
 /// there is room pushes succeed again without a restart.
@@ -433,10 +392,7 @@ impl skewless_online::OnlineStore for FullDisk {
 fn a_store_that_cannot_write_answers_503_with_the_cause_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let full = Arc::new(AtomicBool::new(false));
-    let layer: skewless_server::StoreLayer = {
-        let full = full.clone();
-        Box::new(move |inner| Arc::new(FullDisk { inner, full }))
-    };
+    let layer = crate::support::FaultyStore::full_disk(full.clone());
     let server = TestServer::start_layered(dir.path(), |_| {}, layer);
     setup(&server);
     push_users(&server);

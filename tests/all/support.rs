@@ -302,26 +302,62 @@ pub fn redis_options(redis: &RedisServer, prefix: &str) -> skewless_online::Redi
     options
 }
 
-/// An online store that reads one microsecond late: a deliberate skew at the TTL boundary
-/// (`at - ttl < ts` instead of `<=`), for the tests of the differential suite and of
-/// verify. Everything else goes to the store it wraps.
+/// A store wrapped with planted faults, for tests of what Skewless does when its store
+/// misbehaves. Everything not planted goes to the store it wraps.
 #[derive(Debug)]
-pub struct SkewedStore(pub std::sync::Arc<dyn skewless_online::OnlineStore>);
+pub struct FaultyStore {
+    inner: std::sync::Arc<dyn skewless_online::OnlineStore>,
+    /// Reads one microsecond late: a skew at the TTL boundary (`at - ttl < ts` instead of
+    /// `<=`), for the tests of the differential suite and of verify.
+    skew: bool,
+    /// While set, writes are refused as a full disk refuses them.
+    full: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
 
-impl SkewedStore {
-    /// A [`skewless_server::StoreLayer`] that plants the skew.
-    pub fn layer() -> skewless_server::StoreLayer {
-        Box::new(|store| std::sync::Arc::new(SkewedStore(store)))
+impl FaultyStore {
+    /// A [`skewless_server::StoreLayer`] that plants the TTL-boundary skew.
+    pub fn skewed() -> skewless_server::StoreLayer {
+        Box::new(|inner| {
+            std::sync::Arc::new(FaultyStore {
+                inner,
+                skew: true,
+                full: None,
+            })
+        })
+    }
+
+    /// A [`skewless_server::StoreLayer`] whose store refuses writes while `full` is set.
+    pub fn full_disk(
+        full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> skewless_server::StoreLayer {
+        Box::new(move |inner| {
+            std::sync::Arc::new(FaultyStore {
+                inner,
+                skew: false,
+                full: Some(full),
+            })
+        })
+    }
+
+    fn is_full(&self) -> bool {
+        self.full
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
 
-impl skewless_online::OnlineStore for SkewedStore {
+impl skewless_online::OnlineStore for FaultyStore {
     fn set_views(&self, views: &[skewless_online::ViewSchema]) -> skewless_online::Result<()> {
-        self.0.set_views(views)
+        self.inner.set_views(views)
     }
 
     fn write(&self, view: &str, batch: skewless_online::WriteBatch) -> skewless_online::Result<()> {
-        self.0.write(view, batch)
+        if self.is_full() {
+            return Err(skewless_online::Error::WriteRefused(
+                "wal-000000000000.log: No space left on device".into(),
+            ));
+        }
+        self.inner.write(view, batch)
     }
 
     fn read(
@@ -332,15 +368,23 @@ impl skewless_online::OnlineStore for SkewedStore {
         at: i64,
         out: &mut skewless_core::assemble::ViewColumnsBuilder,
     ) -> skewless_online::Result<()> {
-        self.0
-            .read(view, fingerprint, keys, at.saturating_add(1), out)
+        let at = if self.skew { at.saturating_add(1) } else { at };
+        self.inner.read(view, fingerprint, keys, at, out)
     }
 
     fn stats(&self) -> skewless_online::StoreStats {
-        self.0.stats()
+        self.inner.stats()
+    }
+
+    fn writable(&self) -> Option<bool> {
+        if self.is_full() {
+            Some(false)
+        } else {
+            self.inner.writable()
+        }
     }
 
     fn blocks(&self) -> bool {
-        self.0.blocks()
+        self.inner.blocks()
     }
 }

@@ -276,7 +276,7 @@ fn verify_reports_a_planted_ttl_skew() {
     let dir = tempfile::tempdir().unwrap();
     write_history(dir.path());
     let server =
-        TestServer::start_layered(dir.path(), |_| {}, crate::support::SkewedStore::layer());
+        TestServer::start_layered(dir.path(), |_| {}, crate::support::FaultyStore::skewed());
     prepare(&server);
     serve(&server, &[1, 2, 3], &[10.0, 20.0, 30.0]);
     let (status, report) = server.json("POST", "/v1/verify", &json!({"service": "fraud_v1"}));

@@ -202,9 +202,6 @@ pub struct StoreStats {
     pub wal_pending_writes: u64,
     /// Snapshots completed since start.
     pub snapshots: u64,
-    /// Whether the store takes writes now: false while its log cannot (a full disk);
-    /// `None` when the store does not know (a remote store).
-    pub writable: Option<bool>,
     /// Writes refused since start because the log could not take them.
     pub failed_writes: u64,
 }
@@ -232,6 +229,13 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
 
     /// Counts for metrics.
     fn stats(&self) -> StoreStats;
+
+    /// Whether the store takes writes now: false while its log cannot (a full disk);
+    /// `None` when it cannot tell without a round trip (a remote store). Cheap: health
+    /// checks ask it.
+    fn writable(&self) -> Option<bool> {
+        None
+    }
 
     /// Whether calls wait on the network (a remote store), so that an async caller should
     /// run them where blocking is allowed. The in-process store answers from memory.

@@ -127,19 +127,38 @@ impl Rows {
             .collect()
     }
 
-    /// These rows as the one path takes them: one Arrow array per join key (no nulls)
-    /// and per request field of `plan`, of their canonical types.
-    pub fn arrays(&self, plan: &ServicePlan) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>), Error> {
+    /// These rows as the one path takes them (converted once, for both halves).
+    pub fn arrays(&self, plan: &ServicePlan) -> Result<RowArrays, Error> {
         let entities: Vec<&Vec<Json>> = self.entities.iter().collect();
         let request: Vec<&Vec<Json>> = self.request.iter().collect();
-        json::plan_rows(plan, &entities, &request).map_err(Error::Invalid)
+        let (entities, request) =
+            json::plan_rows(plan, &entities, &request).map_err(Error::Invalid)?;
+        Ok(RowArrays {
+            entities,
+            request,
+            len: self.len,
+        })
     }
+}
 
+/// Rows to verify as Arrow: one array per join key (no nulls) and per request field of
+/// the plan, of their canonical types.
+#[derive(Debug, Clone)]
+pub struct RowArrays {
+    /// Per join key of the plan, in its order.
+    pub entities: Vec<ArrayRef>,
+    /// Per request field of the plan, in its order.
+    pub request: Vec<ArrayRef>,
+    /// The number of rows.
+    pub len: usize,
+}
+
+impl RowArrays {
     /// The entity frame of these rows at `at`: the join keys, the request fields, and
     /// `event_timestamp`.
     pub fn entity_frame(&self, plan: &ServicePlan, at: i64) -> Result<RecordBatch, Error> {
-        let (mut arrays, request) = self.arrays(plan)?;
-        arrays.extend(request);
+        let mut arrays: Vec<ArrayRef> =
+            self.entities.iter().chain(&self.request).cloned().collect();
         let mut fields: Vec<Field> = plan
             .join_keys
             .iter()
@@ -246,18 +265,17 @@ pub fn online(
     store: &dyn OnlineStore,
     fingerprints: &std::collections::HashMap<String, u64>,
     plan: &ServicePlan,
-    rows: &Rows,
+    rows: &RowArrays,
     at: i64,
 ) -> Result<ServedColumns, Error> {
-    let (entities, request) = rows.arrays(plan)?;
     let output = skewless_online::serve(
         store,
         plan,
         fingerprints,
         OnlineRows {
             at,
-            entities: &entities,
-            request: &request,
+            entities: &rows.entities,
+            request: &rows.request,
         },
     )?;
     Ok(ServedColumns::from_output(plan, &output, rows.len))
@@ -269,7 +287,7 @@ pub fn offline(
     project: &Project,
     base: &Path,
     plan: &ServicePlan,
-    rows: &Rows,
+    rows: &RowArrays,
     at: i64,
     threads: usize,
 ) -> Result<RecordBatch, Error> {

@@ -131,7 +131,7 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
         &project,
         base,
         &plan,
-        &rows,
+        &rows.arrays(&plan)?,
         at,
         crate::threads(args.threads),
     )?;

@@ -360,6 +360,10 @@ impl OnlineStore for LocalStore {
         Ok(())
     }
 
+    fn writable(&self) -> Option<bool> {
+        Some(!self.counters.refusing.load(Ordering::Relaxed))
+    }
+
     fn stats(&self) -> StoreStats {
         let mut views: Vec<(String, u64, u64)> = self
             .views
@@ -384,7 +388,6 @@ impl OnlineStore for LocalStore {
                 .load(Ordering::Relaxed),
             wal_pending_writes: self.counters.pending.load(Ordering::Relaxed),
             snapshots: self.counters.snapshots.load(Ordering::Relaxed),
-            writable: Some(!self.counters.refusing.load(Ordering::Relaxed)),
             failed_writes: self.counters.failed_writes.load(Ordering::Relaxed),
         }
     }

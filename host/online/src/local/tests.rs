@@ -24,6 +24,14 @@ fn key(id: i64) -> Box<[u8]> {
     k.as_bytes().into()
 }
 
+/// Waits (up to 20 s) for the store's timer to take its first snapshot.
+fn wait_for_snapshot(store: &LocalStore) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.stats().snapshots == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn write(store: &LocalStore, rows: &[(i64, i64, f64)]) {
     try_write(store, rows).unwrap();
 }
@@ -87,10 +95,7 @@ fn a_snapshot_is_taken_on_a_timer_without_further_writes() {
     let options = StoreOptions::new(u64::MAX, Duration::from_millis(50));
     let store = LocalStore::open(dir.path(), &[schema()], options).unwrap();
     write(&store, &[(1, 100, 1.0)]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while store.stats().snapshots == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_snapshot(&store);
     assert_eq!(store.stats().snapshots, 1, "one snapshot, by time alone");
     assert!(dir.path().join(SNAPSHOT).exists());
     assert_eq!(store.stats().wal_bytes_since_snapshot, 0);
@@ -103,10 +108,7 @@ fn a_snapshot_a_crash_interrupted_is_removed_at_open_and_the_last_one_kept() {
     {
         let store = LocalStore::open(dir.path(), &[schema()], options).unwrap();
         write(&store, &[(1, 100, 1.0)]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while store.stats().snapshots == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_snapshot(&store);
         assert_eq!(store.stats().snapshots, 1);
     }
     let committed = std::fs::read(dir.path().join(SNAPSHOT)).unwrap();
@@ -135,10 +137,7 @@ fn a_deleted_snapshot_is_an_error_not_a_silent_loss() {
     {
         let store = LocalStore::open(dir.path(), &[schema()], options).unwrap();
         write(&store, &[(1, 100, 1.0)]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while store.stats().snapshots == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_snapshot(&store);
         assert_eq!(store.stats().snapshots, 1);
         write(&store, &[(2, 100, 2.0)]);
     }
@@ -287,7 +286,7 @@ fn a_full_disk_refuses_writes_and_they_resume_by_themselves() {
     assert!(matches!(err, Error::WriteRefused(_)), "{err:?}");
     assert_eq!(err.fault(), skewless_core::Fault::Unavailable);
     assert!(err.to_string().contains("No space left on device"), "{err}");
-    assert_eq!(store.stats().writable, Some(false));
+    assert_eq!(store.writable(), Some(false));
     assert_eq!(store.stats().failed_writes, 1);
     assert_eq!(
         read(&store, &[2], 100),
@@ -296,7 +295,7 @@ fn a_full_disk_refuses_writes_and_they_resume_by_themselves() {
     );
 
     write(&store, &[(3, 10, 3.0)]);
-    assert_eq!(store.stats().writable, Some(true));
+    assert_eq!(store.writable(), Some(true));
     assert_eq!(read(&store, &[1, 2, 3], 100), [Some(1.0), None, Some(3.0)]);
     drop(store);
     // The half-written group was cut away: the log opens whole, with no recovery flag.

@@ -12,7 +12,8 @@ use crate::metrics::labels;
 /// refuses writes (a full disk); the server still serves reads then.
 pub(super) async fn healthz(State(state): Shared) -> Response {
     let serving = state.serving();
-    let writable = on_store(&state, |s| s.stats()).writable;
+    // No store round trip: health is asked often, and a remote store answers `None`.
+    let writable = state.store.writable();
     axum::Json(json!({
         "status": if writable == Some(false) { "degraded" } else { "ok" },
         "store": {"writable": writable},
@@ -57,8 +58,9 @@ pub(super) async fn metrics(State(state): Shared) -> Response {
         (
             "skewless_online_writable",
             "1 while the online store takes writes, 0 while its log refuses them (a full disk).",
-            stats
-                .writable
+            state
+                .store
+                .writable()
                 .map(|w| vec![(String::new(), f64::from(u8::from(w)))])
                 .unwrap_or_default(),
         ),

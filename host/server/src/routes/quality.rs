@@ -156,11 +156,15 @@ pub(super) async fn verify(
     let report = {
         let (state, serving, plan) = (state.clone(), serving.clone(), plan.clone());
         blocking(move || {
-            // The online half of the one path itself, then the offline half.
-            let served = verify::online(&*state.store, &serving.fingerprints, &plan, &rows, at)
+            // The rows as Arrow once, then the online half of the one path itself and
+            // the offline half over them.
+            let arrays = rows
+                .arrays(&plan)
+                .map_err(ApiError::ops(StatusCode::BAD_REQUEST))?;
+            let served = verify::online(&*state.store, &serving.fingerprints, &plan, &arrays, at)
                 .map_err(ApiError::ops(StatusCode::BAD_REQUEST))?;
             let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-            let report = verify::offline(&project, &root, &plan, &rows, at, threads)
+            let report = verify::offline(&project, &root, &plan, &arrays, at, threads)
                 .and_then(|offline| {
                     verify::compare(&plan, &rows, at, &served, &offline, request.examples)
                 })
