@@ -10,6 +10,7 @@ mod examples;
 mod jobs;
 mod materialize;
 mod offline;
+mod openapi;
 mod plan;
 mod redis;
 mod round_trip;
