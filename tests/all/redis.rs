@@ -325,3 +325,32 @@ fn a_value_that_is_not_a_row_fails_the_read_and_adds_nothing() {
     // The store still serves the rows that are rows.
     assert_eq!(read(&store, "avg", &[1], 10, Ttl::UNLIMITED), [Some(1.0)]);
 }
+
+/// Row counts Redis cannot give are unknown, never 0: with Redis down, the feature views
+/// list `online_rows: null` and the metrics have no row gauge; with Redis back, both count
+/// again.
+#[test]
+fn row_counts_are_absent_while_redis_is_down_never_zero() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(dir.path(), |config| {
+        config.redis = Some(redis_options(&redis, "counts"));
+    });
+    setup(&server);
+    push_users(&server);
+    let rows = |server: &TestServer| {
+        let (status, views) = server.json("GET", "/v1/feature-views", &json!(null));
+        assert_eq!(status, 200, "{views}");
+        views["feature_views"][0]["online_rows"].clone()
+    };
+    let gauge = "skewless_online_rows{view=\"user_stats\"}";
+    assert_eq!(rows(&server), json!(3));
+    assert!(server.call("GET", "/metrics", b"", None).1.contains(gauge));
+    redis.kill();
+    assert_eq!(rows(&server), json!(null));
+    let (status, metrics) = server.call("GET", "/metrics", b"", None);
+    assert_eq!(status, 200);
+    assert!(!metrics.contains(gauge), "{metrics}");
+    redis.restart();
+    assert_eq!(rows(&server), json!(3));
+}

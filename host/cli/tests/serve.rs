@@ -20,19 +20,55 @@ feature_views:
 feature_services: [{name: all, features: ["counts:*"]}]
 "#;
 
-fn start(data_dir: &Path) -> (Child, SocketAddr) {
+fn start(data_dir: &Path) -> (Running, SocketAddr) {
     start_with(data_dir, &[])
 }
 
-/// `skewless serve` on `data_dir` with `extra` arguments.
-fn start_with(data_dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_skewless"))
+/// `skewless serve` on `data_dir` with `extra` arguments, snapshotting often (so a kill
+/// also lands around snapshots and log rotation).
+fn start_with(data_dir: &Path, extra: &[&str]) -> (Running, SocketAddr) {
+    let mut args = vec!["--snapshot-after-mib", "1", "--snapshot-interval-secs", "1"];
+    args.extend_from_slice(extra);
+    start_exactly(data_dir, &args)
+}
+
+/// The `skewless serve` command line on `data_dir` with `extra` arguments.
+fn serve_command(data_dir: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_skewless"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
-        // Snapshot often, so the kill also lands around snapshots and log rotation.
-        .args(["--snapshot-after-mib", "1", "--snapshot-interval-secs", "1"])
         .args(extra)
-        .env("SKEWLESS_LOG", "warn")
+        .env("SKEWLESS_LOG", "warn");
+    command
+}
+
+/// A running `skewless serve`, killed on drop (so a failed test leaves no server behind).
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `skewless serve` on `data_dir` with `extra` arguments and nothing else.
+fn start_exactly(data_dir: &Path, extra: &[&str]) -> (Running, SocketAddr) {
+    let mut child = serve_command(data_dir, extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("skewless serve starts");
@@ -46,7 +82,7 @@ fn start_with(data_dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .parse()
         .expect("an address");
-    (child, addr)
+    (Running(child), addr)
 }
 
 /// One HTTP/1.1 request on its own connection; `None` if the server went away.
@@ -184,6 +220,317 @@ fn kill_9_during_a_push_loop_loses_no_acknowledged_write() {
     );
     server.kill().ok();
     let _ = server.wait();
+}
+
+/// `--max-connections` and `--header-timeout-secs` reach the accept loop: one
+/// connection over the cap is answered 503, and connections that send nothing are closed
+/// after the timeout, which frees their slots.
+#[test]
+fn serve_caps_connections_and_times_out_silent_ones_as_its_flags_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = start_exactly(
+        &dir.path().join("data"),
+        &["--max-connections", "2", "--header-timeout-secs", "1"],
+    );
+    let mut silent: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Both are accepted before the third arrives.
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, body) = http(addr, "GET", "/healthz", "").expect("an answer");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    // The silent ones are closed by the server after about a second.
+    for stream in &mut silent {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let started = Instant::now();
+        let read = stream.read(&mut buf);
+        assert!(
+            matches!(read, Ok(0))
+                || read.is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+            "a silent connection was not closed"
+        );
+        assert!(started.elapsed() < Duration::from_secs(15));
+    }
+    let (status, body) = http(addr, "GET", "/healthz", "").expect("an answer");
+    assert_eq!(status, 200, "{body}");
+    server.kill().ok();
+    let _ = server.wait();
+}
+
+/// A damaged record in the middle of the newest log segment stops `serve` with an error
+/// naming the segment, the byte and the flag; `--recover-skip-corrupt` then keeps every
+/// intact record after it.
+#[test]
+fn serve_refuses_a_damaged_log_and_recover_skip_corrupt_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let defs = dir.path().join("defs.yaml");
+    std::fs::write(&defs, DEFS).unwrap();
+    let (mut server, addr) = start_exactly(&data, &[]);
+    let url = format!("http://{addr}");
+    cli(&[
+        "upload",
+        artifacts::ECHO,
+        "--name",
+        "echo",
+        "--version",
+        "1",
+        "--server",
+        &url,
+    ]);
+    cli(&["apply", defs.to_str().unwrap(), "--server", &url]);
+    // Three acknowledged records, one user each.
+    for user in 1..=3 {
+        let body = format!(
+            r#"{{"columns": {{"user_id": [{user}], "event_timestamp": [1], "n": [{user}]}}}}"#
+        );
+        let (status, text) = http(addr, "POST", "/v1/push/events", &body).expect("an answer");
+        assert_eq!(status, 200, "{text}");
+    }
+    server.kill().expect("kill -9");
+    let _ = server.wait();
+
+    // One byte flipped in the payload of the first push's record (records are framed
+    // as a u32 length, a u32 checksum and the payload; the pushes are the last three).
+    let mut segments: Vec<_> = std::fs::read_dir(data.join("online"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name().unwrap().to_string_lossy().starts_with("wal-")
+                && std::fs::metadata(p).unwrap().len() > 0
+        })
+        .collect();
+    segments.sort();
+    let segment = segments
+        .last()
+        .expect("a log segment with the pushes")
+        .clone();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let mut starts = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= bytes.len() {
+        starts.push(at);
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    assert_eq!(at, bytes.len(), "the log ends on a record boundary");
+    let first_push = starts[starts.len() - 3];
+    bytes[first_push + 12] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let refused = serve_command(&data, &[]).output().expect("serve runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    let byte = format!("byte {first_push}");
+    for needle in [name.as_str(), byte.as_str(), "--recover-skip-corrupt"] {
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        bytes,
+        "the refusal changed the log"
+    );
+
+    let (mut server, addr) = start_exactly(&data, &["--recover-skip-corrupt"]);
+    let body =
+        r#"{"feature_service": "all", "entities": {"user_id": [1, 2, 3]}, "request_time": 10}"#;
+    let (status, text) = http(addr, "POST", "/v1/features", body).expect("an answer");
+    assert_eq!(status, 200, "{text}");
+    let response: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        response["results"][0]["values"],
+        serde_json::json!([null, 2, 3]),
+        "{text}"
+    );
+    server.kill().ok();
+    let _ = server.wait();
+}
+
+/// Run out of descriptors (serve under a 128-descriptor limit, 200 held connections):
+/// failed accepts are logged and counted, and once the clients go the server answers
+/// again.
+#[test]
+fn serve_out_of_descriptors_logs_counts_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=128:128")
+        .arg(env!("CARGO_BIN_EXE_skewless"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("SKEWLESS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux) runs skewless serve");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut server = Running(child);
+    let held: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    assert!(held.len() > 128, "only {} connections made", held.len());
+    std::thread::sleep(Duration::from_millis(500));
+    drop(held);
+    // Answers again once the held connections are gone (the loop retries every 50 ms).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        if let Some((200, body)) = http(addr, "GET", "/metrics", "") {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer after the connections closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("skewless_accept_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("skewless_accept_errors_total is exported");
+    assert!(errors >= 1, "{metrics}");
+    server.kill().ok();
+    let _ = server.wait();
+    let mut log = String::new();
+    BufReader::new(stderr).read_to_string(&mut log).unwrap();
+    assert!(
+        log.contains("accepting a connection failed") && log.contains("Too many open files"),
+        "{log}"
+    );
+}
+
+/// A tmpfs mounted for a test (root only), unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        let root = Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&root.stdout).trim() != "0" {
+            return None;
+        }
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A real full disk (a small tmpfs filled up): a push is answered 503 naming the
+/// cause, /healthz says the store is not writable, the failure is counted; once space is
+/// freed pushes succeed again without a restart, and after kill -9 every acknowledged
+/// push is there.
+#[test]
+fn a_full_disk_refuses_pushes_with_503_and_they_resume_when_space_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("disk");
+    std::fs::create_dir(&mount).unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(&mount, "32m") else {
+        eprintln!("SKIPPED: mounting a tmpfs needs root (scripts/test runs as root in CI)");
+        return;
+    };
+    let data = mount.join("data");
+    let defs = dir.path().join("defs.yaml");
+    std::fs::write(&defs, DEFS).unwrap();
+    let (mut server, addr) = start_exactly(&data, &[]);
+    let url = format!("http://{addr}");
+    cli(&[
+        "upload",
+        artifacts::ECHO,
+        "--name",
+        "echo",
+        "--version",
+        "1",
+        "--server",
+        &url,
+    ]);
+    cli(&["apply", defs.to_str().unwrap(), "--server", &url]);
+    let push = |user: i64| {
+        let body = format!(
+            r#"{{"columns": {{"user_id": [{user}], "event_timestamp": [1], "n": [{user}]}}}}"#
+        );
+        http(addr, "POST", "/v1/push/events", &body).expect("an answer")
+    };
+    let mut acked = Vec::new();
+    assert_eq!(push(1).0, 200);
+    acked.push(1);
+
+    // Fill the disk.
+    let filler = mount.join("filler");
+    {
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 1 << 16];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+    }
+    // The log's last page may still hold a few records; the first write past it fails.
+    let mut user = 2;
+    let (status, body) = loop {
+        let (status, body) = push(user);
+        if status != 200 {
+            break (status, body);
+        }
+        acked.push(user);
+        user += 1;
+        assert!(user < 10_000, "pushes never failed on a full disk");
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("No space left"), "{body}");
+    let (_, health) = http(addr, "GET", "/healthz", "").unwrap();
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["store"]["writable"], false, "{health}");
+    assert_eq!(health["status"], "degraded", "{health}");
+    let (_, metrics) = http(addr, "GET", "/metrics", "").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("skewless_online_failed_writes ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // Space back: writes resume by themselves.
+    std::fs::remove_file(&filler).unwrap();
+    for user in user + 1..user + 4 {
+        let (status, body) = push(user);
+        assert_eq!(status, 200, "{body}");
+        acked.push(user);
+    }
+    let (_, health) = http(addr, "GET", "/healthz", "").unwrap();
+    assert!(health.contains(r#""writable":true"#), "{health}");
+
+    server.kill().expect("kill -9");
+    let _ = server.wait();
+    let (_server, addr) = start_exactly(&data, &[]);
+    let body = format!(
+        r#"{{"feature_service": "all", "entities": {{"user_id": {acked:?}}}, "request_time": 10}}"#
+    );
+    let (status, text) = http(addr, "POST", "/v1/features", &body).expect("an answer");
+    assert_eq!(status, 200, "{text}");
+    let response: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        response["results"][0]["values"],
+        serde_json::json!(acked),
+        "{text}"
+    );
 }
 
 #[test]

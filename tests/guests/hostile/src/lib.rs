@@ -3,7 +3,8 @@
 //! `alloc` allocates without bound; `huge` returns 1 MiB of text per row;
 //! `error` returns a computation error; `sleep` sleeps an hour (WASI timers) and then
 //! answers as `ok`; `sleep_max` sleeps `u64::MAX` nanoseconds, then answers; `wait` waits
-//! in a loop for a clock that never moves; `nan` answers a NaN with a payload, made by
+//! in a loop for a clock that never moves; `poll` calls wasi:io/poll.poll on an hour's
+//! timer and one due at `u64::MAX` and answers `ready` in `s` if both are; `nan` answers a NaN with a payload, made by
 //! bit-cast (which wasmtime's NaN canonicalization does not touch).
 
 use skewless_sdk::{DType, Error, Input, Output, Result, Signature, StringColumn, Transform, export};
@@ -63,6 +64,16 @@ impl Transform for Hostile {
                 return Ok(Output::new(rows)
                     .float64("y", x.map(|_| payload))
                     .string("s", s));
+            }
+            "poll" => {
+                // wasi:io/poll.poll over two timers, one never due on a running
+                // clock; answers `ready` only if both came back ready at once.
+                use wasip2::clocks::monotonic_clock::{subscribe_duration, subscribe_instant};
+                let hour = subscribe_duration(3_600_000_000_000);
+                let never = subscribe_instant(u64::MAX);
+                let ready = wasip2::io::poll::poll(&[&hour, &never]);
+                let answer = if ready == [0, 1] { "ready" } else { "not ready" };
+                (0..rows).for_each(|_| s.push_str(answer));
             }
             "wait" => {
                 let start = std::time::Instant::now();
