@@ -1,0 +1,243 @@
+//! Exact sums of binary64 values and of their squares, and correct rounding of exact
+//! ratios and square roots back to binary64.
+//!
+//! Every finite binary64 value is an integer multiple of 2^-1074 and every square of one
+//! an integer multiple of 2^-2148, so an integer counting units of 2^-[`SCALE`] holds any
+//! sum of values and of squares exactly. The integer is kept as signed 32-bit digits in
+//! `i64` limbs with deferred carries, only over the digits in use: adding is a few integer
+//! adds, merging is adding limbs, and the result never depends on the order of either.
+
+use num_bigint::{BigInt, BigUint, Sign};
+use num_integer::Integer;
+use num_traits::{ToPrimitive, Zero};
+
+/// The unit of an [`Exact`] is 2^-SCALE: the square of the smallest subnormal.
+pub const SCALE: u32 = 2148;
+
+const LIMB_BITS: u32 = 32;
+const LOW: i64 = (1 << LIMB_BITS) - 1;
+/// Each add puts at most two values below 2^32 into a limb: normalizing after this many
+/// adds keeps every limb far from i64's range.
+const NORMALIZE_AFTER: u32 = 1 << 28;
+
+/// An exact integer, in units of 2^-[`SCALE`].
+#[derive(Debug, Clone, Default)]
+pub struct Exact {
+    /// The digit index of `limbs[0]`: limb `i` weighs 2^(32·(base + i)).
+    base: u32,
+    /// Signed digits; their sum, each at its weight, is the value.
+    limbs: Vec<i64>,
+    /// Adds since the carries were last propagated.
+    pending: u32,
+}
+
+impl Exact {
+    /// Adds `±magnitude · 2^bit` units.
+    pub fn add(&mut self, magnitude: u128, bit: u32, negative: bool) {
+        if magnitude == 0 {
+            return;
+        }
+        let first = bit / LIMB_BITS;
+        let shift = bit % LIMB_BITS;
+        let top = (128 - magnitude.leading_zeros() + shift).div_ceil(LIMB_BITS);
+        self.cover(first, first + top);
+        let at = (first - self.base) as usize;
+        for i in 0..4 {
+            let digit = ((magnitude >> (32 * i)) as u64) & (LOW as u64);
+            if digit == 0 {
+                continue;
+            }
+            let v = digit << shift;
+            let (lo, hi) = ((v as i64) & LOW, (v >> LIMB_BITS) as i64);
+            let (lo, hi) = if negative { (-lo, -hi) } else { (lo, hi) };
+            self.limbs[at + i] += lo;
+            if hi != 0 {
+                self.limbs[at + i + 1] += hi;
+            }
+        }
+        self.pending += 1;
+        if self.pending >= NORMALIZE_AFTER {
+            self.normalize();
+        }
+    }
+
+    /// Adds every unit of `other`.
+    pub fn merge(&mut self, other: &Exact) {
+        if other.limbs.is_empty() {
+            return;
+        }
+        let end = other.base + other.limbs.len() as u32;
+        self.cover(other.base, end);
+        let at = (other.base - self.base) as usize;
+        for (mine, theirs) in self.limbs[at..].iter_mut().zip(&other.limbs) {
+            *mine += theirs;
+        }
+        self.pending += other.pending + 1;
+        if self.pending >= NORMALIZE_AFTER {
+            self.normalize();
+        }
+    }
+
+    /// The value, in units of 2^-[`SCALE`].
+    pub fn to_bigint(&self) -> BigInt {
+        let mut value = BigInt::zero();
+        for &limb in self.limbs.iter().rev() {
+            value <<= LIMB_BITS;
+            value += limb;
+        }
+        value << (LIMB_BITS * self.base)
+    }
+
+    /// Whether the value is exactly zero.
+    pub fn is_zero(&self) -> bool {
+        let mut copy = self.clone();
+        copy.normalize();
+        copy.limbs.iter().all(|&l| l == 0)
+    }
+
+    /// Limbs `[from, to)` exist (with room for one carry digit above).
+    fn cover(&mut self, from: u32, to: u32) {
+        let to = to + 1;
+        if self.limbs.is_empty() {
+            self.base = from;
+            self.limbs = vec![0; (to - from) as usize];
+            return;
+        }
+        if from < self.base {
+            let grow = (self.base - from) as usize;
+            self.limbs.splice(0..0, std::iter::repeat_n(0, grow));
+            self.base = from;
+        }
+        let end = self.base + self.limbs.len() as u32;
+        if to > end {
+            self.limbs.resize(self.limbs.len() + (to - end) as usize, 0);
+        }
+    }
+
+    /// Propagates carries: every limb but the last in `[0, 2^32)`.
+    pub(crate) fn normalize(&mut self) {
+        let mut carry = 0i64;
+        for limb in &mut self.limbs {
+            let v = *limb + carry;
+            *limb = v & LOW;
+            carry = v >> LIMB_BITS;
+        }
+        while carry != 0 && carry != -1 {
+            self.limbs.push(carry & LOW);
+            carry >>= LIMB_BITS;
+        }
+        if carry == -1 {
+            // Negative: the top digit carries the sign.
+            match self.limbs.last_mut() {
+                Some(top) => *top -= 1 << LIMB_BITS,
+                None => self.limbs.push(-1),
+            }
+        }
+        self.pending = 0;
+    }
+}
+
+/// A finite binary64 value as `(negative, mantissa, exponent)` with `|x| = m · 2^e`.
+pub(crate) fn decompose(x: f64) -> (bool, u64, i32) {
+    let bits = x.to_bits();
+    let negative = bits >> 63 == 1;
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = bits & ((1 << 52) - 1);
+    if biased == 0 {
+        (negative, fraction, -1074)
+    } else {
+        (negative, fraction | (1 << 52), biased - 1075)
+    }
+}
+
+/// Adds finite `x` to `sum` and, when given, `x²` to `squares`, both exactly.
+pub(crate) fn add_f64(sum: &mut Exact, squares: Option<&mut Exact>, x: f64) {
+    let (negative, m, e) = decompose(x);
+    sum.add(u128::from(m), (e + SCALE as i32) as u32, negative);
+    if let Some(squares) = squares {
+        let m = u128::from(m);
+        squares.add(m * m, (2 * e + SCALE as i32) as u32, false);
+    }
+}
+
+/// Adds `v` to `sum` and, when given, `v²` to `squares`, both exactly.
+pub(crate) fn add_i64(sum: &mut Exact, squares: Option<&mut Exact>, v: i64) {
+    let m = u128::from(v.unsigned_abs());
+    sum.add(m, SCALE, v < 0);
+    if let Some(squares) = squares {
+        squares.add(m * m, SCALE, false);
+    }
+}
+
+/// 2^k for k in [-1074, 1023].
+fn pow2(k: i64) -> f64 {
+    if k >= -1022 {
+        f64::from_bits(((k + 1023) as u64) << 52)
+    } else {
+        f64::from_bits(1 << (k + 1074))
+    }
+}
+
+/// `(magnitude + δ) · 2^-s`, `0 ≤ δ < 1` and `δ > 0` exactly when `inexact`, rounded to
+/// nearest binary64 with ties to even (overflow to infinity, gradual underflow).
+/// `magnitude` must carry at least 55 bits, so the guard bits are in it.
+fn round_scaled(magnitude: BigUint, inexact: bool, s: i64, negative: bool) -> f64 {
+    let sign = if negative { -1.0 } else { 1.0 };
+    if magnitude.is_zero() {
+        return 0.0 * sign;
+    }
+    let bits = magnitude.bits() as i64;
+    debug_assert!(bits >= 55, "not enough bits to round: {bits}");
+    let exponent = bits - 1 - s;
+    if exponent > 1023 {
+        return f64::INFINITY * sign;
+    }
+    let ulp = (exponent - 52).max(-1074);
+    let shift = (ulp + s) as u64;
+    let quotient = &magnitude >> shift;
+    let rest = magnitude - (&quotient << shift);
+    let half = BigUint::from(1u8) << (shift - 1);
+    let mut q = quotient.to_u64().expect("at most 53 bits");
+    let up = match rest.cmp(&half) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Equal => inexact || q & 1 == 1,
+        std::cmp::Ordering::Less => false,
+    };
+    if up {
+        q += 1;
+    }
+    // q ≤ 2^53, so the conversion is exact; the product only rounds by overflowing.
+    (q as f64) * pow2(ulp) * sign
+}
+
+/// `numerator / denominator · 2^-scale`, correctly rounded.
+pub fn round_ratio(numerator: &BigInt, denominator: &BigUint, scale: i64) -> f64 {
+    let negative = numerator.sign() == Sign::Minus;
+    let n = numerator.magnitude();
+    if n.is_zero() {
+        return if negative { -0.0 } else { 0.0 };
+    }
+    // Enough quotient bits to round: at least 56.
+    let s = 56 + denominator.bits() as i64 - n.bits() as i64;
+    let (q, r) = if s >= 0 {
+        (n << s as u64).div_rem(denominator)
+    } else {
+        n.div_rem(&(denominator << (-s) as u64))
+    };
+    round_scaled(q, !r.is_zero(), s + scale, negative)
+}
+
+/// `sqrt(numerator / denominator · 2^-scale)` for a non-negative numerator and an even
+/// scale, correctly rounded.
+pub fn round_sqrt_ratio(numerator: &BigUint, denominator: &BigUint, scale: i64) -> f64 {
+    debug_assert!(scale % 2 == 0);
+    if numerator.is_zero() {
+        return 0.0;
+    }
+    // floor(sqrt(floor(x))) = floor(sqrt(x)); ask for at least 57 root bits.
+    let s = ((116 + denominator.bits() as i64 - numerator.bits() as i64) / 2 + 1).max(0);
+    let (q, r) = (numerator << (2 * s) as u64).div_rem(denominator);
+    let root = q.sqrt();
+    let inexact = !r.is_zero() || &root * &root != q;
+    round_scaled(root, inexact, s + scale / 2, false)
+}

@@ -1,0 +1,497 @@
+//! The aggregate functions: what each accepts and returns, and its partial state with
+//! `update`, `merge` and `finalize`.
+
+use std::cmp::Ordering;
+
+use num_bigint::{BigInt, BigUint};
+use skewless_core::DType;
+
+use crate::exact::{self, Exact, SCALE};
+use crate::hll::{self, Hll};
+
+/// An aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Function {
+    /// Events, or non-null values of the column.
+    Count,
+    /// The exact sum, correctly rounded (int64 sums are exact or an error).
+    Sum,
+    /// The exact mean, correctly rounded.
+    Mean,
+    /// The least value (`-0.0` before `0.0`; any NaN makes it NaN).
+    Min,
+    /// The greatest value (`0.0` after `-0.0`; any NaN makes it NaN).
+    Max,
+    /// Population variance, correctly rounded from the exact value.
+    VarPop,
+    /// Sample variance (n − 1), correctly rounded; null below two values.
+    VarSamp,
+    /// Population standard deviation, the correctly rounded square root of the exact
+    /// variance.
+    StddevPop,
+    /// Sample standard deviation; null below two values.
+    StddevSamp,
+    /// The value of the earliest event.
+    First,
+    /// The value of the latest event.
+    Last,
+    /// HyperLogLog estimate of the distinct values (about 1.6% standard error).
+    ApproxCountDistinct,
+}
+
+impl Function {
+    /// Every function, with its name in definitions.
+    pub const NAMES: [(&'static str, Function); 14] = [
+        ("count", Function::Count),
+        ("sum", Function::Sum),
+        ("mean", Function::Mean),
+        ("min", Function::Min),
+        ("max", Function::Max),
+        ("var_pop", Function::VarPop),
+        ("var_samp", Function::VarSamp),
+        ("variance", Function::VarSamp),
+        ("stddev_pop", Function::StddevPop),
+        ("stddev_samp", Function::StddevSamp),
+        ("stddev", Function::StddevSamp),
+        ("first", Function::First),
+        ("last", Function::Last),
+        ("approx_count_distinct", Function::ApproxCountDistinct),
+    ];
+
+    /// The function named `name`.
+    pub fn from_name(name: &str) -> Option<Function> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| *f)
+    }
+
+    /// Its canonical name.
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map(|(n, _)| *n)
+            .expect("every function is named")
+    }
+
+    /// The dtypes its column may have; `count` alone also works without a column.
+    pub fn accepts(self) -> &'static [DType] {
+        use DType::{Float64, Int64, String};
+        match self {
+            Function::Count | Function::First | Function::Last | Function::ApproxCountDistinct => {
+                &[Int64, Float64, String]
+            }
+            _ => &[Int64, Float64],
+        }
+    }
+
+    /// The dtype of its result over a column of `input` (none: `count` of events).
+    pub fn output(self, input: Option<DType>) -> DType {
+        match self {
+            Function::Count | Function::ApproxCountDistinct => DType::Int64,
+            Function::Sum | Function::Min | Function::Max | Function::First | Function::Last => {
+                input.unwrap_or(DType::Int64)
+            }
+            Function::Mean
+            | Function::VarPop
+            | Function::VarSamp
+            | Function::StddevPop
+            | Function::StddevSamp => DType::Float64,
+        }
+    }
+}
+
+/// One aggregate: a function over a column of a dtype (none: `count` of events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Aggregate {
+    /// The function.
+    pub function: Function,
+    /// The column's dtype.
+    pub input: Option<DType>,
+}
+
+/// One input value. A null is skipped by every function; `count` without a column is
+/// given any non-null value per event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Input<'a> {
+    /// No value.
+    Null,
+    /// An int64.
+    Int(i64),
+    /// A float64 (NaNs arrive canonical, ADR 0008).
+    Float(f64),
+    /// A string.
+    Str(&'a str),
+}
+
+/// A finished value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    /// An int64.
+    Int(i64),
+    /// A float64.
+    Float(f64),
+    /// A string.
+    Str(Box<str>),
+}
+
+impl Scalar {
+    fn from_input(v: Input<'_>) -> Option<Scalar> {
+        match v {
+            Input::Null => None,
+            Input::Int(v) => Some(Scalar::Int(v)),
+            Input::Float(v) => Some(Scalar::Float(v)),
+            Input::Str(v) => Some(Scalar::Str(v.into())),
+        }
+    }
+
+    /// A total order: ints by value, floats by IEEE total order (so `-0.0 < 0.0`),
+    /// strings by bytes.
+    fn total_cmp(&self, other: &Scalar) -> Ordering {
+        match (self, other) {
+            (Scalar::Int(a), Scalar::Int(b)) => a.cmp(b),
+            (Scalar::Float(a), Scalar::Float(b)) => a.total_cmp(b),
+            (Scalar::Str(a), Scalar::Str(b)) => a.as_bytes().cmp(b.as_bytes()),
+            (a, b) => a.rank().cmp(&b.rank()),
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Scalar::Int(_) => 0,
+            Scalar::Float(_) => 1,
+            Scalar::Str(_) => 2,
+        }
+    }
+
+    fn is_nan(&self) -> bool {
+        matches!(self, Scalar::Float(v) if v.is_nan())
+    }
+}
+
+/// When an event happened and when it arrived (microseconds since the epoch; a source
+/// without arrival times gives the event time for both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventTime {
+    /// The event time.
+    pub event: i64,
+    /// The arrival time.
+    pub created: i64,
+}
+
+/// Sums, and sums of squares, of a numeric column; exact.
+#[derive(Debug, Clone, Default)]
+pub struct Moments {
+    n: u64,
+    negative_zeros: u64,
+    nans: u64,
+    positive_infinities: u64,
+    negative_infinities: u64,
+    sum: Exact,
+    squares: Option<Exact>,
+}
+
+impl Moments {
+    fn with_squares() -> Moments {
+        Moments {
+            squares: Some(Exact::default()),
+            ..Moments::default()
+        }
+    }
+
+    fn update(&mut self, v: Input<'_>) {
+        match v {
+            Input::Int(v) => {
+                self.n += 1;
+                exact::add_i64(&mut self.sum, self.squares.as_mut(), v);
+            }
+            Input::Float(v) => {
+                self.n += 1;
+                if v.is_nan() {
+                    self.nans += 1;
+                } else if v == f64::INFINITY {
+                    self.positive_infinities += 1;
+                } else if v == f64::NEG_INFINITY {
+                    self.negative_infinities += 1;
+                } else {
+                    if v == 0.0 && v.is_sign_negative() {
+                        self.negative_zeros += 1;
+                    }
+                    exact::add_f64(&mut self.sum, self.squares.as_mut(), v);
+                }
+            }
+            Input::Null | Input::Str(_) => {}
+        }
+    }
+
+    fn merge(&mut self, other: &Moments) {
+        self.n += other.n;
+        self.negative_zeros += other.negative_zeros;
+        self.nans += other.nans;
+        self.positive_infinities += other.positive_infinities;
+        self.negative_infinities += other.negative_infinities;
+        self.sum.merge(&other.sum);
+        if let (Some(mine), Some(theirs)) = (self.squares.as_mut(), other.squares.as_ref()) {
+            mine.merge(theirs);
+        }
+    }
+
+    /// IEEE's answer for a sum with non-finite terms, if there are any.
+    fn non_finite(&self) -> Option<f64> {
+        let both = self.positive_infinities > 0 && self.negative_infinities > 0;
+        if self.nans > 0 || both {
+            Some(f64::from_bits(skewless_core::CANONICAL_NAN_F64))
+        } else if self.positive_infinities > 0 {
+            Some(f64::INFINITY)
+        } else if self.negative_infinities > 0 {
+            Some(f64::NEG_INFINITY)
+        } else {
+            None
+        }
+    }
+
+    /// `total / n`, correctly rounded; a zero result is `-0.0` only when every term was.
+    fn ratio(&self, total: &BigInt, n: u64) -> f64 {
+        if total.sign() == num_bigint::Sign::NoSign {
+            return if self.negative_zeros == self.n {
+                -0.0
+            } else {
+                0.0
+            };
+        }
+        exact::round_ratio(total, &BigUint::from(n), i64::from(SCALE))
+    }
+
+    fn sum(&self) -> f64 {
+        if let Some(v) = self.non_finite() {
+            return v;
+        }
+        if self.n == 0 {
+            return 0.0;
+        }
+        self.ratio(&self.sum.to_bigint(), 1)
+    }
+
+    fn mean(&self) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        if let Some(v) = self.non_finite() {
+            return Some(v);
+        }
+        Some(self.ratio(&self.sum.to_bigint(), self.n))
+    }
+
+    /// `(n·Σx² − (Σx)²)` in units of 2^-2·SCALE, and the divisor of the variance.
+    fn variance_parts(&self, sample: bool) -> Option<Result<(BigUint, BigUint), f64>> {
+        let least = if sample { 2 } else { 1 };
+        if self.n < least {
+            return None;
+        }
+        if self.non_finite().is_some() {
+            return Some(Err(f64::from_bits(skewless_core::CANONICAL_NAN_F64)));
+        }
+        let s = self.sum.to_bigint();
+        let q = self
+            .squares
+            .as_ref()
+            .expect("moments for a variance keep squares")
+            .to_bigint();
+        let n = BigInt::from(self.n);
+        let spread = ((&n * q) << SCALE) - &s * &s;
+        let spread = spread
+            .to_biguint()
+            .expect("n·Σx² ≥ (Σx)² (Cauchy–Schwarz), exactly");
+        let divisor = if sample {
+            BigUint::from(self.n) * BigUint::from(self.n - 1)
+        } else {
+            BigUint::from(self.n) * BigUint::from(self.n)
+        };
+        Some(Ok((spread, divisor)))
+    }
+
+    fn variance(&self, sample: bool) -> Option<f64> {
+        Some(match self.variance_parts(sample)? {
+            Err(nan) => nan,
+            Ok((spread, divisor)) => {
+                exact::round_ratio(&BigInt::from(spread), &divisor, 2 * i64::from(SCALE))
+            }
+        })
+    }
+
+    fn stddev(&self, sample: bool) -> Option<f64> {
+        Some(match self.variance_parts(sample)? {
+            Err(nan) => nan,
+            Ok((spread, divisor)) => {
+                exact::round_sqrt_ratio(&spread, &divisor, 2 * i64::from(SCALE))
+            }
+        })
+    }
+}
+
+/// The partial aggregate of some events: what a tile holds.
+#[derive(Debug, Clone)]
+pub enum State {
+    /// Events or non-null values.
+    Count(u64),
+    /// An int64 sum, exact.
+    IntSum(i128),
+    /// Float sums, means and variances.
+    Moments(Box<Moments>),
+    /// The least or greatest value so far.
+    Extreme(Option<Scalar>),
+    /// The earliest or latest value so far, with its event and arrival times.
+    Pick(Option<(EventTime, Scalar)>),
+    /// Distinct values.
+    Distinct(Hll),
+}
+
+/// What finalizing can refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// An int64 sum out of int64's range.
+    #[error("the int64 sum {0} is out of int64's range; sum a float64 column instead")]
+    Overflow(i128),
+}
+
+impl Aggregate {
+    /// The state of no events.
+    pub fn init(&self) -> State {
+        match self.function {
+            Function::Count => State::Count(0),
+            Function::Sum if self.input == Some(DType::Int64) => State::IntSum(0),
+            Function::Sum | Function::Mean => State::Moments(Box::default()),
+            Function::VarPop | Function::VarSamp | Function::StddevPop | Function::StddevSamp => {
+                State::Moments(Box::new(Moments::with_squares()))
+            }
+            Function::Min | Function::Max => State::Extreme(None),
+            Function::First | Function::Last => State::Pick(None),
+            Function::ApproxCountDistinct => State::Distinct(Hll::default()),
+        }
+    }
+
+    /// Adds one event's value.
+    pub fn update(&self, state: &mut State, value: Input<'_>, at: EventTime) {
+        if value == Input::Null {
+            return;
+        }
+        match state {
+            State::Count(n) => *n += 1,
+            State::IntSum(total) => {
+                if let Input::Int(v) = value {
+                    *total += i128::from(v);
+                }
+            }
+            State::Moments(m) => m.update(value),
+            State::Extreme(best) => {
+                let v = Scalar::from_input(value).expect("not null");
+                self.keep_extreme(best, v);
+            }
+            State::Pick(best) => {
+                let v = Scalar::from_input(value).expect("not null");
+                self.keep_pick(best, (at, v));
+            }
+            State::Distinct(sketch) => sketch.insert_hash(distinct_hash(value)),
+        }
+    }
+
+    /// Adds every event of `other` (a state of the same aggregate).
+    pub fn merge(&self, state: &mut State, other: &State) {
+        match (state, other) {
+            (State::Count(a), State::Count(b)) => *a += b,
+            (State::IntSum(a), State::IntSum(b)) => *a += b,
+            (State::Moments(a), State::Moments(b)) => a.merge(b),
+            (State::Extreme(a), State::Extreme(Some(b))) => self.keep_extreme(a, b.clone()),
+            (State::Pick(a), State::Pick(Some(b))) => self.keep_pick(a, b.clone()),
+            (State::Distinct(a), State::Distinct(b)) => a.merge(b),
+            (State::Extreme(_), State::Extreme(None)) | (State::Pick(_), State::Pick(None)) => {}
+            (a, b) => unreachable!("states of one aggregate: {a:?} and {b:?}"),
+        }
+    }
+
+    fn keep_extreme(&self, best: &mut Option<Scalar>, v: Scalar) {
+        let replace = match best {
+            None => true,
+            Some(b) if b.is_nan() => false,
+            Some(_) if v.is_nan() => true,
+            Some(b) => {
+                let order = v.total_cmp(b);
+                match self.function {
+                    Function::Min => order == Ordering::Less,
+                    _ => order == Ordering::Greater,
+                }
+            }
+        };
+        if replace {
+            *best = Some(v);
+        }
+    }
+
+    /// First: the least (event time, arrival time, value); last: the greatest. Ties on
+    /// both times go to the value's total order, so any order of events agrees.
+    fn keep_pick(&self, best: &mut Option<(EventTime, Scalar)>, v: (EventTime, Scalar)) {
+        let replace = match best {
+            None => true,
+            Some(b) => {
+                let order = v.0.cmp(&b.0).then_with(|| v.1.total_cmp(&b.1));
+                match self.function {
+                    Function::First => order == Ordering::Less,
+                    _ => order == Ordering::Greater,
+                }
+            }
+        };
+        if replace {
+            *best = Some(v);
+        }
+    }
+
+    /// The value of the events in `state`; `None` is null.
+    pub fn finalize(&self, state: &State) -> Result<Option<Scalar>, Error> {
+        Ok(match state {
+            State::Count(n) => Some(Scalar::Int(*n as i64)),
+            State::IntSum(total) => Some(Scalar::Int(
+                i64::try_from(*total).map_err(|_| Error::Overflow(*total))?,
+            )),
+            State::Moments(m) => match self.function {
+                Function::Sum => Some(Scalar::Float(m.sum())),
+                Function::Mean => m.mean().map(Scalar::Float),
+                Function::VarPop => m.variance(false).map(Scalar::Float),
+                Function::VarSamp => m.variance(true).map(Scalar::Float),
+                Function::StddevPop => m.stddev(false).map(Scalar::Float),
+                Function::StddevSamp => m.stddev(true).map(Scalar::Float),
+                other => unreachable!("{other:?} keeps no moments"),
+            },
+            State::Extreme(best) => best.clone(),
+            State::Pick(best) => best.as_ref().map(|(_, v)| v.clone()),
+            State::Distinct(sketch) => Some(Scalar::Int(sketch.estimate())),
+        })
+    }
+}
+
+/// The hash a distinct count keeps: a type tag, then the value's bytes (floats by their
+/// bits, `-0.0` as `0.0`, every NaN the canonical one).
+fn distinct_hash(value: Input<'_>) -> u64 {
+    let mut bytes = Vec::with_capacity(16);
+    match value {
+        Input::Int(v) => {
+            bytes.push(1);
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        Input::Float(v) => {
+            let v = if v == 0.0 {
+                0.0
+            } else {
+                skewless_core::canonical_f64(v)
+            };
+            bytes.push(2);
+            bytes.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        Input::Str(v) => {
+            bytes.push(3);
+            bytes.extend_from_slice(v.as_bytes());
+        }
+        Input::Null => {}
+    }
+    hll::hash(&bytes)
+}
