@@ -934,3 +934,39 @@ fn random_malformed_requests_get_4xx_never_5xx_and_refused_pushes_change_nothing
     let (status, body) = features(&server, json!([1]), json!([150.0]));
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn a_source_with_push_false_refuses_pushes_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None);
+    let (status, body) = server.call(
+        "PUT",
+        "/v1/transforms/fraud_risk/1.0.0",
+        &read(FRAUD_RISK),
+        None,
+    );
+    assert_eq!(status, 201, "{body}");
+    let defs = DEFS.replace(
+        "created_timestamp_field: created}",
+        "created_timestamp_field: created, push: false}",
+    );
+    assert_ne!(defs, DEFS);
+    let (status, body) = server.call("PUT", "/v1/definitions", defs.as_bytes(), None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.json(
+        "POST",
+        "/v1/push/user_stats",
+        &json!({"columns": {"user_id": [1], "event_timestamp": [T0], "created": [0],
+            "txn_amount_avg_7d": [1.0], "txn_amount_max_7d": [1.0], "account_age_days": [1]}}),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`push: false`"),
+        "{body}"
+    );
+    let (_, body) = features(&server, json!([1]), json!([1.0]));
+    assert_eq!(
+        column(&body, "user_stats:txn_amount_avg_7d")["statuses"],
+        json!(["NOT_FOUND"])
+    );
+}

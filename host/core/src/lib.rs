@@ -7,6 +7,7 @@
 
 #![deny(missing_docs)]
 
+pub mod aggregation;
 pub mod assemble;
 pub mod definitions;
 mod dtype;
@@ -24,7 +25,7 @@ pub use dtype::{
 };
 pub use fault::{Fault, panic_message};
 pub use signature::{ColumnSpec, Signature, is_identifier};
-pub use ttl::Ttl;
+pub use ttl::{Interval, Ttl};
 
 /// A Skewless domain error: the caller's fault (an invalid definition or signature), but
 /// for [`Error::Serialize`].

@@ -129,6 +129,51 @@ impl<'de> serde::Deserialize<'de> for Ttl {
     }
 }
 
+/// A duration as written in definitions (`5m`, `7d`, `0`), in microseconds: a window, a
+/// hop, an allowed lateness. Unlike [`Ttl`], `0` is zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Interval(i64);
+
+impl Interval {
+    /// A duration of `micros` microseconds.
+    pub fn from_micros(micros: i64) -> Self {
+        Interval(micros)
+    }
+
+    /// The duration in microseconds.
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+}
+
+impl FromStr for Interval {
+    type Err = String;
+
+    /// The syntax of [`Ttl`]: `0`, or parts like `7d`, `1h30m`, `500ms`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        Ok(Interval(text.parse::<Ttl>()?.micros().unwrap_or(0)))
+    }
+}
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Ttl::from_micros(self.0).fmt(f)
+    }
+}
+
+impl serde::Serialize for Interval {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Interval {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

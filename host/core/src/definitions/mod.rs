@@ -26,7 +26,7 @@ use validate::Checker;
 
 use crate::key::KeyType;
 use crate::signature::is_identifier;
-use crate::{DType, Ttl};
+use crate::{DType, Interval, Ttl};
 
 /// The scope name of request fields in transform inputs (`request:amount`).
 pub const REQUEST_SCOPE: &str = "request";
@@ -138,9 +138,20 @@ pub struct Source {
     /// The column holding each row's event time.
     #[serde(default = "default_timestamp_field")]
     pub timestamp_field: String,
-    /// The column that breaks ties between rows with equal event times (larger wins).
+    /// The column that breaks ties between rows with equal event times (larger wins);
+    /// for an event source, when each event arrived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_timestamp_field: Option<String>,
+    /// Whether `POST /v1/push/{name}` takes rows for it.
+    #[serde(default = "default_true")]
+    pub push: bool,
+    /// For an event source: how long after it happened an event may still arrive
+    /// (`1h`); later ones are refused by push and dropped by the backfill alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_lateness: Option<Interval>,
+    /// For an event source: the dtypes of the columns its aggregations read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<Feature>,
     /// What it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -170,11 +181,37 @@ pub struct FeatureView {
     /// Whether the view is kept in the online store and served.
     #[serde(default = "default_true")]
     pub online: bool,
-    /// The features, each a column of the source.
+    /// The features, each a column of the source (none in an aggregated view).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<Feature>,
+    /// An aggregated view's tile width: every window is a multiple of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop: Option<Interval>,
+    /// An aggregated view's features: functions over the source's events in windows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregations: Vec<AggregationDef>,
     /// Owner, description and tags.
     #[serde(flatten)]
     pub metadata: Metadata,
+}
+
+/// An aggregate feature: a function over a column of the view's event source, in a
+/// window before the time it is asked at (docs/aggregations.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationDef {
+    /// The feature name.
+    pub name: String,
+    /// The function (`count`, `sum`, `mean`, ...).
+    pub function: String,
+    /// The source column it reads; `count` without one counts events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// The window length, a multiple of the view's hop.
+    pub window: Interval,
+    /// What it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// A typed feature column.

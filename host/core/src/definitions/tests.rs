@@ -323,3 +323,109 @@ transforms:
         }]
     );
 }
+
+const AGGREGATED: &str = r#"
+project: fraud
+entities: [{name: user, join_keys: [user_id]}]
+sources:
+  - {name: transactions, path: data/transactions/, timestamp_field: event_timestamp,
+     created_timestamp_field: ingested_at, push: true, allowed_lateness: 1h,
+     columns: [{name: amount, dtype: float64}, {name: merchant, dtype: string}]}
+feature_views:
+  - name: user_txn
+    entities: [user]
+    source: transactions
+    hop: 5m
+    aggregations:
+      - {name: txn_count_1h,     function: count,  window: 1h}
+      - {name: amount_sum_24h,   function: sum,    column: amount, window: 24h}
+      - {name: amount_mean_7d,   function: mean,   column: amount, window: 7d}
+      - {name: amount_max_7d,    function: max,    column: amount, window: 7d}
+      - {name: amount_stddev_7d, function: stddev, column: amount, window: 7d}
+      - {name: last_merchant,    function: last,   column: merchant, window: 30d}
+      - {name: merchants_30d,    function: approx_count_distinct, column: merchant, window: 30d}
+"#;
+
+#[test]
+fn aggregated_views_parse_and_validate_up_to_the_serving_gate() {
+    let d = Definitions::from_yaml(AGGREGATED).unwrap();
+    let view = &d.feature_views[0];
+    assert_eq!(view.hop.unwrap().micros(), 300_000_000);
+    assert_eq!(view.aggregations.len(), 7);
+    assert_eq!(view.aggregations[2].window.micros(), 7 * 86_400_000_000);
+    let source = &d.sources[0];
+    assert!(source.push);
+    assert_eq!(source.allowed_lateness.unwrap().micros(), 3_600_000_000);
+    // Everything holds but the gate: nothing serves aggregated views yet.
+    let found = problems(AGGREGATED);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("not served or backfilled by this version yet"),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn aggregation_mistakes_are_named() {
+    for (from, to, needle) in [
+        (
+            "function: mean,",
+            "function: medain,",
+            "unknown function `medain`; known: count, sum, mean",
+        ),
+        (
+            "function: max,    column: amount",
+            "function: max,    column: merchant",
+            "`max` does not take a string column (`merchant`); it takes int64, float64",
+        ),
+        (
+            "column: amount, window: 24h",
+            "column: amout, window: 24h",
+            "source `transactions` declares no column `amout`",
+        ),
+        (
+            "function: sum,    column: amount, window: 24h",
+            "function: sum, window: 24h",
+            "`sum` needs a `column` of the source",
+        ),
+        (
+            "window: 1h}",
+            "window: 62m}",
+            "the hop 5m does not divide the window 1h2m",
+        ),
+        (
+            "hop: 5m",
+            "hop: 1s",
+            "holds 2592000 tiles per key, over the limit of 10000; use a hop of at least 4m20s",
+        ),
+        ("    hop: 5m\n", "", "an aggregated view needs a `hop`"),
+        ("window: 1h}", "window: 0}", "the window must be positive"),
+        (
+            "{name: txn_count_1h,",
+            "{name: amount_sum_24h,",
+            "duplicate feature `amount_sum_24h`",
+        ),
+        (
+            "{name: txn_count_1h,",
+            "{name: user_id,",
+            "has the name of a join key",
+        ),
+        (
+            "    hop: 5m\n",
+            "    hop: 5m\n    features: [{name: x, dtype: int64}]\n",
+            "either `features` (stored columns) or `aggregations`",
+        ),
+    ] {
+        let yaml = AGGREGATED.replacen(from, to, 1);
+        assert_ne!(yaml, AGGREGATED, "{from:?} is in the example");
+        assert_problem(&yaml, needle);
+    }
+    assert_problem(
+        &FRAUD.replace("ttl: 7d,", "ttl: 7d, hop: 5m,"),
+        "`hop` is for views with `aggregations`",
+    );
+    assert!(
+        "allowed_lateness: soon".parse::<Interval>().is_err()
+            && "0".parse::<Interval>().unwrap().micros() == 0
+    );
+}

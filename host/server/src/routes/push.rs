@@ -32,6 +32,11 @@ pub(super) async fn push(
     let src = d
         .source(&source)
         .ok_or_else(|| ApiError::not_found(format!("unknown source `{source}`")))?;
+    if !src.push {
+        return Err(ApiError::conflict(format!(
+            "source `{source}` does not take pushes (`push: false` in the definitions)"
+        )));
+    }
     let views: Vec<_> = d
         .feature_views
         .iter()
