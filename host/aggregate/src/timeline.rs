@@ -1,0 +1,267 @@
+//! One entity's events for one aggregated view, and its aggregates at a time `t`: the
+//! structure both callers drive. The online store inserts pushed events and reads at
+//! request time; the backfill ([`sweep`]) inserts history in arrival order and reads at
+//! each entity row's time. Both read through [`Timeline::read`], with the same window and
+//! arrival rules, and since every state is exact the grouping into tiles never shows in
+//! the bits.
+//!
+//! Events with `event < sealed_until` are folded into hop tiles; later ones are kept raw,
+//! because the head of a window is exact (`event < t`, `created < t`) and a tile cannot be
+//! cut. A read at `t` needs every folded event to count at `t`, which holds when
+//! `t ≥ sealed_until + guard`: offline the guard is 0 (events enter in arrival order, and
+//! sealing stops at `t`'s own tile), online it is the allowed lateness (a folded event
+//! arrived at most that long after `sealed_until`).
+
+use std::collections::BTreeMap;
+
+use crate::function::{Aggregate, Error, EventTime, Input, Scalar, State};
+use crate::window::{self, Window};
+
+/// The aggregates of one view: each with its window; all share the view's hop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// The tile width, microseconds.
+    pub hop: i64,
+    /// Each aggregate and its window length (microseconds, a multiple of `hop`).
+    pub aggregates: Vec<(Aggregate, i64)>,
+}
+
+impl Spec {
+    fn window(&self, i: usize) -> Window {
+        Window {
+            length: self.aggregates[i].1,
+            hop: self.hop,
+        }
+    }
+}
+
+/// One event: its times, and the value each aggregate reads (`None` is null; `count`
+/// without a column reads any non-null value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// When it happened and when it arrived.
+    pub at: EventTime,
+    /// One value per aggregate of the [`Spec`], in order.
+    pub values: Box<[Option<Scalar>]>,
+}
+
+fn input(v: &Option<Scalar>) -> Input<'_> {
+    match v {
+        None => Input::Null,
+        Some(Scalar::Int(v)) => Input::Int(*v),
+        Some(Scalar::Float(v)) => Input::Float(*v),
+        Some(Scalar::Str(v)) => Input::Str(v),
+    }
+}
+
+/// What a read can refuse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReadError {
+    /// Asked at a time before what the folded tiles can answer exactly.
+    #[error(
+        "aggregates can be read as of {earliest} µs at the earliest (the tiles before it are folded); use a backfill for earlier times"
+    )]
+    TooOld {
+        /// The earliest time a read is exact at.
+        earliest: i64,
+    },
+    /// A finalize error (an int64 sum out of range).
+    #[error(transparent)]
+    Finalize(#[from] Error),
+}
+
+/// A merged run of tiles `[lo, hi)` for one aggregate.
+#[derive(Debug, Clone)]
+struct Cached {
+    lo: i64,
+    hi: i64,
+    state: State,
+}
+
+/// One entity's tiles and raw recent events for one view.
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    /// Every event before this (hop-aligned) is in `tiles`; `None`: nothing folded yet.
+    sealed_until: Option<i64>,
+    /// Tile index → one state per aggregate.
+    tiles: BTreeMap<i64, Vec<State>>,
+    /// Events at or after `sealed_until`.
+    recent: Vec<Event>,
+    /// Per aggregate, the last merged run of tiles a read used.
+    cache: Vec<Option<Cached>>,
+}
+
+impl Timeline {
+    /// Adds one event.
+    pub fn insert(&mut self, spec: &Spec, event: Event) {
+        match self.sealed_until {
+            Some(until) if event.at.event < until => self.fold(spec, &event),
+            _ => self.recent.push(event),
+        }
+    }
+
+    /// Folds an event into its tile, and into every cached run holding that tile.
+    fn fold(&mut self, spec: &Spec, event: &Event) {
+        let tile = event.at.event.div_euclid(spec.hop);
+        let states = self
+            .tiles
+            .entry(tile)
+            .or_insert_with(|| spec.aggregates.iter().map(|(a, _)| a.init()).collect());
+        for (i, (aggregate, _)) in spec.aggregates.iter().enumerate() {
+            let value = input(&event.values[i]);
+            aggregate.update(&mut states[i], value, event.at);
+            if let Some(Some(c)) = self.cache.get_mut(i)
+                && c.lo <= tile
+                && tile < c.hi
+            {
+                aggregate.update(&mut c.state, value, event.at);
+            }
+        }
+    }
+
+    /// Folds every raw event before `until` (rounded down to a hop) into tiles; never
+    /// moves back.
+    pub fn seal(&mut self, spec: &Spec, until: i64) {
+        let until = until.div_euclid(spec.hop) * spec.hop;
+        if self.sealed_until.is_some_and(|s| s >= until) {
+            return;
+        }
+        self.sealed_until = Some(until);
+        let (fold, keep): (Vec<Event>, Vec<Event>) = std::mem::take(&mut self.recent)
+            .into_iter()
+            .partition(|e| e.at.event < until);
+        self.recent = keep;
+        for event in &fold {
+            self.fold(spec, event);
+        }
+    }
+
+    /// Drops the tiles no window asked at `t` or later can reach.
+    pub fn expire(&mut self, spec: &Spec, t: i64) {
+        let Some(first) = (0..spec.aggregates.len())
+            .map(|i| spec.window(i).start(t).div_euclid(spec.hop))
+            .min()
+        else {
+            return;
+        };
+        self.tiles = self.tiles.split_off(&first);
+    }
+
+    /// The earliest time a read is exact at, given `guard`.
+    fn earliest(&self, guard: i64) -> i64 {
+        self.sealed_until
+            .map_or(i64::MIN, |s| s.saturating_add(guard))
+    }
+
+    /// Every aggregate as of `t`, in the spec's order; `guard` is 0 offline and the
+    /// allowed lateness online (see the module's docs).
+    pub fn read(
+        &mut self,
+        spec: &Spec,
+        t: i64,
+        guard: i64,
+    ) -> Result<Vec<Option<Scalar>>, ReadError> {
+        let earliest = self.earliest(guard);
+        if t < earliest {
+            return Err(ReadError::TooOld { earliest });
+        }
+        self.cache.resize(spec.aggregates.len(), None);
+        let hi = self
+            .sealed_until
+            .map_or(i64::MIN, |s| s.div_euclid(spec.hop));
+        let mut out = Vec::with_capacity(spec.aggregates.len());
+        for (i, (aggregate, _)) in spec.aggregates.iter().enumerate() {
+            let window = spec.window(i);
+            let start = window.start(t);
+            let lo = start.div_euclid(spec.hop);
+            let mut state = self.merged(spec, i, lo, hi);
+            for e in &self.recent {
+                if window.covers(t, e.at.event)
+                    && window::arrived(t, e.at.event, e.at.created, None)
+                {
+                    aggregate.update(&mut state, input(&e.values[i]), e.at);
+                }
+            }
+            out.push(aggregate.finalize(&state)?);
+        }
+        Ok(out)
+    }
+
+    /// The merge of aggregate `i`'s tiles `[lo, hi)`, from the cache where it can.
+    fn merged(&mut self, spec: &Spec, i: usize, lo: i64, hi: i64) -> State {
+        let aggregate = &spec.aggregates[i].0;
+        if lo >= hi {
+            return aggregate.init();
+        }
+        let cached = match self.cache[i].take() {
+            // Same tail: extend the run to the new head.
+            Some(mut c) if c.lo == lo && c.hi <= hi => {
+                for states in self.tiles.range(c.hi..hi).map(|(_, s)| s) {
+                    aggregate.merge(&mut c.state, &states[i]);
+                }
+                c.hi = hi;
+                c
+            }
+            // The tail moved: merge the run again.
+            _ => {
+                let mut state = aggregate.init();
+                for states in self.tiles.range(lo..hi).map(|(_, s)| s) {
+                    aggregate.merge(&mut state, &states[i]);
+                }
+                Cached { lo, hi, state }
+            }
+        };
+        let state = cached.state.clone();
+        self.cache[i] = Some(cached);
+        state
+    }
+
+    /// Raw events held (not yet folded).
+    pub fn raw_events(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Tiles held.
+    pub fn tiles(&self) -> usize {
+        self.tiles.len()
+    }
+}
+
+/// The backfill's caller: every aggregate at each time in `rows`, from `events` (in any
+/// order), for an event source allowing `lateness` (late events are dropped, as push
+/// refuses them). Row `r` of the result answers `rows[r]`.
+pub fn sweep(
+    spec: &Spec,
+    events: &[Event],
+    rows: &[i64],
+    lateness: Option<i64>,
+) -> Result<Vec<Vec<Option<Scalar>>>, Error> {
+    let mut arrivals: Vec<&Event> = events
+        .iter()
+        .filter(|e| lateness.is_none_or(|l| !window::is_late(e.at.event, e.at.created, l)))
+        .collect();
+    arrivals.sort_by_key(|e| e.at.created);
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&r| rows[r]);
+    let mut timeline = Timeline::default();
+    let mut next = 0;
+    let mut out = vec![Vec::new(); rows.len()];
+    for r in order {
+        let t = rows[r];
+        while next < arrivals.len() && arrivals[next].at.created < t {
+            timeline.insert(spec, arrivals[next].clone());
+            next += 1;
+        }
+        // Every inserted event arrived before t, so tiles before t's own are whole.
+        timeline.seal(spec, t);
+        timeline.expire(spec, t);
+        out[r] = match timeline.read(spec, t, 0) {
+            Ok(values) => values,
+            Err(ReadError::Finalize(e)) => return Err(e),
+            Err(ReadError::TooOld { .. }) => {
+                unreachable!("rows are read in time order and sealing stops at each row's time")
+            }
+        };
+    }
+    Ok(out)
+}
