@@ -2,6 +2,7 @@
 
 mod support;
 
+mod aggregations;
 mod cache;
 mod determinism;
 mod differential;

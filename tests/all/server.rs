@@ -970,3 +970,48 @@ fn a_source_with_push_false_refuses_pushes_and_changes_nothing() {
         json!(["NOT_FOUND"])
     );
 }
+
+#[test]
+fn an_event_source_of_an_aggregated_view_refuses_pushes_until_they_reach_the_backfill() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), None);
+    let defs = r#"
+project: events
+entities: [{name: user, join_keys: [user_id]}]
+sources:
+  - {name: transactions, path: events.parquet, columns: [{name: amount, dtype: float64}]}
+feature_views:
+  - {name: user_txn, entities: [user], source: transactions, online: false, hop: 5m,
+     aggregations: [{name: amount_mean_1h, function: mean, column: amount, window: 1h}]}
+feature_services: [{name: txn, features: ["user_txn:*"]}]
+"#;
+    let (status, body) = server.call("PUT", "/v1/definitions", defs.as_bytes(), None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.json(
+        "POST",
+        "/v1/push/transactions",
+        &json!({"columns": {"user_id": [1], "event_timestamp": [T0], "amount": [1.0]}}),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("feeds the aggregated view `user_txn`"),
+        "{body}"
+    );
+    // The view lists its typed aggregate features.
+    let (_, views) = server.json("GET", "/v1/feature-views", &json!(null));
+    assert_eq!(
+        views["feature_views"][0]["features"],
+        json!([{"name": "amount_mean_1h", "dtype": "float64"}])
+    );
+    // An online aggregated view is refused by name.
+    let online = defs.replace("online: false, ", "");
+    let (status, body) = server.call("PUT", "/v1/definitions", online.as_bytes(), None);
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("backfilled but not served by this version yet"),
+        "{body}"
+    );
+}

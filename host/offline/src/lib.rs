@@ -12,6 +12,7 @@
 
 #![deny(missing_docs)]
 
+mod aggregate;
 mod asof;
 mod backfill;
 mod materialize;

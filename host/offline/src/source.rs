@@ -124,8 +124,10 @@ pub(crate) fn source_path<'p>(
 
 /// A view's source, ready to read: which columns, why, and how to conform them.
 pub(crate) struct ViewSource<'p> {
-    view: &'p FeatureView,
     source: &'p Source,
+    /// The columns read besides keys and times: the view's features, or for an
+    /// aggregated view the event columns its aggregations read.
+    columns: Vec<skewless_core::definitions::Feature>,
     path: PathBuf,
     keys: Vec<skewless_core::definitions::JoinKey>,
     why: String,
@@ -135,9 +137,14 @@ impl<'p> ViewSource<'p> {
     /// Resolves `view`'s source against `base`.
     pub(crate) fn new(project: &'p Project, base: &Path, view: &'p FeatureView) -> Result<Self> {
         let (source, path) = source_path(project, base, view)?;
+        let columns = if view.is_aggregated() {
+            crate::aggregate::event_columns(view, source)
+        } else {
+            view.features.clone()
+        };
         Ok(Self {
-            view,
             source,
+            columns,
             path,
             keys: project.definitions().view_join_keys(view),
             why: format!("feature view `{}`", view.name),
@@ -150,7 +157,7 @@ impl<'p> ViewSource<'p> {
         if let Some(created) = &self.source.created_timestamp_field {
             names.push(created);
         }
-        names.extend(self.view.features.iter().map(|f| f.name.as_str()));
+        names.extend(self.columns.iter().map(|f| f.name.as_str()));
         names
     }
 
@@ -174,8 +181,7 @@ impl<'p> ViewSource<'p> {
         fields.push(Field::new("ts", ArrowType::Int64, false));
         fields.push(Field::new("created", ArrowType::Int64, false));
         fields.extend(
-            self.view
-                .features
+            self.columns
                 .iter()
                 .enumerate()
                 .map(|(i, f)| Field::new(format!("f{i}"), f.dtype.arrow_type(), true)),
@@ -196,12 +202,7 @@ impl<'p> ViewSource<'p> {
                     .chain(created)
                     .map(|t| (t.as_str(), DType::Timestamp)),
             )
-            .chain(
-                self.view
-                    .features
-                    .iter()
-                    .map(|f| (f.name.as_str(), f.dtype)),
-            )
+            .chain(self.columns.iter().map(|f| (f.name.as_str(), f.dtype)))
             .map(|(name, dtype)| (name, dtype, self.why.as_str()));
         check_columns(schema_of(&self.path)?.as_ref(), &self.path, columns)
     }
@@ -277,7 +278,7 @@ impl<'p> ViewSource<'p> {
         columns.push(Arc::new(Int64Array::from_iter_values(
             created.iter().map(|t| t.unwrap_or(i64::MIN)),
         )));
-        for f in &self.view.features {
+        for f in &self.columns {
             columns.push(conform(
                 path,
                 &f.name,

@@ -422,7 +422,7 @@ impl ServicePlan {
             source: view.source.clone(),
             ttl: view.ttl,
             online: view.online,
-            features: view.features.clone(),
+            features: view.feature_list().to_vec(),
             key_columns,
         });
         self.views.len() - 1

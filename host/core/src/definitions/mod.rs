@@ -193,6 +193,28 @@ pub struct FeatureView {
     /// Owner, description and tags.
     #[serde(flatten)]
     pub metadata: Metadata,
+    /// An aggregated view's features as typed columns (name, result dtype), worked out
+    /// by validation from the aggregations and the source's columns.
+    #[serde(skip)]
+    aggregate_features: Vec<Feature>,
+}
+
+impl FeatureView {
+    /// The view's features as typed columns, in order: the stored `features`, or one
+    /// per aggregation (its result dtype) in an aggregated view. Everything that serves,
+    /// joins or resolves a view's features reads them here.
+    pub fn feature_list(&self) -> &[Feature] {
+        if self.aggregations.is_empty() {
+            &self.features
+        } else {
+            &self.aggregate_features
+        }
+    }
+
+    /// Whether its features are computed from events (`aggregations`).
+    pub fn is_aggregated(&self) -> bool {
+        !self.aggregations.is_empty()
+    }
 }
 
 /// An aggregate feature: a function over a column of the view's event source, in a
@@ -332,9 +354,35 @@ impl Definitions {
             })
     }
 
+    /// Each aggregated view's features: the aggregations whose function and column are
+    /// known, with their result dtypes (the others are problems validation reports).
+    fn derive_aggregate_features(&mut self) {
+        let sources = self.sources.clone();
+        for view in &mut self.feature_views {
+            let source = sources.iter().find(|s| s.name == view.source);
+            view.aggregate_features = view
+                .aggregations
+                .iter()
+                .filter_map(|a| {
+                    let function = crate::aggregation::Function::from_name(&a.function)?;
+                    let input = match &a.column {
+                        None => None,
+                        Some(c) => Some(source?.columns.iter().find(|f| &f.name == c)?.dtype),
+                    };
+                    Some(Feature {
+                        name: a.name.clone(),
+                        dtype: function.output(input),
+                        description: a.description.clone(),
+                    })
+                })
+                .collect();
+        }
+    }
+
     /// Checks everything against the uploaded modules and works out the project: each
     /// problem names where it is; all are reported at once.
-    pub fn validate(self, modules: &dyn ModuleCatalog) -> Result<Project, DefinitionErrors> {
+    pub fn validate(mut self, modules: &dyn ModuleCatalog) -> Result<Project, DefinitionErrors> {
+        self.derive_aggregate_features();
         let mut check = Checker::default();
         check.project(&self);
         let (signatures, inputs) = check.transforms(&self, modules);

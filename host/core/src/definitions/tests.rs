@@ -360,9 +360,57 @@ fn aggregated_views_parse_and_validate_up_to_the_serving_gate() {
     let found = problems(AGGREGATED);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(
-        found[0].contains("not served or backfilled by this version yet"),
+        found[0]
+            .contains("backfilled but not served by this version yet; declare it `online: false`"),
         "{found:#?}"
     );
+}
+
+#[test]
+fn an_offline_aggregated_view_validates_with_typed_features_a_service_can_list() {
+    let yaml = format!(
+        "{}feature_services: [{{name: txn, features: [\"user_txn:*\"]}}]\n",
+        AGGREGATED.replace(
+            "    source: transactions\n",
+            "    source: transactions\n    online: false\n"
+        )
+    );
+    let project = Definitions::from_yaml(&yaml)
+        .unwrap()
+        .validate(&catalog)
+        .unwrap();
+    let view = &project.definitions().feature_views[0];
+    assert!(view.is_aggregated() && view.features.is_empty());
+    let typed: Vec<(&str, DType)> = view
+        .feature_list()
+        .iter()
+        .map(|f| (f.name.as_str(), f.dtype))
+        .collect();
+    assert_eq!(
+        typed,
+        [
+            ("txn_count_1h", DType::Int64),
+            ("amount_sum_24h", DType::Float64),
+            ("amount_mean_7d", DType::Float64),
+            ("amount_max_7d", DType::Float64),
+            ("amount_stddev_7d", DType::Float64),
+            ("last_merchant", DType::String),
+            ("merchants_30d", DType::Int64),
+        ]
+    );
+    let served: Vec<&str> = project.services()["txn"]
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(served.len(), 7);
+    assert_eq!(served[5], "last_merchant");
+    // Re-serialized definitions parse again: the derived features are not written out.
+    let again = project.definitions().to_yaml().unwrap();
+    assert!(!again.contains("aggregate_features"), "{again}");
+    Definitions::from_yaml(&again)
+        .unwrap()
+        .validate(&catalog)
+        .unwrap();
 }
 
 #[test]

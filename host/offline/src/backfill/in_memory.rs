@@ -22,14 +22,7 @@ impl Job<'_> {
         for (v, view) in self.plan.views.iter().enumerate() {
             let (min, max) = self.window(v);
             let (rows_of_view, read) = self.sources[v].read(min, max)?;
-            views.push(asof_join(
-                &self.view_keys(v, &keys, rows),
-                &at,
-                &rows_of_view,
-                &self.dtypes(v),
-                view.ttl,
-                self.threads,
-            )?);
+            views.push(self.join_view(v, &self.view_keys(v, &keys, rows), &at, &rows_of_view)?);
             tracing::info!(
                 view = %view.name,
                 source_rows = rows_of_view.event_ts.len(),

@@ -13,7 +13,8 @@ use skewless_core::key::KeyType;
 use skewless_core::{DType, Project};
 use skewless_plan::ServicePlan;
 
-use crate::asof::asof_join;
+use crate::aggregate::AggregatedView;
+use crate::asof::{FeatureRows, asof_join};
 use crate::parquet_io::{AtomicParquet, decoded_size, read_table, scan, schema_of};
 use crate::source::{SourceStats, ViewSource, check_columns, column, conform, timestamps};
 use crate::spill::{Partitioned, partitions};
@@ -255,6 +256,8 @@ struct Job<'a> {
     first: i64,
     last: i64,
     sources: Vec<ViewSource<'a>>,
+    /// Per view: the kernel's view of it, when it is aggregated.
+    aggregated: Vec<Option<AggregatedView>>,
     parts: usize,
     /// Whether the partitions go to disk.
     spill: bool,
@@ -330,6 +333,20 @@ impl<'a> Job<'a> {
             .iter()
             .map(|v| ViewSource::new(project, base, &project.definitions().feature_views[v.index]))
             .collect::<Result<Vec<_>>>()?;
+        let d = project.definitions();
+        let aggregated = plan
+            .views
+            .iter()
+            .map(|v| {
+                let view = &d.feature_views[v.index];
+                match d.source(&view.source) {
+                    Some(source) if view.is_aggregated() => {
+                        AggregatedView::new(view, source).map(Some)
+                    }
+                    _ => Ok(None),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut job = Self {
             plan,
             entities,
@@ -339,6 +356,7 @@ impl<'a> Job<'a> {
             first,
             last,
             sources,
+            aggregated,
             parts: 1,
             spill: false,
             estimate: 0,
@@ -372,13 +390,36 @@ impl<'a> Job<'a> {
     }
 
     /// The event times of view `v`'s rows that can match: one TTL before the earliest
-    /// entity row, up to the latest.
+    /// entity row, up to the latest; for an aggregated view, its longest window and a hop
+    /// before.
     fn window(&self, v: usize) -> (i64, i64) {
-        let min = self.plan.views[v]
-            .ttl
-            .micros()
-            .map_or(i64::MIN, |t| self.first.saturating_sub(t));
+        let reach = match &self.aggregated[v] {
+            Some(a) => Some(a.reach()),
+            None => self.plan.views[v].ttl.micros(),
+        };
+        let min = reach.map_or(i64::MIN, |t| self.first.saturating_sub(t));
         (min, self.last)
+    }
+
+    /// View `v` at each entity row: its aggregates, or the as-of join's latest row.
+    fn join_view(
+        &self,
+        v: usize,
+        keys: &KeyColumn,
+        at: &[i64],
+        rows: &FeatureRows,
+    ) -> Result<ViewColumns> {
+        match &self.aggregated[v] {
+            Some(aggregated) => aggregated.join(keys, at, rows),
+            None => asof_join(
+                keys,
+                at,
+                rows,
+                &self.dtypes(v),
+                self.plan.views[v].ttl,
+                self.threads,
+            ),
+        }
     }
 
     /// The entity times of a batch of the frame (checked non-null by [`Job::new`]).

@@ -112,14 +112,7 @@ impl Job<'_> {
                 }
                 let k = key_types.len();
                 let at = entity.column(k).as_primitive::<Int64Type>().values();
-                let result = asof_join(
-                    &encode(&entity),
-                    at,
-                    &source.rows(&features),
-                    &self.dtypes(v),
-                    view.ttl,
-                    self.threads,
-                )?;
+                let result = self.join_view(v, &encode(&entity), at, &source.rows(&features))?;
                 let mut columns = result.columns;
                 columns.push(Arc::new(UInt8Array::from_iter_values(
                     result.status.iter().map(|s| status_code(*s)),

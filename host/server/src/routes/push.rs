@@ -37,6 +37,18 @@ pub(super) async fn push(
             "source `{source}` does not take pushes (`push: false` in the definitions)"
         )));
     }
+    if let Some(v) = d
+        .feature_views
+        .iter()
+        .find(|v| v.source == source && v.is_aggregated())
+    {
+        // Events pushed here would have to reach the offline event log to be counted by
+        // the next backfill; until that exists, an acknowledged push would be lost to it.
+        return Err(ApiError::conflict(format!(
+            "source `{source}` feeds the aggregated view `{}`, and pushing events is not built yet: add them to the source's Parquet path",
+            v.name
+        )));
+    }
     let views: Vec<_> = d
         .feature_views
         .iter()
