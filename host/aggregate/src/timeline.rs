@@ -232,25 +232,24 @@ impl Timeline {
 /// refuses them). Row `r` of the result answers `rows[r]`.
 pub fn sweep(
     spec: &Spec,
-    events: &[Event],
+    events: Vec<Event>,
     rows: &[i64],
     lateness: Option<i64>,
 ) -> Result<Vec<Vec<Option<Scalar>>>, Error> {
-    let mut arrivals: Vec<&Event> = events
-        .iter()
+    let mut arrivals: Vec<Event> = events
+        .into_iter()
         .filter(|e| lateness.is_none_or(|l| !window::is_late(e.at.event, e.at.created, l)))
         .collect();
     arrivals.sort_by_key(|e| e.at.created);
+    let mut arrivals = arrivals.into_iter().peekable();
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&r| rows[r]);
     let mut timeline = Timeline::default();
-    let mut next = 0;
     let mut out = vec![Vec::new(); rows.len()];
     for r in order {
         let t = rows[r];
-        while next < arrivals.len() && arrivals[next].at.created < t {
-            timeline.insert(spec, arrivals[next].clone());
-            next += 1;
+        while let Some(event) = arrivals.next_if(|e| e.at.created < t) {
+            timeline.insert(spec, event);
         }
         // Every inserted event arrived before t, so tiles before t's own are whole.
         timeline.seal(spec, t);

@@ -185,7 +185,7 @@ fn served_aggregates_equal_the_backfill_bit_for_bit_in_any_push_order() {
         let truth = direct(&spec, &events, t, false);
         let served = online(&mut rng, &spec, &events, t);
         let again = online(&mut rng, &spec, &events, t);
-        let trained = sweep(&spec, &events, &[t], Some(LATENESS))
+        let trained = sweep(&spec, events.clone(), &[t], Some(LATENESS))
             .unwrap()
             .remove(0);
         assert!(
@@ -217,7 +217,7 @@ fn the_sweep_answers_every_row_as_of_its_own_time() {
     let rows: Vec<i64> = (0..200)
         .map(|_| rng.below(80 * 60) as i64 * MINUTE + rng.below(3) as i64)
         .collect();
-    let all = sweep(&spec, &events, &rows, Some(LATENESS)).unwrap();
+    let all = sweep(&spec, events.clone(), &rows, Some(LATENESS)).unwrap();
     for (r, &t) in rows.iter().enumerate() {
         assert!(
             same(&all[r], &direct(&spec, &events, t, false)),

@@ -13,7 +13,7 @@ use skewless_core::definitions::{Feature, FeatureView, Source};
 use skewless_core::key::KeyColumn;
 
 use crate::asof::FeatureRows;
-use crate::{Error, Result};
+use crate::{Error, Result, workers};
 
 /// The source columns `view`'s aggregations read, once each, in the source's order.
 pub(crate) fn event_columns(view: &FeatureView, source: &Source) -> Vec<Feature> {
@@ -116,6 +116,7 @@ impl AggregatedView {
         entity_keys: &KeyColumn,
         at: &[i64],
         rows: &FeatureRows,
+        threads: usize,
     ) -> Result<ViewColumns> {
         let readers: Vec<ValueReader<'_>> = rows
             .features
@@ -143,27 +144,28 @@ impl AggregatedView {
                 entity_rows.entry(key).or_default().push(r);
             }
         }
-        let mut values: Vec<Option<Vec<Option<Scalar>>>> = vec![None; at.len()];
-        for (key, rows_of_key) in &entity_rows {
-            let history: Vec<Event> = events
-                .get(key)
-                .map(|list| {
-                    list.iter()
-                        .map(|&i| self.event(rows, &readers, i))
-                        .collect()
+        // Keys split across threads; each sweeps its keys alone.
+        let mut keys: Vec<(&[u8], Vec<usize>)> = entity_rows.into_iter().collect();
+        keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let per = keys.len().div_ceil(threads.max(1)).max(1);
+        let answered: Vec<Vec<(usize, Vec<Option<Scalar>>)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = keys
+                .chunks(per)
+                .map(|chunk| {
+                    let (events, readers) = (&events, &readers);
+                    workers::spawn(scope, move || {
+                        workers::fault_point("aggregate sweep");
+                        self.sweep_keys(chunk, events, rows, readers, at)
+                    })
                 })
-                .unwrap_or_default();
-            let times: Vec<i64> = rows_of_key.iter().map(|&r| at[r]).collect();
-            let answers = sweep(&self.spec, &history, &times, self.lateness).map_err(|e| {
-                Error::Definitions(format!(
-                    "feature view `{}`, key {}: {e}",
-                    self.name,
-                    skewless_core::key::display_key(key)
-                ))
-            })?;
-            for (&r, answer) in rows_of_key.iter().zip(answers) {
-                values[r] = Some(answer);
-            }
+                .collect();
+            workers::join_all("aggregate sweep", handles)
+        })?
+        .into_iter()
+        .collect::<Result<_>>()?;
+        let mut values: Vec<Option<Vec<Option<Scalar>>>> = vec![None; at.len()];
+        for (r, answer) in answered.into_iter().flatten() {
+            values[r] = Some(answer);
         }
         let mut builders: Vec<ColumnBuilder> = self
             .outputs
@@ -200,6 +202,34 @@ impl AggregatedView {
             status,
             event_ts,
         })
+    }
+
+    /// The aggregates of `keys`' entity rows, as (row, values).
+    fn sweep_keys(
+        &self,
+        keys: &[(&[u8], Vec<usize>)],
+        events: &HashMap<&[u8], Vec<usize>>,
+        rows: &FeatureRows,
+        readers: &[ValueReader<'_>],
+        at: &[i64],
+    ) -> Result<Vec<(usize, Vec<Option<Scalar>>)>> {
+        let mut out = Vec::new();
+        for (key, rows_of_key) in keys {
+            let history: Vec<Event> = events
+                .get(key)
+                .map(|list| list.iter().map(|&i| self.event(rows, readers, i)).collect())
+                .unwrap_or_default();
+            let times: Vec<i64> = rows_of_key.iter().map(|&r| at[r]).collect();
+            let answers = sweep(&self.spec, history, &times, self.lateness).map_err(|e| {
+                Error::Definitions(format!(
+                    "feature view `{}`, key {}: {e}",
+                    self.name,
+                    skewless_core::key::display_key(key)
+                ))
+            })?;
+            out.extend(rows_of_key.iter().copied().zip(answers));
+        }
+        Ok(out)
     }
 
     /// Source row `i` as a kernel event.

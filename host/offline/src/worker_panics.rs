@@ -134,3 +134,44 @@ fn a_worker_that_panics_fails_the_materialization_and_writes_nothing() {
     assert_eq!(run().unwrap().rows_written(), 1000);
     assert_eq!(store.stats().rows, [("stats".to_owned(), 1000)]);
 }
+
+#[test]
+fn an_aggregate_sweep_worker_that_panics_fails_the_backfill() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let defs = r#"
+project: panics
+entities: [{name: user, join_keys: [user_id]}]
+sources: [{name: stats, path: stats.parquet, timestamp_field: ts, columns: [{name: value, dtype: float64}]}]
+feature_views:
+  - {name: agg, entities: [user], source: stats, online: false, hop: 1s,
+     aggregations: [{name: value_mean, function: mean, column: value, window: 10s}]}
+feature_services: [{name: svc, features: ["agg:value_mean"]}]
+"#;
+    let project = Definitions::from_yaml(defs)
+        .unwrap()
+        .validate(&|_: &ModuleRef| None)
+        .unwrap();
+    let plan = ServicePlan::for_service(&project, "svc", &|_| None).unwrap();
+    let out = dir.path().join("train.parquet");
+    let frame = dir.path().join("frame.parquet");
+    let options = BackfillOptions {
+        threads: 2,
+        ..BackfillOptions::default()
+    };
+    let run = || {
+        backfill(
+            &project,
+            dir.path(),
+            &plan,
+            &frame,
+            &out,
+            &options,
+            &NoProgress,
+        )
+    };
+    let err = panic_in("aggregate sweep", run).unwrap_err();
+    assert_internal(&err, "aggregate sweep");
+    assert!(!out.exists());
+    assert_eq!(run().unwrap().rows, 1000);
+}

@@ -410,7 +410,7 @@ impl<'a> Job<'a> {
         rows: &FeatureRows,
     ) -> Result<ViewColumns> {
         match &self.aggregated[v] {
-            Some(aggregated) => aggregated.join(keys, at, rows),
+            Some(aggregated) => aggregated.join(keys, at, rows, self.threads),
             None => asof_join(
                 keys,
                 at,
