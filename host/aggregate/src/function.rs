@@ -168,7 +168,11 @@ impl Moments {
                 0.0
             };
         }
-        exact::round_ratio(total, &BigUint::from(n), i64::from(SCALE))
+        // Without the trailing zero bits (most of them: the unit is 2^-2148), the
+        // division is of small numbers.
+        let zeros = total.trailing_zeros().unwrap_or(0);
+        let scale = i64::from(SCALE) - zeros as i64;
+        exact::round_ratio(&(total >> zeros), &BigUint::from(n), scale)
     }
 
     fn sum(&self) -> f64 {
@@ -191,8 +195,10 @@ impl Moments {
         Some(self.ratio(&self.sum.to_bigint(), self.n))
     }
 
-    /// `(n·Σx² − (Σx)²)` in units of 2^-2·SCALE, and the divisor of the variance.
-    fn variance_parts(&self, sample: bool) -> Option<Result<(BigUint, BigUint), f64>> {
+    /// `n·Σx² − (Σx)²` as `(spread, divisor, scale)`: the variance is
+    /// `spread / divisor · 2^-scale`, with `scale` even (for the square root).
+    #[allow(clippy::type_complexity)]
+    fn variance_parts(&self, sample: bool) -> Option<Result<(BigUint, BigUint, i64), f64>> {
         let least = if sample { 2 } else { 1 };
         if self.n < least {
             return None;
@@ -206,9 +212,27 @@ impl Moments {
             .as_ref()
             .expect("moments for a variance keep squares")
             .to_bigint();
-        let n = BigInt::from(self.n);
-        let spread = ((&n * q) << SCALE) - &s * &s;
-        let spread = spread
+        // n·q·2^SCALE − s², both in units of 2^-2·SCALE, without the trailing zero bits
+        // they share (an even number of them, so the scale stays even).
+        let (a, b) = (s.trailing_zeros(), q.trailing_zeros());
+        let shared = match (a, b) {
+            (Some(a), Some(b)) => (2 * a).min(b + u64::from(SCALE)),
+            (Some(a), None) => 2 * a,
+            (None, Some(b)) => b + u64::from(SCALE),
+            (None, None) => 0,
+        } & !1;
+        let squared = match a {
+            Some(a) => {
+                let r = &s >> a;
+                (&r * &r) << (2 * a - shared)
+            }
+            None => BigInt::default(),
+        };
+        let scaled = match b {
+            Some(b) => (BigInt::from(self.n) * (&q >> b)) << (b + u64::from(SCALE) - shared),
+            None => BigInt::default(),
+        };
+        let spread = (scaled - squared)
             .to_biguint()
             .expect("n·Σx² ≥ (Σx)² (Cauchy–Schwarz), exactly");
         let divisor = if sample {
@@ -216,14 +240,14 @@ impl Moments {
         } else {
             BigUint::from(self.n) * BigUint::from(self.n)
         };
-        Some(Ok((spread, divisor)))
+        Some(Ok((spread, divisor, 2 * i64::from(SCALE) - shared as i64)))
     }
 
     fn variance(&self, sample: bool) -> Option<f64> {
         Some(match self.variance_parts(sample)? {
             Err(nan) => nan,
-            Ok((spread, divisor)) => {
-                exact::round_ratio(&BigInt::from(spread), &divisor, 2 * i64::from(SCALE))
+            Ok((spread, divisor, scale)) => {
+                exact::round_ratio(&BigInt::from(spread), &divisor, scale)
             }
         })
     }
@@ -231,9 +255,7 @@ impl Moments {
     fn stddev(&self, sample: bool) -> Option<f64> {
         Some(match self.variance_parts(sample)? {
             Err(nan) => nan,
-            Ok((spread, divisor)) => {
-                exact::round_sqrt_ratio(&spread, &divisor, 2 * i64::from(SCALE))
-            }
+            Ok((spread, divisor, scale)) => exact::round_sqrt_ratio(&spread, &divisor, scale),
         })
     }
 }

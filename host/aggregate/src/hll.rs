@@ -107,24 +107,23 @@ impl Hll {
     }
 
     /// The estimated distinct count: the raw HyperLogLog estimate, or linear counting
-    /// while it is small; summed in register order, so the same sketch gives the same
-    /// estimate.
+    /// while it is small. The harmonic sum is exact (an integer in units of 2^-64), so
+    /// the estimate depends only on the registers, not on how they are stored.
     pub fn estimate(&self) -> i64 {
-        let rank = |i: usize| -> u8 {
-            match self {
-                Hll::Dense(ranks) => ranks[i],
-                Hll::Sparse(entries) => entries
-                    .binary_search_by_key(&(i as u32), |e| e >> 8)
-                    .map_or(0, |j| (entries[j] & 0xff) as u8),
+        let m = REGISTERS as f64;
+        let unit = |rank: u8| 1u128 << (64 - u32::from(rank));
+        let (sum, zeros) = match self {
+            Hll::Dense(ranks) => (
+                ranks.iter().map(|&r| unit(r)).sum::<u128>(),
+                ranks.iter().filter(|&&r| r == 0).count(),
+            ),
+            Hll::Sparse(entries) => {
+                let zeros = REGISTERS - entries.len();
+                let set: u128 = entries.iter().map(|e| unit((e & 0xff) as u8)).sum();
+                (set + zeros as u128 * unit(0), zeros)
             }
         };
-        let m = REGISTERS as f64;
-        let (mut z, mut zeros) = (0.0f64, 0usize);
-        for i in 0..REGISTERS {
-            let r = rank(i);
-            z += f64::from_bits((1023u64 - u64::from(r)) << 52);
-            zeros += usize::from(r == 0);
-        }
+        let z = sum as f64 / 2f64.powi(64);
         let alpha = 0.7213 / (1.0 + 1.079 / m);
         let raw = alpha * m * m / z;
         let estimate = if raw <= 2.5 * m && zeros > 0 {

@@ -302,6 +302,15 @@ fn distinct_counts_are_close_and_the_hash_is_fixed() {
             "{n} distinct estimated {got}"
         );
     }
+    // The estimate depends on the registers only, not on whether they are kept sparse.
+    let mut sparse = Hll::default();
+    for v in 0..300u64 {
+        sparse.insert_hash(hash(&v.to_le_bytes()));
+    }
+    assert!(matches!(sparse, Hll::Sparse(_)));
+    let mut dense = Hll::Dense(vec![0u8; 4096].into_boxed_slice());
+    dense.merge(&sparse);
+    assert_eq!(dense.estimate(), sparse.estimate());
     // -0.0 and 0.0 are one value, and so is every NaN (they arrive canonical).
     let f = Some(DType::Float64);
     let v = floats(&[0.0, -0.0, 1.5]);
