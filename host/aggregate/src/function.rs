@@ -40,8 +40,8 @@ pub enum Scalar {
     Int(i64),
     /// A float64.
     Float(f64),
-    /// A string.
-    Str(Box<str>),
+    /// A string (shared: copying a scalar never copies its text).
+    Str(std::sync::Arc<str>),
 }
 
 impl Scalar {

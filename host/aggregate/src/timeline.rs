@@ -174,27 +174,35 @@ impl Timeline {
             let window = spec.window(i);
             let start = window.start(t);
             let lo = start.div_euclid(spec.hop);
-            let mut state = self.merged(spec, i, lo, hi);
-            for e in &self.recent {
-                if window.covers(t, e.at.event)
-                    && window::arrived(t, e.at.event, e.at.created, None)
-                {
+            self.merge_run(spec, i, lo, hi);
+            let counted = |e: &&Event| {
+                window.covers(t, e.at.event) && window::arrived(t, e.at.event, e.at.created, None)
+            };
+            let cached = &self.cache[i]
+                .as_ref()
+                .expect("merge_run fills the cache")
+                .state;
+            let value = if self.recent.iter().any(|e| counted(&e)) {
+                // The run and the head's events: a copy, so the run stays reusable.
+                let mut state = cached.clone();
+                for e in self.recent.iter().filter(counted) {
                     aggregate.update(&mut state, input(&e.values[i]), e.at);
                 }
-            }
-            out.push(aggregate.finalize(&state)?);
+                aggregate.finalize(&state)?
+            } else {
+                aggregate.finalize(cached)?
+            };
+            out.push(value);
         }
         Ok(out)
     }
 
-    /// The merge of aggregate `i`'s tiles `[lo, hi)`, from the cache where it can.
-    fn merged(&mut self, spec: &Spec, i: usize, lo: i64, hi: i64) -> State {
+    /// Makes the cache of aggregate `i` the merge of its tiles `[lo, hi)`: extended when
+    /// only the head moved, merged again when the tail did.
+    fn merge_run(&mut self, spec: &Spec, i: usize, lo: i64, hi: i64) {
         let aggregate = &spec.aggregates[i].0;
-        if lo >= hi {
-            return aggregate.init();
-        }
-        let cached = match self.cache[i].take() {
-            // Same tail: extend the run to the new head.
+        let hi = hi.max(lo);
+        let run = match self.cache[i].take() {
             Some(mut c) if c.lo == lo && c.hi <= hi => {
                 for states in self.tiles.range(c.hi..hi).map(|(_, s)| s) {
                     aggregate.merge(&mut c.state, &states[i]);
@@ -202,7 +210,6 @@ impl Timeline {
                 c.hi = hi;
                 c
             }
-            // The tail moved: merge the run again.
             _ => {
                 let mut state = aggregate.init();
                 for states in self.tiles.range(lo..hi).map(|(_, s)| s) {
@@ -211,9 +218,7 @@ impl Timeline {
                 Cached { lo, hi, state }
             }
         };
-        let state = cached.state.clone();
-        self.cache[i] = Some(cached);
-        state
+        self.cache[i] = Some(run);
     }
 
     /// Raw events held (not yet folded).

@@ -188,7 +188,7 @@ impl AggregatedView {
                             None => b.push_null(),
                             Some(Scalar::Int(v)) => b.push(Value::Int64(*v)),
                             Some(Scalar::Float(v)) => b.push(Value::Float64(*v)),
-                            Some(Scalar::Str(v)) => b.push(Value::String(v)),
+                            Some(Scalar::Str(v)) => b.push(Value::String(v.as_ref())),
                         }
                     }
                     // Aggregates are computed at every row: as of the row's own time.
@@ -232,7 +232,8 @@ impl AggregatedView {
         Ok(out)
     }
 
-    /// Source row `i` as a kernel event.
+    /// Source row `i` as a kernel event (a string read by several aggregates is one
+    /// shared allocation).
     fn event(&self, rows: &FeatureRows, readers: &[ValueReader<'_>], i: usize) -> Event {
         let event = rows.event_ts[i];
         // No arrival time (no column, or a null in it): it arrived when it happened.
@@ -241,17 +242,21 @@ impl AggregatedView {
             _ if !rows.has_created => event,
             created => created,
         };
+        let columns: Vec<Option<Scalar>> = readers
+            .iter()
+            .map(|reader| match reader.value(i) {
+                Value::Int64(v) => Some(Scalar::Int(v)),
+                Value::Float64(v) => Some(Scalar::Float(v)),
+                Value::String(v) => Some(Scalar::Str(v.into())),
+                _ => None,
+            })
+            .collect();
         let values = self
             .inputs
             .iter()
             .map(|input| match input {
                 None => Some(Scalar::Int(1)),
-                Some((c, _)) => match readers[*c].value(i) {
-                    Value::Int64(v) => Some(Scalar::Int(v)),
-                    Value::Float64(v) => Some(Scalar::Float(v)),
-                    Value::String(v) => Some(Scalar::Str(v.into())),
-                    _ => None,
-                },
+                Some((c, _)) => columns[*c].clone(),
             })
             .collect();
         Event {
