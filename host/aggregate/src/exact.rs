@@ -10,6 +10,7 @@
 use num_bigint::{BigInt, BigUint, Sign};
 use num_integer::Integer;
 use num_traits::{ToPrimitive, Zero};
+use smallvec::SmallVec;
 
 /// The unit of an [`Exact`] is 2^-SCALE: the square of the smallest subnormal.
 pub const SCALE: u32 = 2148;
@@ -25,8 +26,10 @@ const NORMALIZE_AFTER: u32 = 1 << 28;
 pub struct Exact {
     /// The digit index of `limbs[0]`: limb `i` weighs 2^(32·(base + i)).
     base: u32,
-    /// Signed digits; their sum, each at its weight, is the value.
-    limbs: Vec<i64>,
+    /// Signed digits; their sum, each at its weight, is the value. Inline up to six
+    /// (a cent amount's sum or sum of squares needs four or five), so a tile's state
+    /// usually allocates nothing.
+    limbs: SmallVec<[i64; 6]>,
     /// Adds since the carries were last propagated.
     pending: u32,
 }
@@ -78,6 +81,23 @@ impl Exact {
         }
     }
 
+    /// Takes away every unit of `other`.
+    pub fn unmerge(&mut self, other: &Exact) {
+        if other.limbs.is_empty() {
+            return;
+        }
+        let end = other.base + other.limbs.len() as u32;
+        self.cover(other.base, end);
+        let at = (other.base - self.base) as usize;
+        for (mine, theirs) in self.limbs[at..].iter_mut().zip(&other.limbs) {
+            *mine -= theirs;
+        }
+        self.pending += other.pending + 1;
+        if self.pending >= NORMALIZE_AFTER {
+            self.normalize();
+        }
+    }
+
     /// The value, in units of 2^-[`SCALE`].
     pub fn to_bigint(&self) -> BigInt {
         let mut value = BigInt::zero();
@@ -100,12 +120,12 @@ impl Exact {
         let to = to + 1;
         if self.limbs.is_empty() {
             self.base = from;
-            self.limbs = vec![0; (to - from) as usize];
+            self.limbs = smallvec::smallvec![0; (to - from) as usize];
             return;
         }
         if from < self.base {
             let grow = (self.base - from) as usize;
-            self.limbs.splice(0..0, std::iter::repeat_n(0, grow));
+            self.limbs.insert_many(0, std::iter::repeat_n(0, grow));
             self.base = from;
         }
         let end = self.base + self.limbs.len() as u32;

@@ -145,6 +145,18 @@ impl Moments {
         }
     }
 
+    fn unmerge(&mut self, other: &Moments) {
+        self.n -= other.n;
+        self.negative_zeros -= other.negative_zeros;
+        self.nans -= other.nans;
+        self.positive_infinities -= other.positive_infinities;
+        self.negative_infinities -= other.negative_infinities;
+        self.sum.unmerge(&other.sum);
+        if let (Some(mine), Some(theirs)) = (self.squares.as_mut(), other.squares.as_ref()) {
+            mine.unmerge(theirs);
+        }
+    }
+
     /// IEEE's answer for a sum with non-finite terms, if there are any.
     fn non_finite(&self) -> Option<f64> {
         let both = self.positive_infinities > 0 && self.negative_infinities > 0;
@@ -268,7 +280,7 @@ pub enum State {
     /// An int64 sum, exact.
     IntSum(i128),
     /// Float sums, means and variances.
-    Moments(Box<Moments>),
+    Moments(Moments),
     /// The least or greatest value so far.
     Extreme(Option<Scalar>),
     /// The earliest or latest value so far, with its event and arrival times.
@@ -291,9 +303,9 @@ impl Aggregate {
         match self.function {
             Function::Count => State::Count(0),
             Function::Sum if self.input == Some(DType::Int64) => State::IntSum(0),
-            Function::Sum | Function::Mean => State::Moments(Box::default()),
+            Function::Sum | Function::Mean => State::Moments(Moments::default()),
             Function::VarPop | Function::VarSamp | Function::StddevPop | Function::StddevSamp => {
-                State::Moments(Box::new(Moments::with_squares()))
+                State::Moments(Moments::with_squares())
             }
             Function::Min | Function::Max => State::Extreme(None),
             Function::First | Function::Last => State::Pick(None),
@@ -338,6 +350,27 @@ impl Aggregate {
             (State::Extreme(_), State::Extreme(None)) | (State::Pick(_), State::Pick(None)) => {}
             (a, b) => unreachable!("states of one aggregate: {a:?} and {b:?}"),
         }
+    }
+
+    /// Takes the events of `other` back out of `state`, which holds them, where the
+    /// function allows it exactly (counts, int sums, the exact moments); `false` when it
+    /// cannot (a minimum, a pick, a sketch), leaving `state` unchanged.
+    pub fn unmerge(&self, state: &mut State, other: &State) -> bool {
+        match (state, other) {
+            (State::Count(a), State::Count(b)) => *a -= b,
+            (State::IntSum(a), State::IntSum(b)) => *a -= b,
+            (State::Moments(a), State::Moments(b)) => a.unmerge(b),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Whether [`Aggregate::unmerge`] works for this function.
+    pub fn invertible(&self) -> bool {
+        matches!(
+            self.init(),
+            State::Count(_) | State::IntSum(_) | State::Moments(_)
+        )
     }
 
     fn keep_extreme(&self, best: &mut Option<Scalar>, v: Scalar) {

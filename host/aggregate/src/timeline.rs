@@ -127,6 +127,9 @@ impl Timeline {
             return;
         }
         self.sealed_until = Some(until);
+        if !self.recent.iter().any(|e| e.at.event < until) {
+            return;
+        }
         let (fold, keep): (Vec<Event>, Vec<Event>) = std::mem::take(&mut self.recent)
             .into_iter()
             .partition(|e| e.at.event < until);
@@ -136,15 +139,22 @@ impl Timeline {
         }
     }
 
-    /// Drops the tiles no window asked at `t` or later can reach.
+    /// Drops the tiles no window asked at `t` or later can reach (and no cached run still
+    /// holds: a run's tail is taken out of it tile by tile).
     pub fn expire(&mut self, spec: &Spec, t: i64) {
-        let Some(first) = (0..spec.aggregates.len())
-            .map(|i| spec.window(i).start(t).div_euclid(spec.hop))
-            .min()
-        else {
+        let starts =
+            (0..spec.aggregates.len()).map(|i| spec.window(i).start(t).div_euclid(spec.hop));
+        let runs = self.cache.iter().flatten().map(|c| c.lo);
+        let Some(first) = starts.chain(runs).min() else {
             return;
         };
-        self.tiles = self.tiles.split_off(&first);
+        if self
+            .tiles
+            .first_key_value()
+            .is_some_and(|(k, _)| *k < first)
+        {
+            self.tiles = self.tiles.split_off(&first);
+        }
     }
 
     /// The earliest time a read is exact at, given `guard`.
@@ -207,6 +217,19 @@ impl Timeline {
                 for states in self.tiles.range(c.hi..hi).map(|(_, s)| s) {
                     aggregate.merge(&mut c.state, &states[i]);
                 }
+                c.hi = hi;
+                c
+            }
+            // The tail moved forward, still inside the run: take the tiles it left out,
+            // where that is exact (sums and counts are).
+            Some(mut c) if c.lo < lo && lo <= c.hi && c.hi <= hi && aggregate.invertible() => {
+                for states in self.tiles.range(c.lo..lo).map(|(_, s)| s) {
+                    aggregate.unmerge(&mut c.state, &states[i]);
+                }
+                for states in self.tiles.range(c.hi..hi).map(|(_, s)| s) {
+                    aggregate.merge(&mut c.state, &states[i]);
+                }
+                c.lo = lo;
                 c.hi = hi;
                 c
             }

@@ -242,7 +242,7 @@ impl AggregatedView {
             _ if !rows.has_created => event,
             created => created,
         };
-        let columns: Vec<Option<Scalar>> = readers
+        let columns: smallvec::SmallVec<[Option<Scalar>; 8]> = readers
             .iter()
             .map(|reader| match reader.value(i) {
                 Value::Int64(v) => Some(Scalar::Int(v)),
