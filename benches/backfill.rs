@@ -57,6 +57,12 @@ impl Lcg {
             .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % n
     }
+
+    /// A number in `0..n` for any `n`: [`Lcg::next`] draws 31 bits, which for times over
+    /// days would cover only the first 36 minutes.
+    fn wide(&mut self, n: u64) -> u64 {
+        ((self.next(1 << 31) << 31) | self.next(1 << 31)) % n
+    }
 }
 
 fn write(
@@ -93,7 +99,7 @@ fn generate(dir: &Path, entities: usize, features: usize) -> Result<()> {
         write(&features_path, features, |_, n| {
             let user: Vec<i64> = (0..n).map(|_| rng.next(users) as i64).collect();
             let ts: Vec<i64> = (0..n)
-                .map(|_| START + rng.next((DAYS * DAY) as u64) as i64)
+                .map(|_| START + rng.wide((DAYS * DAY) as u64) as i64)
                 .collect();
             let f = |rng: &mut Lcg| -> Vec<f64> {
                 (0..n).map(|_| rng.next(100_000) as f64 / 100.0).collect()
@@ -125,7 +131,7 @@ fn generate(dir: &Path, entities: usize, features: usize) -> Result<()> {
                 .map(|_| rng.next(users + users / 10) as i64)
                 .collect();
             let ts: Vec<i64> = (0..n)
-                .map(|_| START + rng.next((DAYS * DAY) as u64) as i64)
+                .map(|_| START + rng.wide((DAYS * DAY) as u64) as i64)
                 .collect();
             let amount: Vec<f64> = (0..n).map(|_| rng.next(500_000) as f64 / 100.0).collect();
             RecordBatch::try_from_iter([
