@@ -21,9 +21,8 @@ use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use skewless_benches::measuring;
+use skewless_benches::{measure, measuring, peak_rss_kb, write_parquet_batches};
 
 const DEFS: &str = r#"
 project: bench
@@ -68,25 +67,6 @@ impl Rng {
     }
 }
 
-fn write(path: &Path, rows: usize, mut batch: impl FnMut(usize) -> RecordBatch) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let file = std::fs::File::create(&tmp)?;
-    let mut writer: Option<ArrowWriter<std::fs::File>> = None;
-    for start in (0..rows).step_by(1 << 20) {
-        let b = batch((1 << 20).min(rows - start));
-        let w = match &mut writer {
-            Some(w) => w,
-            None => writer.insert(ArrowWriter::try_new(file.try_clone()?, b.schema(), None)?),
-        };
-        w.write(&b)?;
-    }
-    if let Some(w) = writer {
-        w.close()?;
-    }
-    std::fs::rename(tmp, path)?;
-    Ok(())
-}
-
 /// Events: a user per 100 events, random times over the days, arrival within 10 min (a
 /// few up to 2 h: late), cent amounts, one of 1,000 merchants. Entity rows: random users
 /// and times.
@@ -96,7 +76,7 @@ fn generate(dir: &Path, entities: usize, events: usize) -> Result<()> {
     let mut rng = Rng(1);
     let events_path = dir.join("events.parquet");
     if !events_path.exists() {
-        write(&events_path, events, |n| {
+        write_parquet_batches(&events_path, events, |_, n| {
             let user: Vec<i64> = (0..n).map(|_| rng.below(users) as i64).collect();
             let ts: Vec<i64> = (0..n)
                 .map(|_| START + rng.below((DAYS * DAY) as u64) as i64)
@@ -130,7 +110,7 @@ fn generate(dir: &Path, entities: usize, events: usize) -> Result<()> {
     }
     let entities_path = dir.join("entities.parquet");
     if !entities_path.exists() {
-        write(&entities_path, entities, |n| {
+        write_parquet_batches(&entities_path, entities, |_, n| {
             let user: Vec<i64> = (0..n).map(|_| rng.below(users) as i64).collect();
             let ts: Vec<i64> = (0..n)
                 .map(|_| START + rng.below((DAYS * DAY) as u64) as i64)
@@ -146,17 +126,6 @@ fn generate(dir: &Path, entities: usize, events: usize) -> Result<()> {
         })?;
     }
     Ok(())
-}
-
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// The child process: one Skewless backfill, as `skewless backfill` runs it.
@@ -184,23 +153,6 @@ fn child(dir: &Path, threads: usize) -> Result<()> {
         peak_rss_kb()
     );
     Ok(())
-}
-
-fn measure(command: &mut Command) -> Result<(f64, u64)> {
-    let output = command.output().context("starting a benchmark process")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!("{text}{}", String::from_utf8_lossy(&output.stderr));
-    }
-    let field = |name: &str| {
-        text.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .with_context(|| format!("no {name} in {text:?}"))
-    };
-    Ok((
-        field("elapsed_s=")?.parse()?,
-        field("peak_rss_kb=")?.parse()?,
-    ))
 }
 
 fn read(path: &Path) -> Result<RecordBatch> {
@@ -286,7 +238,7 @@ fn main() -> Result<()> {
             )?);
         }
         agree(&dir)?;
-        let median = |runs: &mut Vec<(f64, u64)>| {
+        let median = |runs: &mut Vec<(f64, u64, u64)>| {
             runs.sort_by(|a, b| a.0.total_cmp(&b.0));
             (
                 runs[runs.len() / 2].0,

@@ -19,9 +19,8 @@ use anyhow::{Context, Result, bail};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use skewless_benches::measuring;
+use skewless_benches::{measure, measuring, peak_rss_kb, write_parquet_batches};
 use skewless_engine::{Engine, EngineConfig};
 use skewless_registry::Registry;
 
@@ -65,29 +64,6 @@ impl Lcg {
     }
 }
 
-fn write(
-    path: &Path,
-    rows: usize,
-    mut batch: impl FnMut(usize, usize) -> RecordBatch,
-) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let file = std::fs::File::create(&tmp)?;
-    let mut writer: Option<ArrowWriter<std::fs::File>> = None;
-    for start in (0..rows).step_by(1 << 20) {
-        let b = batch(start, (1 << 20).min(rows - start));
-        let w = match &mut writer {
-            Some(w) => w,
-            None => writer.insert(ArrowWriter::try_new(file.try_clone()?, b.schema(), None)?),
-        };
-        w.write(&b)?;
-    }
-    if let Some(w) = writer {
-        w.close()?;
-    }
-    std::fs::rename(tmp, path)?;
-    Ok(())
-}
-
 /// Feature rows: one user per 10 rows, random times; entity rows: random users (a tenth
 /// unknown), random times, an amount.
 fn generate(dir: &Path, entities: usize, features: usize) -> Result<()> {
@@ -96,7 +72,7 @@ fn generate(dir: &Path, entities: usize, features: usize) -> Result<()> {
     let mut rng = Lcg(1);
     let features_path = dir.join("features.parquet");
     if !features_path.exists() {
-        write(&features_path, features, |_, n| {
+        write_parquet_batches(&features_path, features, |_, n| {
             let user: Vec<i64> = (0..n).map(|_| rng.next(users) as i64).collect();
             let ts: Vec<i64> = (0..n)
                 .map(|_| START + rng.wide((DAYS * DAY) as u64) as i64)
@@ -126,7 +102,7 @@ fn generate(dir: &Path, entities: usize, features: usize) -> Result<()> {
     }
     let entities_path = dir.join("entities.parquet");
     if !entities_path.exists() {
-        write(&entities_path, entities, |_, n| {
+        write_parquet_batches(&entities_path, entities, |_, n| {
             let user: Vec<i64> = (0..n)
                 .map(|_| rng.next(users + users / 10) as i64)
                 .collect();
@@ -153,18 +129,6 @@ fn engine(dir: &Path) -> Result<Engine> {
         cache_dir: Some(dir.join("compiled")),
         ..EngineConfig::default()
     })?)
-}
-
-/// The peak resident set of this process, in KiB.
-fn peak_rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// The child process: one Skewless backfill, as `skewless backfill` runs it.
@@ -206,26 +170,6 @@ fn child(dir: &Path, threads: usize) -> Result<()> {
         stats.partitions
     );
     Ok(())
-}
-
-/// Runs a command that prints `elapsed_s=S peak_rss_kb=K [partitions=P]`; returns (S, K,
-/// P or 0).
-fn measure(command: &mut Command) -> Result<(f64, u64, u64)> {
-    let output = command.output().context("starting a benchmark process")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!("{text}{}", String::from_utf8_lossy(&output.stderr));
-    }
-    let field = |name: &str| {
-        text.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .with_context(|| format!("no {name} in {text:?}"))
-    };
-    Ok((
-        field("elapsed_s=")?.parse()?,
-        field("peak_rss_kb=")?.parse()?,
-        field("partitions=").map_or(Ok(0), str::parse)?,
-    ))
 }
 
 /// The median time, the largest peak RSS and the partitions of repeated runs.

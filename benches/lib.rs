@@ -154,3 +154,65 @@ pub fn native_fraud(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
         ("amount_log1p", Arc::new(log1p), true),
     ])?)
 }
+
+/// Writes `rows` rows to `path` as Parquet, `batch(start, n)` making each batch of up to
+/// 2^20 rows; written to a temporary file and renamed, so a cached input is never half.
+pub fn write_parquet_batches(
+    path: &std::path::Path,
+    rows: usize,
+    mut batch: impl FnMut(usize, usize) -> RecordBatch,
+) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let file = std::fs::File::create(&tmp)?;
+    let mut writer: Option<parquet::arrow::ArrowWriter<std::fs::File>> = None;
+    for start in (0..rows).step_by(1 << 20) {
+        let b = batch(start, (1 << 20).min(rows - start));
+        let w = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(parquet::arrow::ArrowWriter::try_new(
+                file.try_clone()?,
+                b.schema(),
+                None,
+            )?),
+        };
+        w.write(&b)?;
+    }
+    if let Some(w) = writer {
+        w.close()?;
+    }
+    std::fs::rename(tmp, path)?;
+    Ok(())
+}
+
+/// The peak resident set of this process, in KiB (VmHWM).
+pub fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs a benchmark process that prints `elapsed_s=S peak_rss_kb=K [partitions=P]`;
+/// returns (S, K, P or 0).
+pub fn measure(command: &mut std::process::Command) -> anyhow::Result<(f64, u64, u64)> {
+    use anyhow::Context;
+    let output = command.output().context("starting a benchmark process")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        anyhow::bail!("{text}{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let field = |name: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .with_context(|| format!("no {name} in {text:?}"))
+    };
+    Ok((
+        field("elapsed_s=")?.parse()?,
+        field("peak_rss_kb=")?.parse()?,
+        field("partitions=").map_or(Ok(0), str::parse)?,
+    ))
+}

@@ -66,23 +66,16 @@ impl Exact {
 
     /// Adds every unit of `other`.
     pub fn merge(&mut self, other: &Exact) {
-        if other.limbs.is_empty() {
-            return;
-        }
-        let end = other.base + other.limbs.len() as u32;
-        self.cover(other.base, end);
-        let at = (other.base - self.base) as usize;
-        for (mine, theirs) in self.limbs[at..].iter_mut().zip(&other.limbs) {
-            *mine += theirs;
-        }
-        self.pending += other.pending + 1;
-        if self.pending >= NORMALIZE_AFTER {
-            self.normalize();
-        }
+        self.combine(other, 1);
     }
 
     /// Takes away every unit of `other`.
     pub fn unmerge(&mut self, other: &Exact) {
+        self.combine(other, -1);
+    }
+
+    /// Adds `sign` (±1) times `other`, limb by limb.
+    fn combine(&mut self, other: &Exact, sign: i64) {
         if other.limbs.is_empty() {
             return;
         }
@@ -90,7 +83,7 @@ impl Exact {
         self.cover(other.base, end);
         let at = (other.base - self.base) as usize;
         for (mine, theirs) in self.limbs[at..].iter_mut().zip(&other.limbs) {
-            *mine -= theirs;
+            *mine += sign * theirs;
         }
         self.pending += other.pending + 1;
         if self.pending >= NORMALIZE_AFTER {

@@ -2,6 +2,10 @@
 //! random windows of cent amounts, of large and tiny magnitudes and of int64s, every sum,
 //! mean, variance and standard deviation is the correctly rounded exact value.
 
+mod common;
+
+use common::Rng;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -65,21 +69,6 @@ for line in sys.stdin:
     out.append(row)
 print(json.dumps(out))
 "#;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A window's values: cent amounts mostly, else magnitudes far apart, or int64s.
 fn window(rng: &mut Rng) -> (DType, Vec<f64>, Vec<i64>, bool) {

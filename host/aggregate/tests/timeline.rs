@@ -3,6 +3,10 @@
 //! history, and both equal a direct fold over exactly the events the documented rule
 //! counts. A planted skew (a window end that includes `T`) is caught.
 
+mod common;
+
+use common::Rng;
+
 use skewless_aggregate::window::{arrived, is_late};
 use skewless_aggregate::{
     Aggregate, Event, EventTime, Function, Input, Scalar, Spec, Timeline, Window, sweep,
@@ -12,26 +16,6 @@ use skewless_core::DType;
 const MINUTE: i64 = 60_000_000;
 const HOUR: i64 = 60 * MINUTE;
 const LATENESS: i64 = HOUR;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i as u64 + 1) as usize);
-        }
-    }
-}
 
 /// Every function over every dtype it takes, with 1 h, 6 h and 24 h windows, 5 min hops.
 fn spec() -> Spec {

@@ -68,10 +68,15 @@ impl Drop for Running {
 
 /// `skewless serve` on `data_dir` with `extra` arguments and nothing else.
 fn start_exactly(data_dir: &Path, extra: &[&str]) -> (Running, SocketAddr) {
-    let mut child = serve_command(data_dir, extra)
+    let child = serve_command(data_dir, extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("skewless serve starts");
+    listening(child)
+}
+
+/// A spawned `skewless serve` (stdout piped) and the address its first line names.
+fn listening(mut child: Child) -> (Running, SocketAddr) {
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
@@ -365,18 +370,8 @@ fn serve_out_of_descriptors_logs_counts_and_recovers() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("prlimit (util-linux) runs skewless serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let mut server = Running(child);
+    let (mut server, addr) = listening(child);
     let held: Vec<TcpStream> = (0..200)
         .filter_map(|_| TcpStream::connect(addr).ok())
         .collect();
