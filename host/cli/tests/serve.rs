@@ -113,6 +113,21 @@ fn write_parquet(path: impl AsRef<Path>, batch: &arrow_array::RecordBatch) {
     writer.close().unwrap();
 }
 
+/// `skewless upload` of echo@1, then `skewless apply DEFS`, against `url`.
+fn upload_echo_and_apply(url: &str, defs: &Path) {
+    cli(&[
+        "upload",
+        artifacts::ECHO,
+        "--name",
+        "echo",
+        "--version",
+        "1",
+        "--server",
+        url,
+    ]);
+    cli(&["apply", defs.to_str().unwrap(), "--server", url]);
+}
+
 /// `skewless upload` of fraud_risk@1.0.0, then `skewless apply DEFS`, against `url`.
 fn upload_fraud_risk_and_apply(url: &str, defs: &Path) {
     cli(&[
@@ -274,18 +289,7 @@ fn serve_refuses_a_damaged_log_and_recover_skip_corrupt_keeps_the_rest() {
     let defs = dir.path().join("defs.yaml");
     std::fs::write(&defs, DEFS).unwrap();
     let (mut server, addr) = start_exactly(&data, &[]);
-    let url = format!("http://{addr}");
-    cli(&[
-        "upload",
-        artifacts::ECHO,
-        "--name",
-        "echo",
-        "--version",
-        "1",
-        "--server",
-        &url,
-    ]);
-    cli(&["apply", defs.to_str().unwrap(), "--server", &url]);
+    upload_echo_and_apply(&format!("http://{addr}"), &defs);
     // Three acknowledged records, one user each.
     for user in 1..=3 {
         let body = format!(
@@ -447,18 +451,7 @@ fn a_full_disk_refuses_pushes_with_503_and_they_resume_when_space_is_back() {
     let defs = dir.path().join("defs.yaml");
     std::fs::write(&defs, DEFS).unwrap();
     let (mut server, addr) = start_exactly(&data, &[]);
-    let url = format!("http://{addr}");
-    cli(&[
-        "upload",
-        artifacts::ECHO,
-        "--name",
-        "echo",
-        "--version",
-        "1",
-        "--server",
-        &url,
-    ]);
-    cli(&["apply", defs.to_str().unwrap(), "--server", &url]);
+    upload_echo_and_apply(&format!("http://{addr}"), &defs);
     let push = |user: i64| {
         let body = format!(
             r#"{{"columns": {{"user_id": [{user}], "event_timestamp": [1], "n": [{user}]}}}}"#
