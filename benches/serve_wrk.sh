@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Serving measured as a user meets it: the real `skewless serve` (the quickstart's
+# release binary on its data), loaded by wrk from another process on the same machine.
+# Prints req/s and latency percentiles per request shape and connection count.
+#
+# usage: benches/serve_wrk.sh [SECONDS]   (default 8 s per run; needs wrk: apt-get install wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds="${1:-8}"
+command -v wrk >/dev/null || { echo "serve_wrk.sh: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+dir="$(mktemp -d)"
+listen=127.0.0.1:7878
+log="$dir/serve.log"
+./scripts/quickstart --rows 20000 --dir "$dir/qs" --listen "$listen" >"$log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 1 1800); do
+    grep -q "Serving until Ctrl-C" "$log" && break
+    kill -0 $server 2>/dev/null || { cat "$log" >&2; exit 1; }
+    sleep 1
+done
+grep -q "Serving until Ctrl-C" "$log" || { echo "the server did not start" >&2; exit 1; }
+
+url="http://$listen"
+txn_risk='{"features":["txn_risk:*"],"entities":{"user_id":[7]},"request_data":{"amount":[42.5]},"request_time":"2026-10-31T00:00:00Z"}'
+fraud_v1='{"feature_service":"fraud_v1","entities":{"user_id":[7]},"request_data":{"amount":[42.5],"lat":[48.85],"lon":[2.35],"merchant_name":["Café de Flore"]},"request_time":"2026-10-31T00:00:00Z"}'
+# Each body must be answered 200 before it is measured.
+for body in "$txn_risk" "$fraud_v1"; do
+    status=$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/features" -H 'content-type: application/json' -d "$body")
+    [ "$status" = 200 ] || { echo "a request answered $status: $body" >&2; exit 1; }
+done
+
+post() {
+    cat >"$dir/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+wrk.body = [[$1]]
+LUA
+}
+
+run() { # name path connections [lua]
+    local name=$1 path=$2 c=$3 script=${4:-}
+    local out
+    out=$(wrk -t1 -c"$c" -d"${seconds}s" --latency ${script:+-s "$script"} "$url$path")
+    local rps p50 p99 errors
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    errors=$(grep -E "Non-2xx|Socket errors" <<<"$out" | tr '\n' ' ' || true)
+    printf '%-10s c=%-3s %10s req/s  p50 %-8s p99 %-8s %s\n' "$name" "$c" "$rps" "$p50" "$p99" "$errors"
+}
+
+echo "skewless serve (release, quickstart data), wrk -t1 for ${seconds}s per row, $(nproc) cores shared"
+for c in 8 32 64; do
+    post "$txn_risk"
+    run txn_risk /v1/features "$c" "$dir/post.lua"
+done
+for c in 8 32 64; do
+    post "$fraud_v1"
+    run fraud_v1 /v1/features "$c" "$dir/post.lua"
+done
+run healthz /healthz 8
