@@ -113,6 +113,16 @@ fn materialize_job_fills_the_store_the_server_serves_and_moves_the_watermark() {
     )
     .unwrap();
     assert_eq!(watermarks["user_stats"]["end_micros"], T0 + 2 * DAY);
+    // An end before the watermark has nothing to load: refused, naming the watermark.
+    let (status, refused) = server.json("POST", "/v1/materialize", &json!({"end": T0}));
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("is materialized up to 2026-11-22T00:00:00.000000Z, after `end`"),
+        "{refused}"
+    );
     let (_, jobs) = server.json("GET", "/v1/jobs", &json!(null));
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 2);
 }
@@ -235,6 +245,12 @@ fn job_requests_are_checked_before_anything_runs() {
             json!({"end": T0, "typo": 1}),
             400,
             "unknown field `typo`",
+        ),
+        (
+            "/v1/materialize",
+            json!({"start": T0, "end": T0 - 1}),
+            400,
+            "the window starts at 2026-11-20T00:00:00.000000Z, after its end",
         ),
     ];
     for (path, body, want, says) in refusals {

@@ -72,6 +72,7 @@ pub fn plan_windows(
     watermark: impl Fn(&str) -> Option<i64>,
 ) -> Result<Vec<Window>> {
     let defs = &project.definitions();
+    let start_given = start.is_some();
     let names: Vec<&str> = if views.is_empty() {
         defs.feature_views
             .iter()
@@ -88,11 +89,21 @@ pub fn plan_windows(
                 .view_index(name)
                 .map(|i| &defs.feature_views[i])
                 .ok_or_else(|| Error::Definitions(format!("no feature view `{name}`")))?;
-            let start = start.or_else(|| watermark(name)).unwrap_or_else(|| {
+            let mark = watermark(name);
+            let start = start.or(mark).unwrap_or_else(|| {
                 view.ttl
                     .micros()
                     .map_or(i64::MIN, |ttl| end.saturating_sub(ttl))
             });
+            if start > end {
+                let (s, e) = (format_micros(start), format_micros(end));
+                return Err(Error::Definitions(match (start_given, mark) {
+                    (false, Some(_)) => format!(
+                        "view `{name}` is materialized up to {s}, after `end` {e}: nothing to load; give an `end` after it, or a `start` to load again from an earlier time"
+                    ),
+                    _ => format!("view `{name}`: the window starts at {s}, after its end {e}"),
+                }));
+            }
             Ok(Window {
                 view: name.to_owned(),
                 start,
@@ -100,6 +111,15 @@ pub fn plan_windows(
             })
         })
         .collect()
+}
+
+/// An instant for a message (RFC 3339, UTC, microseconds).
+fn format_micros(micros: i64) -> String {
+    use arrow_array::temporal_conversions::timestamp_us_to_datetime;
+    timestamp_us_to_datetime(micros).map_or_else(
+        || format!("{micros} µs"),
+        |t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+    )
 }
 
 /// The winning row of each entity key: the latest event time, then the larger created
