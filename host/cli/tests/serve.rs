@@ -216,7 +216,7 @@ fn kill_9_during_a_push_loop_loses_no_acknowledged_write() {
     );
 
     let started = Instant::now();
-    let (mut server, addr) = start(&data);
+    let (_server, addr) = start(&data);
     let recovered = started.elapsed();
     for chunk in acked.chunks(1000) {
         let body = format!(
@@ -238,8 +238,6 @@ fn kill_9_during_a_push_loop_loses_no_acknowledged_write() {
         "{} acknowledged writes all present after kill -9; restart took {recovered:?}",
         acked.len()
     );
-    server.kill().ok();
-    let _ = server.wait();
 }
 
 /// `--max-connections` and `--header-timeout-secs` reach the accept loop: one
@@ -248,7 +246,7 @@ fn kill_9_during_a_push_loop_loses_no_acknowledged_write() {
 #[test]
 fn serve_caps_connections_and_times_out_silent_ones_as_its_flags_say() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, addr) = start_exactly(
+    let (_server, addr) = start_exactly(
         &dir.path().join("data"),
         &["--max-connections", "2", "--header-timeout-secs", "1"],
     );
@@ -275,8 +273,6 @@ fn serve_caps_connections_and_times_out_silent_ones_as_its_flags_say() {
     }
     let (status, body) = http(addr, "GET", "/healthz", "").expect("an answer");
     assert_eq!(status, 200, "{body}");
-    server.kill().ok();
-    let _ = server.wait();
 }
 
 /// A damaged record in the middle of the newest log segment stops `serve` with an error
@@ -342,7 +338,7 @@ fn serve_refuses_a_damaged_log_and_recover_skip_corrupt_keeps_the_rest() {
         "the refusal changed the log"
     );
 
-    let (mut server, addr) = start_exactly(&data, &["--recover-skip-corrupt"]);
+    let (_server, addr) = start_exactly(&data, &["--recover-skip-corrupt"]);
     let body =
         r#"{"feature_service": "all", "entities": {"user_id": [1, 2, 3]}, "request_time": 10}"#;
     let (status, text) = http(addr, "POST", "/v1/features", body).expect("an answer");
@@ -353,8 +349,6 @@ fn serve_refuses_a_damaged_log_and_recover_skip_corrupt_keeps_the_rest() {
         serde_json::json!([null, 2, 3]),
         "{text}"
     );
-    server.kill().ok();
-    let _ = server.wait();
 }
 
 /// Run out of descriptors (serve under a 128-descriptor limit, 200 held connections):

@@ -216,6 +216,15 @@ pub fn has_other_nan_f32(values: &[f32]) -> bool {
         .any(|v| v.is_nan() && v.to_bits() != CANONICAL_NAN_F32)
 }
 
+/// Formats microseconds since the epoch as RFC 3339 UTC with microseconds (the integer
+/// itself when chrono cannot write the instant).
+pub fn format_timestamp(micros: i64) -> String {
+    match chrono::DateTime::from_timestamp_micros(micros) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        None => micros.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,7 +96,10 @@ pub fn plan_windows(
                     .map_or(i64::MIN, |ttl| end.saturating_sub(ttl))
             });
             if start > end {
-                let (s, e) = (format_micros(start), format_micros(end));
+                let (s, e) = (
+                    skewless_core::format_timestamp(start),
+                    skewless_core::format_timestamp(end),
+                );
                 return Err(Error::Definitions(match (start_given, mark) {
                     (false, Some(_)) => format!(
                         "view `{name}` is materialized up to {s}, after `end` {e}: nothing to load; give an `end` after it, or a `start` to load again from an earlier time"
@@ -111,15 +114,6 @@ pub fn plan_windows(
             })
         })
         .collect()
-}
-
-/// An instant for a message (RFC 3339, UTC, microseconds).
-fn format_micros(micros: i64) -> String {
-    use arrow_array::temporal_conversions::timestamp_us_to_datetime;
-    timestamp_us_to_datetime(micros).map_or_else(
-        || format!("{micros} µs"),
-        |t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-    )
 }
 
 /// The winning row of each entity key: the latest event time, then the larger created

@@ -43,13 +43,7 @@ fn parse_timestamp_text(text: &str) -> Result<i64, String> {
     Err(format!("`{text}` is not an RFC 3339 timestamp"))
 }
 
-/// Formats microseconds since the epoch as RFC 3339 UTC with microseconds.
-pub fn format_timestamp(micros: i64) -> String {
-    match chrono::DateTime::from_timestamp_micros(micros) {
-        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        None => micros.to_string(),
-    }
-}
+pub use skewless_core::format_timestamp;
 
 /// A window bound as JSON: RFC 3339 when it is an instant chrono can write, else null (an
 /// unbounded start, "from the earliest row"), never the bare integer as text.
