@@ -11,12 +11,14 @@ mod exact;
 mod function;
 mod hll;
 pub mod timeline;
+mod view;
 pub mod window;
 
 pub use exact::{Exact, SCALE, round_ratio, round_sqrt_ratio};
 pub use function::{Aggregate, Error, EventTime, Function, Input, Moments, Scalar, State};
 pub use hll::{Hll, hash};
 pub use timeline::{Event, ReadError, Spec, Timeline, sweep};
+pub use view::{ViewAggregates, event_columns};
 pub use window::Window;
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ impl Timeline {
     }
 
     /// The earliest time a read is exact at, given `guard`.
-    fn earliest(&self, guard: i64) -> i64 {
+    pub fn earliest(&self, guard: i64) -> i64 {
         self.sealed_until
             .map_or(i64::MIN, |s| s.saturating_add(guard))
     }

@@ -216,6 +216,13 @@ pub fn has_other_nan_f32(values: &[f32]) -> bool {
         .any(|v| v.is_nan() && v.to_bits() != CANONICAL_NAN_F32)
 }
 
+/// Now, as microseconds since the Unix epoch (0 for a clock before it).
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 /// Formats microseconds since the epoch as RFC 3339 UTC with microseconds (the integer
 /// itself when chrono cannot write the instant).
 pub fn format_timestamp(micros: i64) -> String {

@@ -21,7 +21,7 @@ mod yaml_lines;
 pub use definitions::{DefinitionErrors, Definitions, Project};
 pub use dtype::{
     CANONICAL_NAN_F32, CANONICAL_NAN_F64, DType, UTC, canonical_f32, canonical_f64,
-    format_timestamp, has_other_nan_f32, has_other_nan_f64,
+    format_timestamp, has_other_nan_f32, has_other_nan_f64, now_micros,
 };
 pub use fault::{Fault, panic_message};
 pub use signature::{ColumnSpec, Signature, is_identifier};

@@ -5,109 +5,30 @@
 
 use std::collections::HashMap;
 
-use skewless_aggregate::{Aggregate, Event, EventTime, Scalar, Spec, sweep};
-use skewless_core::DType;
-use skewless_core::aggregation::Function;
-use skewless_core::assemble::{ColumnBuilder, Status, Value, ValueReader, ViewColumns};
-use skewless_core::definitions::{Feature, FeatureView, Source};
+use skewless_aggregate::{Event, EventTime, Scalar, ViewAggregates, sweep};
+use skewless_core::assemble::{ColumnBuilder, Status, ValueReader, ViewColumns};
+use skewless_core::definitions::{FeatureView, Source};
 use skewless_core::key::KeyColumn;
 
 use crate::asof::FeatureRows;
 use crate::{Error, Result, workers};
 
-/// The source columns `view`'s aggregations read, once each, in the source's order.
-pub(crate) fn event_columns(view: &FeatureView, source: &Source) -> Vec<Feature> {
-    source
-        .columns
-        .iter()
-        .filter(|c| {
-            view.aggregations
-                .iter()
-                .any(|a| a.column.as_ref() == Some(&c.name))
-        })
-        .cloned()
-        .collect()
-}
-
 /// An aggregated view, ready for the kernel.
 pub(crate) struct AggregatedView {
-    name: String,
-    spec: Spec,
-    /// Per aggregate: the event column it reads (an index into [`event_columns`]), or
-    /// none for `count` of events.
-    inputs: Vec<Option<(usize, DType)>>,
-    /// Per aggregate: its result dtype.
-    outputs: Vec<DType>,
-    /// The dtypes of [`event_columns`], in order.
-    columns: Vec<DType>,
-    lateness: Option<i64>,
+    compiled: ViewAggregates,
 }
 
 impl AggregatedView {
     /// The kernel's view of `view` (validated, so every function and column is known).
     pub(crate) fn new(view: &FeatureView, source: &Source) -> Result<Self> {
-        let columns = event_columns(view, source);
-        let hop = view.hop.map(|h| h.micros()).ok_or_else(|| {
-            Error::Internal(format!(
-                "aggregated view `{}` has no hop after validation",
-                view.name
-            ))
-        })?;
-        let mut aggregates = Vec::new();
-        let mut inputs = Vec::new();
-        let mut outputs = Vec::new();
-        for a in &view.aggregations {
-            let function = Function::from_name(&a.function).ok_or_else(|| {
-                Error::Internal(format!(
-                    "unknown function `{}` after validation",
-                    a.function
-                ))
-            })?;
-            let input = match &a.column {
-                None => None,
-                Some(name) => {
-                    let i = columns
-                        .iter()
-                        .position(|c| &c.name == name)
-                        .ok_or_else(|| {
-                            Error::Internal(format!(
-                                "column `{name}` of `{}` not declared after validation",
-                                view.name
-                            ))
-                        })?;
-                    Some((i, columns[i].dtype))
-                }
-            };
-            aggregates.push((
-                Aggregate {
-                    function,
-                    input: input.map(|(_, d)| d),
-                },
-                a.window.micros(),
-            ));
-            outputs.push(function.output(input.map(|(_, d)| d)));
-            inputs.push(input);
-        }
-        Ok(Self {
-            name: view.name.clone(),
-            spec: Spec { hop, aggregates },
-            inputs,
-            outputs,
-            columns: columns.iter().map(|c| c.dtype).collect(),
-            lateness: source.allowed_lateness.map(|l| l.micros()),
-        })
+        let compiled = ViewAggregates::new(view, source)
+            .map_err(|e| Error::Internal(format!("{e} after validation")))?;
+        Ok(Self { compiled })
     }
 
     /// How far before an entity row its events can lie: the longest window and a hop.
     pub(crate) fn reach(&self) -> i64 {
-        let longest = self
-            .spec
-            .aggregates
-            .iter()
-            .map(|(_, w)| *w)
-            .max()
-            .unwrap_or(0);
-        longest.saturating_add(self.spec.hop)
+        self.compiled.reach()
     }
 
     /// Every aggregate at each entity row (`entity_keys`, `at`) from the source's `rows`.
@@ -121,12 +42,12 @@ impl AggregatedView {
         let readers: Vec<ValueReader<'_>> = rows
             .features
             .iter()
-            .zip(&self.columns)
-            .map(|(array, dtype)| {
-                ValueReader::new(array, *dtype).ok_or_else(|| {
+            .zip(&self.compiled.columns)
+            .map(|(array, column)| {
+                ValueReader::new(array, column.dtype).ok_or_else(|| {
                     Error::Internal(format!(
                         "an event column of `{}` is not in its canonical type",
-                        self.name
+                        self.compiled.name
                     ))
                 })
             })
@@ -168,6 +89,7 @@ impl AggregatedView {
             values[r] = Some(answer);
         }
         let mut builders: Vec<ColumnBuilder> = self
+            .compiled
             .outputs
             .iter()
             .map(|d| ColumnBuilder::new(*d, at.len()))
@@ -186,9 +108,7 @@ impl AggregatedView {
                     for (b, v) in builders.iter_mut().zip(&answer) {
                         match v {
                             None => b.push_null(),
-                            Some(Scalar::Int(v)) => b.push(Value::Int64(*v)),
-                            Some(Scalar::Float(v)) => b.push(Value::Float64(*v)),
-                            Some(Scalar::Str(v)) => b.push(Value::String(v.as_ref())),
+                            Some(v) => b.push(v.value()),
                         }
                     }
                     // Aggregates are computed at every row: as of the row's own time.
@@ -220,48 +140,82 @@ impl AggregatedView {
                 .map(|list| list.iter().map(|&i| self.event(rows, readers, i)).collect())
                 .unwrap_or_default();
             let times: Vec<i64> = rows_of_key.iter().map(|&r| at[r]).collect();
-            let answers = sweep(&self.spec, history, &times, self.lateness).map_err(|e| {
-                Error::Definitions(format!(
-                    "feature view `{}`, key {}: {e}",
-                    self.name,
-                    skewless_core::key::display_key(key)
-                ))
-            })?;
+            let answers = sweep(&self.compiled.spec, history, &times, self.compiled.lateness)
+                .map_err(|e| {
+                    Error::Definitions(format!(
+                        "feature view `{}`, key {}: {e}",
+                        self.compiled.name,
+                        skewless_core::key::display_key(key)
+                    ))
+                })?;
             out.extend(rows_of_key.iter().copied().zip(answers));
         }
         Ok(out)
     }
 
-    /// Source row `i` as a kernel event (a string read by several aggregates is one
-    /// shared allocation).
+    /// Source row `i` as a kernel event.
     fn event(&self, rows: &FeatureRows, readers: &[ValueReader<'_>], i: usize) -> Event {
-        let event = rows.event_ts[i];
-        // No arrival time (no column, or a null in it): it arrived when it happened.
-        let created = match rows.created_ts[i] {
-            i64::MIN => event,
-            _ if !rows.has_created => event,
-            created => created,
-        };
-        let columns: smallvec::SmallVec<[Option<Scalar>; 8]> = readers
+        self.compiled
+            .event(event_time(rows, i), |c| readers[c].value(i))
+    }
+}
+
+/// Source row `i`'s times: with no arrival time (no column, or a null in it), it arrived
+/// when it happened.
+pub(crate) fn event_time(rows: &FeatureRows, i: usize) -> EventTime {
+    let event = rows.event_ts[i];
+    let created = match rows.created_ts[i] {
+        i64::MIN => event,
+        _ if !rows.has_created => event,
+        created => created,
+    };
+    EventTime { event, created }
+}
+
+/// The events of aggregated `view` whose time is at or after `since` (µs), by entity key,
+/// from its source's Parquet history, as the backfill reads them: what the online store
+/// builds a view's tiles from. A source directory without files yet has no history.
+pub fn view_history(
+    project: &skewless_core::Project,
+    base: &std::path::Path,
+    view: &FeatureView,
+    since: i64,
+) -> Result<Vec<(Box<[u8]>, Event)>> {
+    let source = crate::source::ViewSource::new(project, base, view)?;
+    let definition = project
+        .definitions()
+        .source(&view.source)
+        .ok_or_else(|| Error::Internal(format!("view `{}` has no source", view.name)))?;
+    let compiled = AggregatedView::new(view, definition)?;
+    let mut out = Vec::new();
+    let scanned = source.scan(since, i64::MAX, 65_536, |batch| {
+        let rows = source.rows(&batch);
+        let readers: Vec<ValueReader<'_>> = rows
+            .features
             .iter()
-            .map(|reader| match reader.value(i) {
-                Value::Int64(v) => Some(Scalar::Int(v)),
-                Value::Float64(v) => Some(Scalar::Float(v)),
-                Value::String(v) => Some(Scalar::Str(v.into())),
-                _ => None,
+            .zip(&compiled.compiled.columns)
+            .map(|(array, column)| {
+                ValueReader::new(array, column.dtype).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "an event column of `{}` is not in its canonical type",
+                        view.name
+                    ))
+                })
             })
-            .collect();
-        let values = self
-            .inputs
-            .iter()
-            .map(|input| match input {
-                None => Some(Scalar::Int(1)),
-                Some((c, _)) => columns[*c].clone(),
-            })
-            .collect();
-        Event {
-            at: EventTime { event, created },
-            values,
+            .collect::<Result<_>>()?;
+        for i in 0..rows.event_ts.len() {
+            if let Some(key) = rows.keys.get(i) {
+                out.push((Box::from(key), compiled.event(&rows, &readers, i)));
+            }
         }
+        Ok(())
+    });
+    match scanned {
+        Ok(_) => Ok(out),
+        Err(Error::NoFiles(_)) => Ok(Vec::new()),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e),
     }
 }

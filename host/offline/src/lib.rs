@@ -27,6 +27,7 @@ use std::path::PathBuf;
 
 use skewless_core::Fault;
 
+pub use aggregate::view_history;
 pub use asof::{FeatureRows, asof_join};
 pub use backfill::EVENT_TIMESTAMP;
 pub use backfill::{BackfillOptions, BackfillStats, ColumnNames, backfill, default_memory_limit};

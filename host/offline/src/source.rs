@@ -138,7 +138,7 @@ impl<'p> ViewSource<'p> {
     pub(crate) fn new(project: &'p Project, base: &Path, view: &'p FeatureView) -> Result<Self> {
         let (source, path) = source_path(project, base, view)?;
         let columns = if view.is_aggregated() {
-            crate::aggregate::event_columns(view, source)
+            skewless_aggregate::event_columns(view, source)
         } else {
             view.features.clone()
         };

@@ -19,6 +19,7 @@
 
 #![deny(missing_docs)]
 
+mod events;
 mod local;
 mod redis_store;
 mod row;
@@ -31,6 +32,10 @@ use arrow_array::ArrayRef;
 use skewless_core::assemble::ViewColumnsBuilder;
 use skewless_core::{DType, Fault};
 
+pub use events::{
+    EventBatch, EventSchema, EventView, History, KeyedEvent, event_schema, event_schemas,
+    online_aggregated,
+};
 pub use local::{LocalStore, StoreOptions};
 pub use redis_store::{RedisOptions, RedisStore};
 pub use serve::{OnlineRows, fingerprints, serve, view_schemas};
@@ -108,6 +113,37 @@ pub enum Error {
     /// A view kept offline only, asked for online.
     #[error("feature view `{0}` is offline only (online: false); it cannot be served")]
     OfflineView(String),
+    /// The source is not an event source of the store (or feeds no online aggregated
+    /// view).
+    #[error("source `{0}` feeds no online aggregated view")]
+    UnknownSource(String),
+    /// Aggregates asked for a time their tiles can no longer answer exactly.
+    #[error("feature view `{view}`: {reason}")]
+    TooOld {
+        /// The view.
+        view: String,
+        /// What was asked and what can be answered.
+        reason: String,
+    },
+    /// An aggregate that cannot be finalized (an int64 sum out of range).
+    #[error("feature view `{view}`: {reason}")]
+    Aggregate {
+        /// The view.
+        view: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A view's history could not be read from its offline log to build its tiles.
+    #[error("building the tiles of `{view}` from its offline log: {reason}")]
+    History {
+        /// The view.
+        view: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The store does not keep what it was asked to.
+    #[error("{0}")]
+    Unsupported(String),
     /// A broken invariant (a bug).
     #[error("internal online-store error: {0}")]
     Internal(String),
@@ -120,7 +156,11 @@ impl Error {
             Error::UnknownView(_)
             | Error::InvalidBatch { .. }
             | Error::InvalidRequest { .. }
-            | Error::OfflineView(_) => Fault::Caller,
+            | Error::OfflineView(_)
+            | Error::UnknownSource(_)
+            | Error::TooOld { .. }
+            | Error::Aggregate { .. }
+            | Error::Unsupported(_) => Fault::Caller,
             // A concurrent apply: the request may be retried at once.
             Error::SchemaChanged(_) | Error::Unavailable(_) | Error::WriteRefused(_) => {
                 Fault::Unavailable
@@ -131,6 +171,7 @@ impl Error {
             | Error::Locked(_)
             | Error::NotDurable(_)
             | Error::CorruptRow { .. }
+            | Error::History { .. }
             | Error::Internal(_) => Fault::Internal,
         }
     }
@@ -204,6 +245,22 @@ pub struct StoreStats {
     pub snapshots: u64,
     /// Writes refused since start because the log could not take them.
     pub failed_writes: u64,
+    /// Per online aggregated view, sorted: entity keys, tiles and raw (not yet sealed)
+    /// events held.
+    pub aggregates: Vec<(String, AggregateCounts)>,
+    /// Events logged but not yet in their source's offline log.
+    pub events_unflushed: u64,
+}
+
+/// What an aggregated view holds online.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AggregateCounts {
+    /// Entity keys with a timeline.
+    pub keys: u64,
+    /// Hop tiles.
+    pub tiles: u64,
+    /// Events kept raw because their tile is not sealed yet.
+    pub raw_events: u64,
 }
 
 /// An online store. Methods are batch-first: one call per request or per chunk.
@@ -229,6 +286,38 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
 
     /// Counts for metrics.
     fn stats(&self) -> StoreStats;
+
+    /// Declares the event sources and their online aggregated views. A view that is new,
+    /// or whose aggregates or log changed, gets its tiles built from `history` (the
+    /// offline log, made current first); unchanged views keep theirs.
+    fn set_event_sources(&self, sources: &[EventSchema], history: History) -> Result<()> {
+        let _ = history;
+        match sources.iter().find(|s| !s.views.is_empty()) {
+            None => Ok(()),
+            Some(s) => Err(Error::Unsupported(format!(
+                "this online store does not keep aggregate tiles, which the online aggregated view `{}` needs; use the local store (no --redis), or declare the view `online: false`",
+                s.views[0].name()
+            ))),
+        }
+    }
+
+    /// Whether the store keeps aggregate tiles (and so can serve aggregated views).
+    fn keeps_aggregates(&self) -> bool {
+        false
+    }
+
+    /// Appends events to a source: durable in the log, in the tiles of every aggregated
+    /// view it feeds, and in its offline log at the next flush. Returns once durable.
+    fn append_events(&self, source: &str, batch: EventBatch) -> Result<()> {
+        let _ = batch;
+        Err(Error::UnknownSource(source.to_owned()))
+    }
+
+    /// Writes every logged event to its source's offline log now (a backfill started
+    /// next reads them).
+    fn flush_events(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Whether the store takes writes now: false while its log cannot (a full disk);
     /// `None` when it cannot tell without a round trip (a remote store). Cheap: health

@@ -34,6 +34,11 @@ pub(crate) fn event_ts(row: &[u8]) -> i64 {
 }
 
 #[inline]
+pub(crate) fn created_ts(row: &[u8]) -> i64 {
+    read_i64(row, 8)
+}
+
+#[inline]
 fn read_i64(row: &[u8], at: usize) -> i64 {
     i64::from_le_bytes(word(row, at))
 }

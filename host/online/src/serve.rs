@@ -118,13 +118,14 @@ pub fn serve(
     Ok(plan.run(len, &times, views, rows.request))
 }
 
-/// The online schemas of a project's online views, in the definitions' order.
+/// The online schemas of a project's online views of stored rows (aggregated views are
+/// [`crate::event_schemas`]), in the definitions' order.
 pub fn view_schemas(project: &skewless_core::Project) -> Vec<ViewSchema> {
     project
         .definitions()
         .feature_views
         .iter()
-        .filter(|v| v.online)
+        .filter(|v| v.online && !v.is_aggregated())
         .map(|v| ViewSchema {
             name: v.name.clone(),
             features: v
@@ -137,9 +138,20 @@ pub fn view_schemas(project: &skewless_core::Project) -> Vec<ViewSchema> {
 }
 
 /// Each online view's schema fingerprint, by view: what [`serve`] checks reads against.
+/// An aggregated view whose definitions do not compile (a broken invariant) has none, and
+/// a read of it is an internal error.
 pub fn fingerprints(project: &skewless_core::Project) -> HashMap<String, u64> {
-    view_schemas(project)
+    let mut out: HashMap<String, u64> = view_schemas(project)
         .into_iter()
         .map(|s| (s.name.clone(), s.fingerprint()))
-        .collect()
+        .collect();
+    match crate::event_schemas(project, std::path::Path::new("")) {
+        Ok(schemas) => {
+            for view in schemas.iter().flat_map(|s| &s.views) {
+                out.insert(view.name().to_owned(), view.fingerprint());
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "aggregated views without an online schema"),
+    }
+    out
 }

@@ -6,6 +6,10 @@
 //!   kind 1 (rows):  [lsn of first row u64][view name: u16 len + bytes][schema fingerprint u64]
 //!                   [rows u32] then per row [key: u32 len + bytes][row: u32 len + bytes]
 //!   kind 2 (reset): [view name: u16 len + bytes]   — the view's rows were dropped
+//!   kind 3 (events): [lsn of first event u64][offline log: source, directory, timestamp
+//!                   and created fields (u16 len + bytes each), columns u16, then per
+//!                   column name and dtype name][events u32] then per event
+//!                   [row: u32 len + bytes]   — rows of the log's columns, no key
 //! ```
 //! A record whose length or checksum does not hold, with no intact record after it, at the
 //! end of the last segment is a write that was never acknowledged (the crash came before
@@ -20,6 +24,7 @@ use crate::{Error, Result, io};
 
 pub(crate) const KIND_ROWS: u8 = 1;
 pub(crate) const KIND_RESET: u8 = 2;
+pub(crate) const KIND_EVENTS: u8 = 3;
 
 /// The most bytes one record may hold; larger writes are refused before they are logged.
 pub const MAX_RECORD_BYTES: usize = 1 << 30;
@@ -38,6 +43,11 @@ pub(crate) enum Record {
     },
     Reset {
         view: String,
+    },
+    Events {
+        lsn: u64,
+        log: crate::local::LogSchema,
+        rows: Vec<Box<[u8]>>,
     },
 }
 
@@ -142,6 +152,20 @@ fn decode(payload: &[u8]) -> Option<Record> {
             })
         }
         KIND_RESET => Some(Record::Reset { view: c.str()? }),
+        KIND_EVENTS => {
+            let lsn = c.u64()?;
+            let log = crate::local::LogSchema::decode(&mut c)?;
+            let n = c.u32()?;
+            let mut rows = Vec::with_capacity(n.min(payload.len() / 8));
+            for _ in 0..n {
+                let row = c.bytes()?;
+                if !crate::row::fits(&row, log.columns.len()) {
+                    return None;
+                }
+                rows.push(row);
+            }
+            Some(Record::Events { lsn, log, rows })
+        }
         _ => None,
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod drift;
 mod error;
+pub mod events;
 pub mod json;
 mod materialization;
 pub mod sample;

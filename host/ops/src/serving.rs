@@ -174,15 +174,32 @@ impl ApplyError {
 }
 
 /// Applies `yaml`: validated and planned against the registry's modules (a refusal
-/// changes nothing), persisted by the registry, and the store told the new views. The
-/// caller makes the returned [`Serving`] current.
+/// changes nothing), persisted by the registry, and the store told the new views and
+/// event sources (source paths under `source_root`; the tiles of a new aggregated view
+/// are built from its history). The caller makes the returned [`Serving`] current.
 pub fn apply(
     registry: &Registry,
     store: &dyn OnlineStore,
     yaml: &str,
+    source_root: &std::path::Path,
 ) -> Result<(Arc<Project>, Serving), ApplyError> {
-    let (project, serving) =
-        registry.apply(yaml, |project| Serving::build(project, registry))??;
+    let (project, serving) = registry.apply(yaml, |project| {
+        // Refused before anything is persisted: a store that cannot keep tiles.
+        if !store.keeps_aggregates()
+            && let Some(view) = project
+                .definitions()
+                .feature_views
+                .iter()
+                .find(|v| v.online && v.is_aggregated())
+        {
+            return Err(ApplyError::Store(skewless_online::Error::Unsupported(format!(
+                "this online store does not keep aggregate tiles, which the online aggregated view `{}` needs; use the local store (no --redis), or declare the view `online: false`",
+                view.name
+            ))));
+        }
+        Serving::build(project, registry).map_err(ApplyError::from)
+    })??;
     store.set_views(&skewless_online::view_schemas(&project))?;
+    crate::events::set_event_sources(store, &project, source_root)?;
     Ok((project, serving))
 }

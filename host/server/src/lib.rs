@@ -140,6 +140,7 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let store_options = config.store.clone();
         let redis = config.redis.clone();
+        let source_root = config.source_root.clone();
         let (registry, store, serving) = tokio::task::spawn_blocking(move || {
             let registry = Arc::new(Registry::open(&data_dir, engine)?);
             let project = registry.project();
@@ -156,6 +157,9 @@ impl Server {
                 )?),
             };
             let store = layer(store);
+            if let Some(project) = &project {
+                skewless_ops::events::set_event_sources(&*store, project, &source_root)?;
+            }
             let serving = match &project {
                 Some(p) => Serving::build(p, &registry)?,
                 None => Serving::empty(),

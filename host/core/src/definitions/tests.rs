@@ -347,7 +347,7 @@ feature_views:
 "#;
 
 #[test]
-fn aggregated_views_parse_and_validate_up_to_the_serving_gate() {
+fn aggregated_views_parse_and_validate_online() {
     let d = Definitions::from_yaml(AGGREGATED).unwrap();
     let view = &d.feature_views[0];
     assert_eq!(view.hop.unwrap().micros(), 300_000_000);
@@ -356,12 +356,46 @@ fn aggregated_views_parse_and_validate_up_to_the_serving_gate() {
     let source = &d.sources[0];
     assert!(source.push);
     assert_eq!(source.allowed_lateness.unwrap().micros(), 3_600_000_000);
-    // Everything holds but the gate: nothing serves aggregated views yet.
     let found = problems(AGGREGATED);
-    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn an_online_aggregated_view_needs_lateness_arrivals_and_a_log_directory() {
+    for (from, to, needle) in [
+        (" allowed_lateness: 1h,", "", "declare `allowed_lateness`"),
+        (
+            " created_timestamp_field: ingested_at,",
+            "",
+            "declare `created_timestamp_field`",
+        ),
+        (
+            "path: data/transactions/,",
+            "path: data/transactions.parquet,",
+            "have a directory `path`, not a file",
+        ),
+    ] {
+        let yaml = AGGREGATED.replace(from, to);
+        assert_ne!(yaml, AGGREGATED, "{from}");
+        let found = problems(&yaml);
+        assert!(
+            found.len() == 1 && found[0].contains(needle) && found[0].contains("online: false"),
+            "{from}: {found:#?}"
+        );
+    }
+    // Offline only, none of it is needed.
+    let offline = AGGREGATED.replace(" allowed_lateness: 1h,", "").replace(
+        "    source: transactions\n",
+        "    source: transactions\n    online: false\n",
+    );
+    assert!(problems(&offline).is_empty(), "{:#?}", problems(&offline));
+    // A row view beside it on the same event source would never see a push.
+    let both = format!(
+        "{AGGREGATED}  - {{name: user_last, entities: [user], source: transactions, features: [{{name: amount, dtype: float64}}]}}\n"
+    );
+    let found = problems(&both);
     assert!(
-        found[0]
-            .contains("backfilled but not served by this version yet; declare it `online: false`"),
+        found.len() == 1 && found[0].contains("is an event source"),
         "{found:#?}"
     );
 }

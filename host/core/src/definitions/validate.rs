@@ -134,6 +134,22 @@ impl Checker {
         if v.features.is_empty() && v.aggregations.is_empty() {
             self.problem(&here, "a feature view needs at least one feature");
         }
+        if v.online
+            && !v.is_aggregated()
+            && source.is_some_and(|s| s.push)
+            && let Some(agg) = d
+                .feature_views
+                .iter()
+                .find(|a| a.source == v.source && a.online && a.is_aggregated())
+        {
+            self.problem(
+                &here,
+                format!(
+                    "source `{}` is an event source (it feeds the online aggregated view `{}`): a push to it updates aggregates only, so this view would never see one; give it its own source, or declare it `online: false`",
+                    v.source, agg.name
+                ),
+            );
+        }
         let mut reserved: HashSet<&str> = HashSet::new();
         let keys = d.view_join_keys(v);
         let mut key_names = HashSet::new();
@@ -286,12 +302,47 @@ impl Checker {
                 }
             }
         }
-        // The last check: the backfill computes these, but nothing serves them yet.
-        if v.online {
+        if v.online
+            && let Some(s) = source
+        {
+            self.online_event_source(here, v, s);
+        }
+    }
+
+    /// What serving an aggregated view needs of its source: a lateness to seal tiles by,
+    /// and, when it takes pushes, arrival times and a directory for its offline log.
+    fn online_event_source(&mut self, here: &str, v: &FeatureView, s: &Source) {
+        let need = |what: &str| {
+            format!(
+                "the online aggregated view `{}` needs its source `{}` to {what}; or declare the view `online: false`",
+                v.name, s.name
+            )
+        };
+        if s.allowed_lateness.is_none() {
             self.problem(
                 here,
-                "aggregated views are backfilled but not served by this version yet; declare it `online: false` (docs/aggregations.md says what is built)",
+                need("declare `allowed_lateness` (e.g. `1h`): tiles are sealed that long after they end, and later events are refused online and dropped offline alike"),
             );
+        }
+        if !s.push {
+            return;
+        }
+        if s.created_timestamp_field.is_none() {
+            self.problem(
+                here,
+                need("declare `created_timestamp_field`: the server stamps each pushed event's arrival there, and the backfill reads it to see exactly what was served"),
+            );
+        }
+        match s.path.as_deref() {
+            None => self.problem(
+                here,
+                need("have a `path` (a directory): pushed events are kept there as Parquet, the offline log"),
+            ),
+            Some(p) if p.ends_with(".parquet") => self.problem(
+                here,
+                need("have a directory `path`, not a file: pushed events are added to it as Parquet files"),
+            ),
+            Some(_) => {}
         }
     }
 

@@ -17,12 +17,17 @@ use skewless_core::DType;
 use skewless_core::assemble::ViewColumnsBuilder;
 use skewless_core::fs::{AtomicFile, remove_leftovers};
 
+use crate::events::{EventBatch, EventSchema, History};
 use crate::row;
 use crate::wal::{self, KeyedRow, Record, Segment};
-use crate::{Error, OnlineStore, Result, StoreStats, ViewSchema, WriteBatch, io};
+use crate::{AggregateCounts, Error, OnlineStore, Result, StoreStats, ViewSchema, WriteBatch, io};
 
+mod events;
 mod snapshot;
 mod writer;
+
+pub(crate) use events::LogSchema;
+use events::{EventState, Pending, SourceData};
 
 use snapshot::{SNAPSHOT, load_snapshot};
 use writer::Writer;
@@ -41,7 +46,12 @@ pub struct StoreOptions {
     /// and logged) instead of refusing to start. Off: damage is an error naming the
     /// segment and byte, and nothing is changed.
     pub recover_skip_corrupt: bool,
+    /// Flush logged events to their offline log once the oldest has waited this long.
+    pub event_flush_interval: Duration,
 }
+
+/// Flush logged events to their offline log once this many wait.
+const FLUSH_EVENTS: usize = 1 << 20;
 
 impl StoreOptions {
     /// Snapshots after `snapshot_after_bytes` of log or `snapshot_interval`, whichever
@@ -51,6 +61,7 @@ impl StoreOptions {
             snapshot_after_bytes,
             snapshot_interval,
             recover_skip_corrupt: false,
+            event_flush_interval: Duration::from_secs(60),
         }
     }
 }
@@ -61,6 +72,7 @@ impl Default for StoreOptions {
             snapshot_after_bytes: 256 << 20,
             snapshot_interval: Duration::from_secs(300),
             recover_skip_corrupt: false,
+            event_flush_interval: Duration::from_secs(60),
         }
     }
 }
@@ -119,6 +131,19 @@ enum Command {
         schema: Option<ViewSchema>,
         ack: SyncSender<Result<()>>,
     },
+    Events {
+        source: Arc<SourceData>,
+        rows: Vec<Box<[u8]>>,
+        ack: SyncSender<Result<()>>,
+    },
+    /// Flushes pending events, then builds the state for new event sources.
+    SetEvents {
+        sources: Vec<EventSchema>,
+        history: History,
+        ack: SyncSender<Result<()>>,
+    },
+    /// Flushes pending events to their offline logs.
+    Flush { ack: SyncSender<Result<()>> },
 }
 
 #[derive(Debug, Default)]
@@ -131,12 +156,15 @@ struct Counters {
     refusing: AtomicBool,
     /// Writes refused because the log could not take them.
     failed_writes: AtomicU64,
+    /// Events logged but not yet in their offline log.
+    events_unflushed: AtomicU64,
 }
 
 /// The in-process online store of one data directory.
 #[derive(Debug)]
 pub struct LocalStore {
     views: Arc<Views>,
+    events: Arc<EventState>,
     commands: Mutex<Option<Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
@@ -184,6 +212,8 @@ impl LocalStore {
         }
         let mut replayed = 0usize;
         let mut skipped_bytes = 0u64;
+        let mut pending = Pending::default();
+        let mut flushed: HashMap<PathBuf, u64> = HashMap::new();
         for (i, &number) in segments.iter().enumerate() {
             let path = wal::segment_path(dir, number);
             if number < start_segment {
@@ -205,7 +235,21 @@ impl LocalStore {
             }
             replayed += read.records.len();
             skipped_bytes += read.skipped.iter().map(|d| d.resumes - d.at).sum::<u64>();
-            replay(&views, read.records, &mut max_lsn);
+            replay(
+                &views,
+                read.records,
+                &mut max_lsn,
+                &mut pending,
+                &mut flushed,
+            )?;
+        }
+        // Events a crash left out of their offline log go there before anything else.
+        if pending.events() > 0 {
+            let events = pending.flush()?;
+            tracing::info!(events, "flushed logged events to their offline logs");
+        }
+        for last in flushed.values() {
+            max_lsn = max_lsn.max(*last);
         }
         let next_segment = segments
             .last()
@@ -214,9 +258,12 @@ impl LocalStore {
         let segment = Segment::create(dir, next_segment)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let counters = Arc::new(Counters::default());
+        let events = Arc::new(EventState::default());
         let writer = Writer {
             dir: dir.to_owned(),
             views: views.clone(),
+            events: events.clone(),
+            pending,
             segment,
             next_lsn: max_lsn + 1,
             counters: counters.clone(),
@@ -230,6 +277,7 @@ impl LocalStore {
             .map_err(io(dir))?;
         let store = LocalStore {
             views,
+            events,
             commands: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
             counters,
@@ -344,6 +392,19 @@ impl OnlineStore for LocalStore {
         at: i64,
         out: &mut ViewColumnsBuilder,
     ) -> Result<()> {
+        let aggregated = self
+            .events
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(view_name)
+            .cloned();
+        if let Some(view) = aggregated {
+            if view.fingerprint != fingerprint {
+                return Err(Error::SchemaChanged(view_name.to_owned()));
+            }
+            return view.read(keys, at, out);
+        }
         let view = self.view(view_name)?;
         if view.fingerprint != fingerprint {
             return Err(Error::SchemaChanged(view_name.to_owned()));
@@ -358,6 +419,64 @@ impl OnlineStore for LocalStore {
             )?;
         }
         Ok(())
+    }
+
+    fn set_event_sources(&self, sources: &[EventSchema], history: History) -> Result<()> {
+        let sources = sources.to_vec();
+        self.send(|ack| Command::SetEvents {
+            sources,
+            history,
+            ack,
+        })
+    }
+
+    fn append_events(&self, source_name: &str, batch: EventBatch) -> Result<()> {
+        let source = self
+            .events
+            .sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(source_name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownSource(source_name.to_owned()))?;
+        let rows = batch.event_ts.len();
+        let invalid = |reason: String| Error::InvalidBatch {
+            view: source_name.to_owned(),
+            reason,
+        };
+        if batch.created_ts.len() != rows || batch.columns.iter().any(|c| c.len() != rows) {
+            return Err(invalid("times and event columns differ in length".into()));
+        }
+        let encoder = row::RowEncoder::new(&batch.columns, &source.dtypes).ok_or_else(|| {
+            invalid(format!(
+                "{} event columns given, the source has {} (or one is not of its dtype's canonical Arrow type)",
+                batch.columns.len(),
+                source.dtypes.len()
+            ))
+        })?;
+        let mut start = 0;
+        while start < rows {
+            let end = (start + ROWS_PER_RECORD).min(rows);
+            let chunk: Vec<Box<[u8]>> = (start..end)
+                .map(|i| encoder.encode(i, batch.event_ts[i], batch.created_ts[i]))
+                .collect();
+            let source = source.clone();
+            self.send(|ack| Command::Events {
+                source,
+                rows: chunk,
+                ack,
+            })?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn keeps_aggregates(&self) -> bool {
+        true
+    }
+
+    fn flush_events(&self) -> Result<()> {
+        self.send(|ack| Command::Flush { ack })
     }
 
     fn writable(&self) -> Option<bool> {
@@ -389,11 +508,37 @@ impl OnlineStore for LocalStore {
             wal_pending_writes: self.counters.pending.load(Ordering::Relaxed),
             snapshots: self.counters.snapshots.load(Ordering::Relaxed),
             failed_writes: self.counters.failed_writes.load(Ordering::Relaxed),
+            aggregates: {
+                let views = self.events.views.read().unwrap_or_else(|e| e.into_inner());
+                let mut counts: Vec<(String, AggregateCounts)> = views
+                    .iter()
+                    .map(|(name, v)| {
+                        let (keys, tiles, raw_events) = v.counts();
+                        let counts = AggregateCounts {
+                            keys,
+                            tiles,
+                            raw_events,
+                        };
+                        (name.clone(), counts)
+                    })
+                    .collect();
+                counts.sort_by(|a, b| a.0.cmp(&b.0));
+                counts
+            },
+            events_unflushed: self.counters.events_unflushed.load(Ordering::Relaxed),
         }
     }
 }
 
-fn replay(views: &Views, records: Vec<Record>, max_lsn: &mut u64) {
+/// Replays records over the views; events not yet in their offline log (by the LSNs its
+/// files hold, `flushed`, read once per log) go to `pending`.
+fn replay(
+    views: &Views,
+    records: Vec<Record>,
+    max_lsn: &mut u64,
+    pending: &mut Pending,
+    flushed: &mut HashMap<PathBuf, u64>,
+) -> Result<()> {
     let mut map = views.write().unwrap_or_else(|e| e.into_inner());
     for record in records {
         match record {
@@ -415,9 +560,27 @@ fn replay(views: &Views, records: Vec<Record>, max_lsn: &mut u64) {
                     *data = Arc::new(ViewData::new(data.schema.clone()));
                 }
             }
+            Record::Events { lsn, log, rows } => {
+                *max_lsn = (*max_lsn).max(lsn + rows.len() as u64);
+                let through = match flushed.get(&log.dir) {
+                    Some(n) => *n,
+                    None => {
+                        let n = events::flushed_through(&log.dir)?;
+                        flushed.insert(log.dir.clone(), n);
+                        n
+                    }
+                };
+                pending.push(
+                    &log,
+                    rows.into_iter().filter(|r| row::order_key(r).2 > through),
+                );
+            }
         }
     }
+    Ok(())
 }
 
+#[cfg(test)]
+mod event_tests;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,8 @@ use snapshot::write_snapshot;
 pub(super) struct Writer {
     pub(super) dir: PathBuf,
     pub(super) views: Arc<Views>,
+    pub(super) events: Arc<EventState>,
+    pub(super) pending: Pending,
     pub(super) segment: Segment,
     pub(super) next_lsn: u64,
     pub(super) counters: Arc<Counters>,
@@ -25,21 +27,107 @@ impl Writer {
             let first = match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => {
+                    self.maybe_flush();
                     self.maybe_snapshot();
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let mut group = vec![first];
-            while group.len() < GROUP {
-                match rx.try_recv() {
-                    Ok(command) => group.push(command),
-                    Err(_) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    if let Err(e) = self.flush() {
+                        tracing::error!(error = %e, "could not flush logged events to their offline logs at close; the next start flushes them");
+                    }
+                    return;
                 }
+            };
+            // Writes are committed in groups; a command that needs every earlier write
+            // applied first (and none after) runs alone, in its place.
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                if matches!(command, Command::SetEvents { .. } | Command::Flush { .. }) {
+                    self.run_alone(command);
+                    break;
+                }
+                let mut group = vec![command];
+                while group.len() < GROUP {
+                    match rx.try_recv() {
+                        Ok(c @ (Command::SetEvents { .. } | Command::Flush { .. })) => {
+                            next = Some(c);
+                            break;
+                        }
+                        Ok(c) => group.push(c),
+                        Err(_) => break,
+                    }
+                }
+                self.commit(group);
             }
-            self.commit(group);
+            self.maybe_flush();
             self.maybe_snapshot();
         }
+    }
+
+    fn run_alone(&mut self, command: Command) {
+        match command {
+            Command::Flush { ack } => {
+                let _ = ack.send(self.flush());
+            }
+            Command::SetEvents {
+                sources,
+                history,
+                ack,
+            } => {
+                let _ = ack.send(self.set_events(&sources, &history));
+            }
+            other => self.commit(vec![other]),
+        }
+    }
+
+    /// Writes pending events to their offline logs.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.events() == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = self.pending.flush();
+        self.counters
+            .events_unflushed
+            .store(self.pending.events() as u64, Ordering::Relaxed);
+        let events = result?;
+        tracing::info!(
+            events,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "events flushed to the offline log"
+        );
+        Ok(())
+    }
+
+    fn maybe_flush(&mut self) {
+        let due = self.pending.events() >= FLUSH_EVENTS
+            || self
+                .pending
+                .age()
+                .is_some_and(|a| a >= self.options.event_flush_interval);
+        if due && let Err(e) = self.flush() {
+            tracing::error!(error = %e, "could not flush logged events to their offline log; they stay in the write-ahead log and are tried again");
+        }
+    }
+
+    /// Flushes, then builds the state for `sources` (see [`OnlineStore::set_event_sources`]).
+    fn set_events(&mut self, sources: &[EventSchema], history: &History) -> Result<()> {
+        self.flush()?;
+        // LSNs stay above every flushed one, so a log file's name never claims events
+        // that are not in it (a store directory wiped under a kept offline log).
+        for schema in sources {
+            let last = events::flushed_through(&schema.log_dir)?;
+            self.next_lsn = self.next_lsn.max(last + 1);
+        }
+        let (by_source, by_view) =
+            events::rebuild(&self.events, sources, history, events::now_micros())?;
+        *self
+            .events
+            .sources
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = by_source;
+        *self.events.views.write().unwrap_or_else(|e| e.into_inner()) = by_view;
+        Ok(())
     }
 
     fn commit(&mut self, mut group: Vec<Command>) {
@@ -70,6 +158,20 @@ impl Writer {
                 Command::SetView { name, .. } => {
                     payload.push(wal::KIND_RESET);
                     wal::put_str(&mut payload, name);
+                }
+                Command::Events { source, rows, .. } => {
+                    payload.push(wal::KIND_EVENTS);
+                    payload.extend_from_slice(&self.next_lsn.to_le_bytes());
+                    source.log.encode(&mut payload);
+                    payload.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+                    for row in rows.iter_mut() {
+                        row::set_lsn(row, self.next_lsn);
+                        self.next_lsn += 1;
+                        wal::put_bytes(&mut payload, row);
+                    }
+                }
+                Command::SetEvents { .. } | Command::Flush { .. } => {
+                    unreachable!("run() runs these alone, never in a group")
                 }
             }
             wal::frame(&payload, &mut framed);
@@ -109,8 +211,20 @@ impl Writer {
         self.counters
             .wal_bytes_since_snapshot
             .fetch_add(framed.len() as u64, Ordering::Relaxed);
+        let now = events::now_micros();
         for command in group {
             match command {
+                Command::Events { source, rows, ack } => {
+                    source.apply(&rows, now);
+                    self.pending.push(&source.log, rows);
+                    self.counters
+                        .events_unflushed
+                        .store(self.pending.events() as u64, Ordering::Relaxed);
+                    let _ = ack.send(Ok(()));
+                }
+                Command::SetEvents { .. } | Command::Flush { .. } => {
+                    unreachable!("run() runs these alone, never in a group")
+                }
                 Command::Rows { view, rows, ack } => {
                     // A view replaced by an apply meanwhile keeps its own (dropped) map.
                     for (key, row) in rows {
@@ -143,6 +257,13 @@ impl Writer {
             || (written > 0 && self.last_snapshot.elapsed() >= self.options.snapshot_interval);
         if !due || self.failed.is_some() || self.counters.snapshotting.swap(true, Ordering::AcqRel)
         {
+            return;
+        }
+        // The segments the snapshot lets go of hold events: they must be in their offline
+        // log first.
+        if let Err(e) = self.flush() {
+            tracing::error!(error = %e, "could not flush logged events to their offline log; snapshot skipped, the log is kept");
+            self.counters.snapshotting.store(false, Ordering::Release);
             return;
         }
         // Every write applied so far is in segments before the new one; the snapshot
@@ -187,6 +308,10 @@ impl Writer {
 
 fn ack_of(command: &Command) -> &SyncSender<Result<()>> {
     match command {
-        Command::Rows { ack, .. } | Command::SetView { ack, .. } => ack,
+        Command::Rows { ack, .. }
+        | Command::SetView { ack, .. }
+        | Command::Events { ack, .. }
+        | Command::SetEvents { ack, .. }
+        | Command::Flush { ack } => ack,
     }
 }

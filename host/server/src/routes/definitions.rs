@@ -17,8 +17,10 @@ pub(super) async fn apply(State(state): Shared, RawBody(body): RawBody) -> ApiRe
         .map_err(|_| ApiError::bad_request("definitions must be UTF-8 YAML"))?;
     let _applying = state.applying.lock().await;
     let applier = state.clone();
+    let root = state.config.source_root.clone();
     let (project, serving) =
-        blocking(move || skewless_ops::apply(&applier.registry, &*applier.store, &yaml)).await??;
+        blocking(move || skewless_ops::apply(&applier.registry, &*applier.store, &yaml, &root))
+            .await??;
     state.swap(serving);
     let d = &project.definitions();
     Ok(axum::Json(json!({

@@ -71,7 +71,13 @@ pub(super) async fn start_backfill(
         "backfill",
         json!({"service": request.service, "entities": request.entities, "out": request.out}),
     );
+    let store = state.store.clone();
     run_job(job.clone(), move |job| {
+        // Every event acknowledged so far into the offline logs, so the backfill counts
+        // exactly what was served.
+        store
+            .flush_events()
+            .map_err(|e| (e.to_string(), e.fault()))?;
         let stats = skewless_offline::backfill(
             &project,
             &root,

@@ -37,22 +37,13 @@ pub(super) async fn push(
             "source `{source}` does not take pushes (`push: false` in the definitions)"
         )));
     }
-    if let Some(v) = d
-        .feature_views
-        .iter()
-        .find(|v| v.source == source && v.is_aggregated())
-    {
-        // Events pushed here would have to reach the offline event log to be counted by
-        // the next backfill; until that exists, an acknowledged push would be lost to it.
-        return Err(ApiError::conflict(format!(
-            "source `{source}` feeds the aggregated view `{}`, and pushing events is not built yet: add them to the source's Parquet path",
-            v.name
-        )));
+    if !skewless_online::online_aggregated(&project, &source).is_empty() {
+        return push_events(state, project, source, request.columns).await;
     }
     let views: Vec<_> = d
         .feature_views
         .iter()
-        .filter(|v| v.source == source && v.online)
+        .filter(|v| v.source == source && v.online && !v.is_aggregated())
         .collect();
     if views.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -156,4 +147,38 @@ pub(super) async fn push(
         rows as u64,
     );
     Ok(axum::Json(json!({ "rows": rows, "views": view_names })).into_response())
+}
+
+/// A push to an event source: the events into the tiles of every online aggregated view
+/// it feeds and, through the log, into its offline log; late ones refused and counted.
+async fn push_events(
+    state: std::sync::Arc<crate::state::AppState>,
+    project: std::sync::Arc<skewless_core::Project>,
+    source: String,
+    columns: HashMap<String, Vec<Json>>,
+) -> ApiResult {
+    let store = state.store.clone();
+    let root = state.config.source_root.clone();
+    let name = source.clone();
+    let now = skewless_core::now_micros();
+    let pushed = blocking(move || {
+        skewless_ops::events::push_events(&*store, &project, &root, &name, &columns, now)
+    })
+    .await?
+    .map_err(|e| match e {
+        skewless_ops::events::PushError::Invalid(message) => ApiError::bad_request(message),
+        skewless_ops::events::PushError::Store(e) => ApiError::from(e),
+    })?;
+    let source_label = labels(&[("source", &source)]);
+    state.metrics.add(
+        "skewless_push_events_total",
+        source_label.clone(),
+        pushed.accepted as u64,
+    );
+    state.metrics.add(
+        "skewless_push_late_events_total",
+        source_label,
+        pushed.late as u64,
+    );
+    Ok(axum::Json(json!({ "rows": pushed.accepted, "late": pushed.late })).into_response())
 }

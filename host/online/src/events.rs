@@ -1,0 +1,187 @@
+//! Event sources in the online store: what the store is told of them, and what it takes.
+//!
+//! Events pushed to a source are logged (one write-ahead log record per append, fsynced
+//! before the answer), folded into the hop tiles of every online aggregated view the source
+//! feeds, and later flushed to the source's offline log, Parquet files named by the log
+//! sequence numbers they hold (`events-{first}-{last}.parquet`), so that the next backfill
+//! reads exactly the events that were served. A log segment is deleted only after the
+//! events in it are in the offline log; recovery flushes whatever a crash left unflushed,
+//! and the file names make that idempotent.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::ArrayRef;
+use skewless_aggregate::{Event, ViewAggregates};
+use skewless_core::definitions::{FeatureView, Source};
+use skewless_core::key::KeyType;
+use skewless_core::{DType, Project};
+
+/// An event source as the online store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSchema {
+    /// The source's name.
+    pub source: String,
+    /// The directory of its offline log (the source's Parquet `path`).
+    pub log_dir: PathBuf,
+    /// The event-time column of the offline log.
+    pub timestamp_field: String,
+    /// The arrival-time column of the offline log.
+    pub created_field: String,
+    /// The columns every event carries besides its times, in order: the join keys of
+    /// every view on the source, then the source's declared columns.
+    pub columns: Vec<(String, DType)>,
+    /// The online aggregated views the source feeds.
+    pub views: Vec<Arc<EventView>>,
+}
+
+impl EventSchema {
+    /// The dtypes of [`EventSchema::columns`].
+    pub fn dtypes(&self) -> Vec<DType> {
+        self.columns.iter().map(|(_, d)| *d).collect()
+    }
+}
+
+/// One online aggregated view of an event source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventView {
+    /// What it computes (its name is the view's).
+    pub aggregates: ViewAggregates,
+    /// Per join key of the view, in order: its index into the source's columns and type.
+    pub keys: Vec<(usize, KeyType)>,
+    /// Per column the aggregates read (`aggregates.columns`): its index into the source's
+    /// columns.
+    pub inputs: Vec<usize>,
+    /// The source's allowed lateness, µs: tiles are sealed this long after they end.
+    pub lateness: i64,
+}
+
+impl EventView {
+    /// The view's name.
+    pub fn name(&self) -> &str {
+        &self.aggregates.name
+    }
+
+    /// A stable hash of what shapes its results; reads planned under another are refused.
+    pub fn fingerprint(&self) -> u64 {
+        let mut text = format!("{:x};", self.aggregates.fingerprint());
+        for (i, k) in &self.keys {
+            text.push_str(&format!("key={i}:{};", k.name()));
+        }
+        for i in &self.inputs {
+            text.push_str(&format!("in={i};"));
+        }
+        skewless_core::key::fnv1a(text.as_bytes())
+    }
+}
+
+/// Events to append to a source: times, then one array per [`EventSchema::columns`] entry,
+/// of the canonical Arrow types.
+#[derive(Debug, Clone)]
+pub struct EventBatch {
+    /// Each event's time, µs since the epoch.
+    pub event_ts: Vec<i64>,
+    /// Each event's arrival time, µs (stamped by the caller when the event has none).
+    pub created_ts: Vec<i64>,
+    /// The columns, in the schema's order.
+    pub columns: Vec<ArrayRef>,
+}
+
+/// One entity's event from history, for a view's tiles: its encoded key and the event.
+pub type KeyedEvent = (Box<[u8]>, Event);
+
+/// Reads a view's history from the offline log (every event whose time is at or after
+/// the given µs), to build its tiles. Called by the store with no append in between, so
+/// the history and the appends that follow are disjoint and complete.
+pub type History =
+    Arc<dyn Fn(&EventSchema, &EventView, i64) -> Result<Vec<KeyedEvent>, String> + Send + Sync>;
+
+/// The online aggregated views of `source` in `project`, in the definitions' order.
+pub fn online_aggregated<'p>(project: &'p Project, source: &str) -> Vec<&'p FeatureView> {
+    project
+        .definitions()
+        .feature_views
+        .iter()
+        .filter(|v| v.source == source && v.online && v.is_aggregated())
+        .collect()
+}
+
+/// The event sources of `project` that feed online aggregated views, as the store keeps
+/// them; source paths are resolved against `root`.
+pub fn event_schemas(project: &Project, root: &Path) -> Result<Vec<EventSchema>, String> {
+    let d = project.definitions();
+    let mut out = Vec::new();
+    for source in &d.sources {
+        let views = online_aggregated(project, &source.name);
+        if views.is_empty() {
+            continue;
+        }
+        out.push(event_schema(project, root, source, &views)?);
+    }
+    Ok(out)
+}
+
+/// The event schema of `source`, feeding `views` (its online aggregated views).
+pub fn event_schema(
+    project: &Project,
+    root: &Path,
+    source: &Source,
+    views: &[&FeatureView],
+) -> Result<EventSchema, String> {
+    let d = project.definitions();
+    let broken = |what: &str| format!("source `{}`: {what} after validation", source.name);
+    let path = source.path.as_deref().ok_or_else(|| broken("no path"))?;
+    let created = source
+        .created_timestamp_field
+        .clone()
+        .ok_or_else(|| broken("no created_timestamp_field"))?;
+    let lateness = source
+        .allowed_lateness
+        .map(|l| l.micros())
+        .ok_or_else(|| broken("no allowed_lateness"))?;
+    let mut columns: Vec<(String, DType)> = Vec::new();
+    for view in views {
+        for key in d.view_join_keys(view) {
+            if !columns.iter().any(|(n, _)| *n == key.name) {
+                columns.push((key.name.clone(), key.dtype.dtype()));
+            }
+        }
+    }
+    let key_count = columns.len();
+    columns.extend(source.columns.iter().map(|c| (c.name.clone(), c.dtype)));
+    let position = |name: &str| columns.iter().position(|(n, _)| n == name);
+    let mut event_views = Vec::new();
+    for view in views {
+        let aggregates = ViewAggregates::new(view, source).map_err(|e| broken(&e))?;
+        let keys = d
+            .view_join_keys(view)
+            .iter()
+            .map(|k| {
+                position(&k.name)
+                    .filter(|&i| i < key_count)
+                    .map(|i| (i, k.dtype))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| broken("a join key missing from the event columns"))?;
+        let inputs = aggregates
+            .columns
+            .iter()
+            .map(|c| position(&c.name).filter(|&i| i >= key_count))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| broken("an aggregated column missing from the event columns"))?;
+        event_views.push(Arc::new(EventView {
+            aggregates,
+            keys,
+            inputs,
+            lateness,
+        }));
+    }
+    Ok(EventSchema {
+        source: source.name.clone(),
+        log_dir: root.join(path),
+        timestamp_field: source.timestamp_field.clone(),
+        created_field: created,
+        columns,
+        views: event_views,
+    })
+}
