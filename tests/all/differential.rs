@@ -428,7 +428,7 @@ impl Request {
 }
 
 /// A served JSON value as the bits a training set holds, or `None` for null.
-fn served(value: &Value, dtype: &DataType) -> Option<String> {
+pub(crate) fn served(value: &Value, dtype: &DataType) -> Option<String> {
     if value.is_null() {
         return None;
     }
@@ -455,7 +455,7 @@ fn float_bits(x: f64) -> String {
 }
 
 /// A training-set value as the same text.
-fn trained(array: &dyn Array, row: usize) -> Option<String> {
+pub(crate) fn trained(array: &dyn Array, row: usize) -> Option<String> {
     if array.is_null(row) {
         return None;
     }

@@ -3,6 +3,7 @@
 mod support;
 
 mod aggregations;
+mod aggregations_online;
 mod cache;
 mod determinism;
 mod differential;

@@ -387,4 +387,33 @@ impl skewless_online::OnlineStore for FaultyStore {
     fn blocks(&self) -> bool {
         self.inner.blocks()
     }
+
+    fn set_event_sources(
+        &self,
+        sources: &[skewless_online::EventSchema],
+        history: skewless_online::History,
+    ) -> skewless_online::Result<()> {
+        self.inner.set_event_sources(sources, history)
+    }
+
+    fn keeps_aggregates(&self) -> bool {
+        self.inner.keeps_aggregates()
+    }
+
+    fn append_events(
+        &self,
+        source: &str,
+        batch: skewless_online::EventBatch,
+    ) -> skewless_online::Result<()> {
+        if self.is_full() {
+            return Err(skewless_online::Error::WriteRefused(
+                "wal-000000000000.log: No space left on device".into(),
+            ));
+        }
+        self.inner.append_events(source, batch)
+    }
+
+    fn flush_events(&self) -> skewless_online::Result<()> {
+        self.inner.flush_events()
+    }
 }

@@ -186,7 +186,18 @@ pub fn scan(
         let file_schema = Arc::new(arrow.project(&order).map_err(|e| parquet(e.to_string()))?);
         match &schema {
             None => schema = Some(file_schema.clone()),
-            Some(first) if first.fields() != file_schema.fields() => {
+            // Names and types must agree; whether a column may hold nulls need not (one
+            // writer declares it, another does not).
+            Some(first)
+                if !first
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name(), f.data_type()))
+                    .eq(file_schema
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name(), f.data_type()))) =>
+            {
                 return Err(parquet(format!(
                     "its columns differ from the first file's: {} vs {}",
                     describe(&file_schema),
