@@ -240,6 +240,175 @@ fn kill_9_during_a_push_loop_loses_no_acknowledged_write() {
     );
 }
 
+const EVENT_DEFS: &str = r#"
+project: durability
+entities: [{name: user, join_keys: [user_id]}]
+sources:
+  - {name: transactions, path: transactions/, timestamp_field: event_timestamp,
+     created_timestamp_field: ingested_at, allowed_lateness: 1h,
+     columns: [{name: seq, dtype: int64}]}
+feature_views:
+  - name: user_txn
+    entities: [user]
+    source: transactions
+    hop: 1m
+    aggregations:
+      - {name: n_1h, function: count, window: 1h}
+      - {name: seq_sum_1h, function: sum, column: seq, window: 1h}
+feature_services: [{name: txn, features: ["user_txn:*"]}]
+"#;
+
+/// Every `seq` in the offline log under `dir`, in file order.
+fn logged_seqs(dir: &Path) -> Vec<i64> {
+    use arrow_array::cast::AsArray;
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    names.sort();
+    let mut seqs = Vec::new();
+    for path in names {
+        let file = std::fs::File::open(&path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch.column_by_name("seq").expect("a seq column");
+            seqs.extend(
+                column
+                    .as_primitive::<arrow_array::types::Int64Type>()
+                    .values(),
+            );
+        }
+    }
+    seqs
+}
+
+#[test]
+fn kill_9_during_an_event_push_loop_loses_none_and_counts_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let defs = dir.path().join("defs.yaml");
+    std::fs::write(&defs, EVENT_DEFS).unwrap();
+    let root = dir.path().to_str().unwrap().to_owned();
+    // Flushes and snapshots every second, so the kill lands among them.
+    let flags = ["--source-root", &root, "--event-flush-secs", "1"];
+    let (mut server, addr) = start_with(&data, &flags);
+    cli(&[
+        "apply",
+        defs.to_str().unwrap(),
+        "--server",
+        &format!("http://{addr}"),
+    ]);
+    const USERS: i64 = 10;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4i64)
+        .map(|w| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut acked, mut in_flight) = (Vec::new(), Vec::new());
+                let mut batch = 0i64;
+                while !stop.load(Ordering::Relaxed) {
+                    let seqs: Vec<i64> = (0..50).map(|i| w * 10_000_000 + batch * 50 + i).collect();
+                    let users: Vec<i64> = seqs.iter().map(|s| s % USERS).collect();
+                    // Event times a second ago; the server stamps arrivals.
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_micros() as i64
+                        - 1_000_000;
+                    let body = format!(
+                        r#"{{"columns": {{"user_id": {users:?}, "event_timestamp": {ts:?}, "seq": {seqs:?}}}}}"#,
+                        ts = vec![at; seqs.len()]
+                    );
+                    match http(addr, "POST", "/v1/push/transactions", &body) {
+                        Some((200, _)) => acked.extend(seqs),
+                        Some((status, text)) => panic!("push refused: {status} {text}"),
+                        None => {
+                            in_flight.extend(seqs);
+                            break;
+                        }
+                    }
+                    batch += 1;
+                }
+                (acked, in_flight)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(3000));
+    server.kill().expect("kill -9");
+    let _ = server.wait();
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut in_flight) = (Vec::new(), Vec::new());
+    for w in writers {
+        let (a, f) = w.join().expect("writer");
+        acked.extend(a);
+        in_flight.extend(f);
+    }
+    assert!(
+        acked.len() >= 500,
+        "only {} events acknowledged",
+        acked.len()
+    );
+
+    let (_server, addr) = start_with(&data, &flags);
+    // The restart flushed what the kill left in the log only: each event once.
+    let logged = logged_seqs(&dir.path().join("transactions"));
+    let mut unique = logged.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        logged.len(),
+        "an event is in the offline log twice"
+    );
+    let is_logged = |s: &i64| unique.binary_search(s).is_ok();
+    let lost: Vec<&i64> = acked.iter().filter(|s| !is_logged(s)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let pushed: std::collections::HashSet<i64> = acked.iter().chain(&in_flight).copied().collect();
+    assert!(
+        unique.iter().all(|s| pushed.contains(s)),
+        "the log holds an event nobody pushed"
+    );
+    // The tiles hold exactly the logged events: counts and sums per user.
+    let users: Vec<i64> = (0..USERS).collect();
+    let body = format!(r#"{{"feature_service": "txn", "entities": {{"user_id": {users:?}}}}}"#);
+    let (status, text) = http(addr, "POST", "/v1/features", &body).expect("server answers");
+    assert_eq!(status, 200, "{text}");
+    let response: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for user in 0..USERS {
+        let mine: Vec<i64> = unique
+            .iter()
+            .copied()
+            .filter(|s| s % USERS == user)
+            .collect();
+        let (n, sum) = (
+            &response["results"][0]["values"][user as usize],
+            &response["results"][1]["values"][user as usize],
+        );
+        assert_eq!(n.as_i64(), Some(mine.len() as i64), "user {user}: count");
+        assert_eq!(
+            sum.as_f64(),
+            Some(mine.iter().sum::<i64>() as f64),
+            "user {user}: sum"
+        );
+    }
+    eprintln!(
+        "{} acknowledged events, {} in flight at kill -9; {} logged once each, and served",
+        acked.len(),
+        in_flight.len(),
+        unique.len()
+    );
+}
+
 /// `--max-connections` and `--header-timeout-secs` reach the accept loop: one
 /// connection over the cap is answered 503, and connections that send nothing are closed
 /// after the timeout, which frees their slots.

@@ -42,6 +42,11 @@ pub(crate) struct ServeArgs {
     /// and nothing is changed. Needed until the next snapshot covers the damaged segment.
     #[arg(long)]
     recover_skip_corrupt: bool,
+    /// Write pushed events to their source's offline log (Parquet under its `path`) once
+    /// the oldest has waited this many seconds; a backfill started over HTTP flushes
+    /// first, one run offline sees what was flushed.
+    #[arg(long, default_value_t = 60)]
+    event_flush_secs: u64,
     /// Close a connection whose client has not sent a request's headers within this many
     /// seconds, and a keep-alive connection idle that long (slow or stuck clients cannot
     /// hold sockets forever).
@@ -97,6 +102,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         .engine_with(1_000, Some(args.data_dir.join("compiled")))?;
     let store = skewless_online::StoreOptions {
         recover_skip_corrupt: args.recover_skip_corrupt,
+        event_flush_interval: std::time::Duration::from_secs(args.event_flush_secs),
         ..skewless_online::StoreOptions::new(
             args.snapshot_after_mib << 20,
             Duration::from_secs(args.snapshot_interval_secs),
