@@ -413,3 +413,114 @@ fn a_planted_inclusive_window_end_is_found() {
         "serving with the window end included went unnoticed"
     );
 }
+
+/// The served `txn_count_1h` of `user` now.
+fn count_now(server: &TestServer, user: i64) -> i64 {
+    let (status, answer) = server.json(
+        "POST",
+        "/v1/features",
+        &json!({"feature_service": "txn", "entities": {"user_id": [user]}}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer["results"][0]["values"][0].as_i64().expect("a count")
+}
+
+#[test]
+fn bad_event_pushes_are_refused_by_name_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("transactions")).unwrap();
+    let server = TestServer::start(dir.path(), None);
+    let (status, body) = server.call("PUT", "/v1/definitions", DEFS.as_bytes(), None);
+    assert_eq!(status, 200, "{body}");
+    let now = skewless_core::now_micros();
+    let event = |fields: &[(&str, Value)]| {
+        let mut columns = json!({
+            "user_id": [1, 1],
+            "event_timestamp": [now - MINUTE, now - MINUTE],
+            "amount": [1.5, 2.5],
+            "merchant": ["a", "b"],
+            "qty": [1, 2],
+            "score": [3, 4],
+        });
+        for (name, value) in fields {
+            if value.is_null() {
+                columns.as_object_mut().unwrap().remove(*name);
+            } else {
+                columns[*name] = value.clone();
+            }
+        }
+        json!({ "columns": columns })
+    };
+    for (fields, needle) in [
+        (
+            vec![("event_timestamp", json!([now - MINUTE, now + 10 * MINUTE]))],
+            "columns.event_timestamp[1]",
+        ),
+        (
+            vec![("ingested_at", json!([now, now + HOUR]))],
+            "more than 5 minutes ahead of the server's clock",
+        ),
+        (
+            vec![("merchant", Value::Null)],
+            "columns.merchant is missing",
+        ),
+        (vec![("amount", json!([1.0, "many"]))], "columns.amount[1]"),
+        (vec![("user_id", json!([1, null]))], "columns.user_id[1]"),
+        (
+            vec![("colour", json!(["red", "blue"]))],
+            "columns.colour is not",
+        ),
+        (vec![("qty", json!([1]))], "columns.qty has 1 values"),
+    ] {
+        let (status, answer) = server.json("POST", "/v1/push/transactions", &event(&fields));
+        assert_eq!(status, 400, "{fields:?}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(needle), "{fields:?}: {error}");
+    }
+    assert_eq!(count_now(&server, 1), 0, "a refused push stored nothing");
+
+    // Without stated arrivals the server stamps them: an event from two hours ago is
+    // later than the hour allowed, refused and counted; the other is kept.
+    let mixed = event(&[("event_timestamp", json!([now - 2 * HOUR, now - MINUTE]))]);
+    let (status, answer) = server.json("POST", "/v1/push/transactions", &mixed);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["rows"].as_u64(), answer["late"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(count_now(&server, 1), 1);
+    let (_, metrics) = server.call("GET", "/metrics", b"", None);
+    for line in [
+        r#"skewless_push_events_total{source="transactions"} 1"#,
+        r#"skewless_push_late_events_total{source="transactions"} 1"#,
+        r#"skewless_aggregate_keys{view="user_txn"} 1"#,
+        r#"skewless_aggregate_raw_events{view="user_txn"} 1"#,
+        "skewless_events_unflushed 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+}
+
+#[test]
+fn a_store_that_keeps_no_tiles_refuses_an_online_aggregated_view_before_applying_it() {
+    let redis = crate::support::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_configured(dir.path(), |config| {
+        config.redis = Some(crate::support::redis_options(&redis, "tiles"));
+    });
+    let (status, body) = server.call("PUT", "/v1/definitions", DEFS.as_bytes(), None);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("does not keep aggregate tiles") && body.contains("online: false"),
+        "{body}"
+    );
+    let (status, _) = server.call("GET", "/v1/definitions", b"", None);
+    assert_eq!(status, 404, "nothing was applied");
+    // Offline only, it applies.
+    let offline = DEFS.replace(
+        "    source: transactions\n",
+        "    source: transactions\n    online: false\n",
+    );
+    let (status, body) = server.call("PUT", "/v1/definitions", offline.as_bytes(), None);
+    assert_eq!(status, 200, "{body}");
+}

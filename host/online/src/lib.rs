@@ -39,6 +39,7 @@ pub use events::{
 pub use local::{LocalStore, StoreOptions};
 pub use redis_store::{RedisOptions, RedisStore};
 pub use serve::{OnlineRows, fingerprints, serve, view_schemas};
+pub use skewless_aggregate::ViewAggregates;
 
 /// An online-store error.
 #[derive(Debug, thiserror::Error)]

@@ -95,6 +95,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "Rows written by push, by source.",
     ),
     (
+        "skewless_push_events_total",
+        "counter",
+        "Events accepted by push to an event source, by source.",
+    ),
+    (
+        "skewless_push_late_events_total",
+        "counter",
+        "Events a push refused as later than the source's allowed lateness (the backfill drops the same ones), by source.",
+    ),
+    (
         "skewless_verify_values_total",
         "counter",
         "Values compared by POST /v1/verify, by feature service.",

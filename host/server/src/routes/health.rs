@@ -74,6 +74,26 @@ pub(super) async fn metrics(State(state): Shared) -> Response {
             "Online store snapshots completed since start.",
             vec![(String::new(), stats.snapshots as f64)],
         ),
+        (
+            "skewless_aggregate_keys",
+            "Entity keys with aggregate tiles online, by aggregated feature view.",
+            aggregate(&stats, |c| c.keys),
+        ),
+        (
+            "skewless_aggregate_tiles",
+            "Hop tiles held online, by aggregated feature view.",
+            aggregate(&stats, |c| c.tiles),
+        ),
+        (
+            "skewless_aggregate_raw_events",
+            "Events held raw online (their tile not sealed yet: younger than the allowed lateness), by aggregated feature view.",
+            aggregate(&stats, |c| c.raw_events),
+        ),
+        (
+            "skewless_events_unflushed",
+            "Pushed events logged but not yet written to their source's offline log.",
+            vec![(String::new(), stats.events_unflushed as f64)],
+        ),
     ];
     gauges.extend(quality::drift_gauges(&state));
     (
@@ -81,4 +101,15 @@ pub(super) async fn metrics(State(state): Shared) -> Response {
         state.metrics.render(&gauges),
     )
         .into_response()
+}
+
+fn aggregate(
+    stats: &skewless_online::StoreStats,
+    count: impl Fn(&skewless_online::AggregateCounts) -> u64,
+) -> Vec<(String, f64)> {
+    stats
+        .aggregates
+        .iter()
+        .map(|(view, c)| (labels(&[("view", view)]), count(c) as f64))
+        .collect()
 }
