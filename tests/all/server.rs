@@ -972,7 +972,7 @@ fn a_source_with_push_false_refuses_pushes_and_changes_nothing() {
 }
 
 #[test]
-fn an_event_source_of_an_aggregated_view_refuses_pushes_until_they_reach_the_backfill() {
+fn an_event_source_refuses_pushes_it_could_not_keep_for_the_backfill() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path(), None);
     let defs = r#"
@@ -987,17 +987,13 @@ feature_services: [{name: txn, features: ["user_txn:*"]}]
 "#;
     let (status, body) = server.call("PUT", "/v1/definitions", defs.as_bytes(), None);
     assert_eq!(status, 200, "{body}");
-    let (status, body) = server.json(
-        "POST",
-        "/v1/push/transactions",
-        &json!({"columns": {"user_id": [1], "event_timestamp": [T0], "amount": [1.0]}}),
-    );
+    let push = json!({"columns": {"user_id": [1], "event_timestamp": [T0], "amount": [1.0]}});
+    let (status, body) = server.json("POST", "/v1/push/transactions", &push);
     assert_eq!(status, 409, "{body}");
+    let error = body["error"].as_str().unwrap();
     assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("feeds the aggregated view `user_txn`"),
+        error.contains("feeds the aggregated view `user_txn`")
+            && error.contains("created_timestamp_field"),
         "{body}"
     );
     // The view lists its typed aggregate features.
@@ -1006,12 +1002,24 @@ feature_services: [{name: txn, features: ["user_txn:*"]}]
         views["feature_views"][0]["features"],
         json!([{"name": "amount_mean_1h", "dtype": "float64"}])
     );
-    // An online aggregated view is refused by name.
-    let online = defs.replace("online: false, ", "");
-    let (status, body) = server.call("PUT", "/v1/definitions", online.as_bytes(), None);
-    assert_eq!(status, 422, "{body}");
+    // With arrival times and a directory, the same offline view takes pushes: they are
+    // kept for the backfill although nothing serves them.
+    let logged = defs.replace(
+        "path: events.parquet,",
+        "path: events/, created_timestamp_field: ingested_at,",
+    );
+    let (status, body) = server.call("PUT", "/v1/definitions", logged.as_bytes(), None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.json("POST", "/v1/push/transactions", &push);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rows"], 1, "{body}");
+    drop(server); // stopping flushes the log
+    let logged: Vec<_> = std::fs::read_dir(dir.path().join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert!(
-        body.contains("backfilled but not served by this version yet"),
-        "{body}"
+        logged.len() == 1 && logged[0].starts_with("events-"),
+        "{logged:?}"
     );
 }

@@ -106,22 +106,45 @@ pub fn online_aggregated<'p>(project: &'p Project, source: &str) -> Vec<&'p Feat
         .collect()
 }
 
-/// The event sources of `project` that feed online aggregated views, as the store keeps
-/// them; source paths are resolved against `root`.
+/// What `source` lacks to keep pushed events in an offline log, if anything: pushes to a
+/// source that feeds aggregated views must reach the backfill.
+pub fn cannot_log(source: &Source) -> Option<&'static str> {
+    if source.created_timestamp_field.is_none() {
+        Some("a `created_timestamp_field` (the server stamps each event's arrival there)")
+    } else if source
+        .path
+        .as_deref()
+        .is_none_or(|p| p.ends_with(".parquet"))
+    {
+        Some("a directory `path` (pushed events are added to it as Parquet files)")
+    } else {
+        None
+    }
+}
+
+/// The event sources of `project` as the store keeps them: each source feeding an online
+/// aggregated view, or an offline one while it takes pushes it can log; source paths are
+/// resolved against `root`.
 pub fn event_schemas(project: &Project, root: &Path) -> Result<Vec<EventSchema>, String> {
     let d = project.definitions();
     let mut out = Vec::new();
     for source in &d.sources {
+        let feeds_aggregates = d
+            .feature_views
+            .iter()
+            .any(|v| v.source == source.name && v.is_aggregated());
         let views = online_aggregated(project, &source.name);
-        if views.is_empty() {
-            continue;
+        let logs = source.push && cannot_log(source).is_none();
+        if feeds_aggregates && (logs || !views.is_empty()) {
+            out.push(event_schema(project, root, source, &views)?);
         }
-        out.push(event_schema(project, root, source, &views)?);
     }
     Ok(out)
 }
 
-/// The event schema of `source`, feeding `views` (its online aggregated views).
+/// The event schema of `source`, feeding `views` (its online aggregated views, maybe
+/// none). A source that takes no pushes has no log to write; its fields then name what
+/// it would be.
 pub fn event_schema(
     project: &Project,
     root: &Path,
@@ -130,17 +153,17 @@ pub fn event_schema(
 ) -> Result<EventSchema, String> {
     let d = project.definitions();
     let broken = |what: &str| format!("source `{}`: {what} after validation", source.name);
-    let path = source.path.as_deref().ok_or_else(|| broken("no path"))?;
-    let created = source
-        .created_timestamp_field
-        .clone()
-        .ok_or_else(|| broken("no created_timestamp_field"))?;
-    let lateness = source
-        .allowed_lateness
-        .map(|l| l.micros())
-        .ok_or_else(|| broken("no allowed_lateness"))?;
+    let path = source.path.as_deref().unwrap_or_default();
+    let created = source.created_timestamp_field.clone().unwrap_or_default();
+    let lateness = source.allowed_lateness.map(|l| l.micros());
+    // The log keeps the join keys of every aggregated view on the source, served or not:
+    // the backfill reads them all from it.
     let mut columns: Vec<(String, DType)> = Vec::new();
-    for view in views {
+    let aggregated = d
+        .feature_views
+        .iter()
+        .filter(|v| v.source == source.name && v.is_aggregated());
+    for view in aggregated {
         for key in d.view_join_keys(view) {
             if !columns.iter().any(|(n, _)| *n == key.name) {
                 columns.push((key.name.clone(), key.dtype.dtype()));
@@ -173,7 +196,7 @@ pub fn event_schema(
             aggregates,
             keys,
             inputs,
-            lateness,
+            lateness: lateness.ok_or_else(|| broken("no allowed_lateness"))?,
         }));
     }
     Ok(EventSchema {

@@ -33,8 +33,8 @@ use skewless_core::assemble::ViewColumnsBuilder;
 use skewless_core::{DType, Fault};
 
 pub use events::{
-    EventBatch, EventSchema, EventView, History, KeyedEvent, event_schema, event_schemas,
-    online_aggregated,
+    EventBatch, EventSchema, EventView, History, KeyedEvent, cannot_log, event_schema,
+    event_schemas, online_aggregated,
 };
 pub use local::{LocalStore, StoreOptions};
 pub use redis_store::{RedisOptions, RedisStore};

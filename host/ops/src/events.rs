@@ -144,14 +144,13 @@ pub fn push_events(
         Some(values) => times(&schema.created_field, values)?,
         None => vec![now; rows],
     };
-    if views.is_empty() {
-        return Err(skewless_online::Error::UnknownSource(source.to_owned()).into());
+    if let Some(missing) = skewless_online::cannot_log(src) {
+        return Err(invalid(format!(
+            "source `{source}` feeds aggregated views, and to take pushes it needs {missing}"
+        )));
     }
-    let lateness = src.allowed_lateness.map(|l| l.micros()).ok_or_else(|| {
-        skewless_online::Error::Internal(format!(
-            "source `{source}` has no allowed_lateness after validation"
-        ))
-    })?;
+    // Without a lateness no event is too late.
+    let lateness = src.allowed_lateness.map_or(i64::MAX, |l| l.micros());
     let keep: Vec<usize> = (0..rows)
         .filter(|&i| !is_late(event_ts[i], created_ts[i], lateness))
         .collect();

@@ -37,7 +37,17 @@ pub(super) async fn push(
             "source `{source}` does not take pushes (`push: false` in the definitions)"
         )));
     }
-    if !skewless_online::online_aggregated(&project, &source).is_empty() {
+    if let Some(v) = d
+        .feature_views
+        .iter()
+        .find(|v| v.source == source && v.is_aggregated())
+    {
+        if let Some(missing) = skewless_online::cannot_log(src) {
+            return Err(ApiError::conflict(format!(
+                "source `{source}` feeds the aggregated view `{}`: pushed events must reach its offline log for the backfill, and for that it needs {missing}",
+                v.name
+            )));
+        }
         return push_events(state, project, source, request.columns).await;
     }
     let views: Vec<_> = d
