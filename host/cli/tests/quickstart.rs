@@ -13,11 +13,21 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use skewless_test_artifacts as artifacts;
 
 fn quickstart(dir: &Path, rows: &str) -> Output {
+    quickstart_with(dir, rows, &[])
+}
+
+/// The quickstart with its history ending at `end`.
+fn quickstart_ending(dir: &Path, rows: &str, end: &str) -> Output {
+    quickstart_with(dir, rows, &["--end", end])
+}
+
+fn quickstart_with(dir: &Path, rows: &str, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_skewless"))
         .arg("quickstart")
         .args(["--module", artifacts::FRAUD_RISK])
         .args(["--module", artifacts::GEO_DISTANCE])
         .args(["--module", artifacts::MERCHANT_CATEGORY])
+        .args(extra)
         .args(["--rows", rows, "--listen", "127.0.0.1:0", "--exit", "--dir"])
         .arg(dir)
         // Off a terminal, progress is a log line every SKEWLESS_PROGRESS_SECS.
@@ -62,10 +72,11 @@ fn quickstart_runs_every_step_and_its_training_set_is_point_in_time_correct() {
     );
     for step in [
         "1. generated 4000 transactions",
-        "3. backfilled 4000 rows x 16 features",
+        "3. backfilled 4000 rows x 19 features",
         "4. materialized",
         "5. serving on http://127.0.0.1:",
-        "6. served the last 500 transactions as traffic, then verified 200 of them again at 2026-10-31T00:00:00.000000Z: 3200 values, 0 mismatches against the offline path",
+        "6. served the last 500 transactions as traffic, then verified 200 of them again at ",
+        ": 3800 values, 0 mismatches against the offline path",
         "7. drift of what was served against training_set.parquet",
         "   txn_risk:amount_log1p              psi ",
         "Check it yourself: skewless verify --service fraud_v1 --defs ",
@@ -89,9 +100,11 @@ fn quickstart_runs_every_step_and_its_training_set_is_point_in_time_correct() {
         "the server answered with features: {stdout}"
     );
 
-    // Point in time: each training row sees the statistics written at the last midnight
-    // before it, which count that user's transactions in the 7 days before that midnight.
+    // Point in time: each training row counts that user's transactions in the 7 days
+    // before it (the tail aligned to the hour, the row's own time excluded) that had
+    // arrived by then.
     let txns = read(&qs.join("transactions.parquet"));
+    let events = read(&qs.join("transaction_events/history.parquet"));
     let training = read(&qs.join("training_set.parquet"));
     assert_eq!(training.num_rows(), 4000);
     assert!(
@@ -100,44 +113,44 @@ fn quickstart_runs_every_step_and_its_training_set_is_point_in_time_correct() {
     );
     let users = i64s(&txns, "user_id");
     let times = i64s(&txns, "event_timestamp");
-    let mut by_user: HashMap<i64, Vec<i64>> = HashMap::new();
-    for (u, t) in users.iter().zip(&times) {
-        by_user.entry(u.unwrap()).or_default().push(t.unwrap());
+    let mut by_user: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+    for ((u, t), c) in i64s(&events, "user_id")
+        .iter()
+        .zip(i64s(&events, "event_timestamp"))
+        .zip(i64s(&events, "ingested_at"))
+    {
+        by_user
+            .entry(u.unwrap())
+            .or_default()
+            .push((t.unwrap(), c.unwrap()));
     }
-    let counts = i64s(&training, "user_stats:txn_count_7d");
-    let day = 86_400_000_000i64;
-    let (mut present, mut checked) = (0, 0);
+    let counts = i64s(&training, "user_txn:txn_count_7d");
+    let (day, hour) = (86_400_000_000i64, 3_600_000_000i64);
+    let mut nonzero = 0;
     for row in 0..training.num_rows() {
         let (user, at) = (users[row].unwrap(), times[row].unwrap());
-        let midnight = at.div_euclid(day) * day;
+        let tail = (at - 7 * day).div_euclid(hour) * hour;
         let want = by_user[&user]
             .iter()
-            .filter(|&&t| t >= midnight - 7 * day && t < midnight)
+            .filter(|&&(t, c)| tail <= t && t < at && c < at)
             .count() as i64;
-        // With transactions in that week, the midnight's row exists and is the latest at
-        // or before `at`. Without, an older row may still be within the 2-day TTL.
-        match counts[row] {
-            Some(got) => {
-                present += 1;
-                if want > 0 {
-                    assert_eq!(got, want, "row {row}: user {user} at {at}");
-                    checked += 1;
-                }
-            }
-            None => assert!(
-                want == 0 || midnight <= 1_788_220_800_000_000,
-                "row {row}: a user with {want} transactions in the week before has no statistics"
-            ),
-        }
+        assert_eq!(counts[row], Some(want), "row {row}: user {user} at {at}");
+        nonzero += usize::from(want > 0);
     }
     assert!(
-        checked > 3000 && present >= checked,
-        "{checked} of {present} rows checked"
+        nonzero > 2000,
+        "only {nonzero} rows with transactions before them"
     );
 
-    // The same seed gives the same data; a second run reuses its own directory.
+    // The same seed and end give the same data; a second run reuses its own directory.
     let first = std::fs::read(qs.join("transactions.parquet")).unwrap();
-    let again = quickstart(&qs, "4000");
+    let end = stdout
+        .split(" days up to ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the end of the history in step 1")
+        .to_owned();
+    let again = quickstart_ending(&qs, "4000", &end);
     assert!(
         again.status.success(),
         "{}",

@@ -61,7 +61,7 @@ impl MaterializeStats {
     }
 }
 
-/// The windows to materialize: `views` (every online view when empty) from `start` to
+/// The windows to materialize: `views` (every online view of stored rows when empty) from `start` to
 /// `end`. Without `start` (incremental), each view starts at its watermark, or one TTL
 /// before `end` when it has none (the whole history for an unlimited TTL).
 pub fn plan_windows(
@@ -76,7 +76,7 @@ pub fn plan_windows(
     let names: Vec<&str> = if views.is_empty() {
         defs.feature_views
             .iter()
-            .filter(|v| v.online)
+            .filter(|v| v.online && !v.is_aggregated())
             .map(|v| v.name.as_str())
             .collect()
     } else {
@@ -89,6 +89,11 @@ pub fn plan_windows(
                 .view_index(name)
                 .map(|i| &defs.feature_views[i])
                 .ok_or_else(|| Error::Definitions(format!("no feature view `{name}`")))?;
+            if view.is_aggregated() {
+                return Err(Error::Definitions(format!(
+                    "view `{name}` is aggregated: its tiles are built from its source's history when the server starts and when the view is applied, so there is nothing to materialize"
+                )));
+            }
             let mark = watermark(name);
             let start = start.or(mark).unwrap_or_else(|| {
                 view.ttl

@@ -1,8 +1,10 @@
 //! The quickstart, end to end on embedded defaults: generate a seeded synthetic fraud
-//! dataset (users, transactions with labels, daily user statistics), upload the example
-//! transforms, apply `example-transforms/fraud.yaml`, backfill a point-in-time training
-//! set, materialize the latest statistics into the online store, start the server, ask it
-//! for features and print the curl that does the same.
+//! dataset (users, transactions with labels as the entity frame and as an event source,
+//! daily user profiles), upload the example transforms, apply
+//! `example-transforms/fraud.yaml`, backfill a point-in-time training set (window
+//! aggregates of the transactions and the profiles), materialize the latest profiles into
+//! the online store, start the server (which builds the aggregate tiles from the event
+//! history), ask it for features and print the curl that does the same.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -57,17 +59,38 @@ pub struct QuickstartArgs {
     /// Worker threads for the backfill and materialization [default: the number of cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The end of the generated history (RFC 3339, or microseconds since the epoch)
+    /// [default: now, to the second]. Aggregates are served as of the request time, so
+    /// the history ends now; a fixed end reproduces the files of an earlier run.
+    #[arg(long)]
+    pub end: Option<String>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
 
-/// 2026-09-01T00:00:00Z, the first day of the generated history.
-const START: i64 = 1_788_220_800_000_000;
 const DAY: i64 = 86_400_000_000;
 /// Days of history.
 const DAYS: i64 = 60;
-/// The end of the history: where materialization stops and the example request is made.
-const END: i64 = START + DAYS * DAY;
+
+/// The span of the generated history: from the midnight `DAYS` days before the day of
+/// `end` (UTC) to `end`, where materialization stops.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: i64,
+    end: i64,
+}
+
+impl Span {
+    fn ending(end: i64) -> Span {
+        Span {
+            start: end.div_euclid(DAY) * DAY - DAYS * DAY,
+            end,
+        }
+    }
+}
+
+/// The directory of the transactions event source, under the quickstart directory.
+const EVENTS: &str = "transaction_events";
 
 const MERCHANTS: &[&str] = &[
     "STARBUCKS COFFEE #1234",
@@ -108,6 +131,8 @@ struct User {
 struct Transactions {
     user: Vec<i64>,
     ts: Vec<i64>,
+    /// When each reached the event source: up to two minutes after it happened.
+    ingested: Vec<i64>,
     amount: Vec<f64>,
     lat: Vec<f64>,
     lon: Vec<f64>,
@@ -122,7 +147,7 @@ fn normal(rng: &mut impl Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
-fn users(rng: &mut StdRng, n: usize) -> Vec<User> {
+fn users(rng: &mut StdRng, n: usize, span: Span) -> Vec<User> {
     (0..n)
         .map(|_| User {
             home: (rng.random_range(25.0..60.0), rng.random_range(-120.0..30.0)),
@@ -135,18 +160,19 @@ fn users(rng: &mut StdRng, n: usize) -> Vec<User> {
             mu: 3.2 + 0.6 * normal(rng),
             stolen_at: rng
                 .random_bool(0.03)
-                .then(|| START + rng.random_range(0..DAYS * DAY)),
+                .then(|| span.start + rng.random_range(0..span.end - span.start)),
         })
         .collect()
 }
 
-fn transactions(rng: &mut StdRng, users: &[User], rows: usize) -> Transactions {
+fn transactions(rng: &mut StdRng, users: &[User], rows: usize, span: Span) -> Transactions {
     let mut ts: Vec<i64> = (0..rows)
-        .map(|_| START + rng.random_range(0..DAYS * DAY))
+        .map(|_| span.start + rng.random_range(0..span.end - span.start))
         .collect();
     ts.sort_unstable();
     let mut t = Transactions {
         user: Vec::with_capacity(rows),
+        ingested: Vec::with_capacity(rows),
         ts,
         amount: Vec::with_capacity(rows),
         lat: Vec::with_capacity(rows),
@@ -186,6 +212,9 @@ fn transactions(rng: &mut StdRng, users: &[User], rows: usize) -> Transactions {
             ((user.mu + 0.8 * z).exp(), place, merchant)
         };
         t.user.push(u as i64);
+        // Arrivals never run past the end: the history is what has arrived by then.
+        t.ingested
+            .push((t.ts[i] + rng.random_range(0..=120_000_000)).min(span.end - 1));
         t.amount.push((amount * 100.0).round() / 100.0);
         t.lat.push(lat);
         t.lon.push(lon);
@@ -195,44 +224,21 @@ fn transactions(rng: &mut StdRng, users: &[User], rows: usize) -> Transactions {
     t
 }
 
-/// One row per user and day with transactions in the 7 days before that midnight.
-fn daily_stats(users: &[User], t: &Transactions) -> Result<RecordBatch> {
-    let mut by_user: Vec<Vec<usize>> = vec![Vec::new(); users.len()];
-    for i in 0..t.ts.len() {
-        by_user[t.user[i] as usize].push(i);
-    }
-    let (mut user, mut ts, mut avg, mut max, mut count, mut age, mut lat, mut lon) = (
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-        vec![],
-    );
-    for (u, txns) in by_user.iter().enumerate() {
-        let (mut lo, mut hi) = (0, 0);
-        for day in 1..=DAYS {
-            let midnight = START + day * DAY;
-            while hi < txns.len() && t.ts[txns[hi]] < midnight {
-                hi += 1;
+/// One row per user at every midnight of the span: the account's age that day and the
+/// home location.
+fn daily_profiles(users: &[User], span: Span) -> Result<RecordBatch> {
+    let (mut user, mut ts, mut age, mut lat, mut lon) = (vec![], vec![], vec![], vec![], vec![]);
+    for (u, profile) in users.iter().enumerate() {
+        for day in 0.. {
+            let midnight = span.start + day * DAY;
+            if midnight > span.end {
+                break;
             }
-            while lo < hi && t.ts[txns[lo]] < midnight - 7 * DAY {
-                lo += 1;
-            }
-            if lo == hi {
-                continue;
-            }
-            let amounts = txns[lo..hi].iter().map(|&i| t.amount[i]);
             user.push(u as i64);
             ts.push(midnight);
-            avg.push(amounts.clone().sum::<f64>() / (hi - lo) as f64);
-            max.push(amounts.fold(f64::MIN, f64::max));
-            count.push((hi - lo) as i64);
-            age.push(users[u].age0 + day);
-            lat.push(users[u].home.0);
-            lon.push(users[u].home.1);
+            age.push(profile.age0 + day);
+            lat.push(profile.home.0);
+            lon.push(profile.home.1);
         }
     }
     Ok(RecordBatch::try_from_iter([
@@ -241,9 +247,6 @@ fn daily_stats(users: &[User], t: &Transactions) -> Result<RecordBatch> {
             "event_timestamp",
             Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
         ),
-        ("txn_amount_avg_7d", Arc::new(Float64Array::from(avg))),
-        ("txn_amount_max_7d", Arc::new(Float64Array::from(max))),
-        ("txn_count_7d", Arc::new(Int64Array::from(count))),
         ("account_age_days", Arc::new(Int64Array::from(age))),
         ("home_lat", Arc::new(Float64Array::from(lat))),
         ("home_lon", Arc::new(Float64Array::from(lon))),
@@ -259,32 +262,44 @@ fn write(path: &Path, batch: &RecordBatch) -> Result<()> {
     Ok(())
 }
 
-/// Writes the dataset into `dir`; returns (users, frauds, daily stats rows).
-fn generate(dir: &Path, rows: usize, seed: u64) -> Result<(usize, usize, usize)> {
+/// Writes the dataset into `dir`; returns (users, frauds, daily profile rows).
+fn generate(dir: &Path, rows: usize, seed: u64, span: Span) -> Result<(usize, usize, usize)> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let users = users(&mut rng, (rows / 40).max(1));
-    let t = transactions(&mut rng, &users, rows);
+    let users = users(&mut rng, (rows / 40).max(1), span);
+    let t = transactions(&mut rng, &users, rows, span);
     let frauds = t.fraud.iter().filter(|f| **f).count();
-    let stats = daily_stats(&users, &t)?;
+    let profiles = daily_profiles(&users, span)?;
+    let timestamps =
+        |ts: &[i64]| Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone("UTC"));
     let txns = RecordBatch::try_from_iter([
         (
             "txn_id",
             Arc::new(Int64Array::from_iter_values(0..rows as i64)) as ArrayRef,
         ),
-        ("user_id", Arc::new(Int64Array::from(t.user))),
-        (
-            "event_timestamp",
-            Arc::new(TimestampMicrosecondArray::from(t.ts).with_timezone("UTC")),
-        ),
-        ("amount", Arc::new(Float64Array::from(t.amount))),
+        ("user_id", Arc::new(Int64Array::from(t.user.clone()))),
+        ("event_timestamp", timestamps(&t.ts)),
+        ("amount", Arc::new(Float64Array::from(t.amount.clone()))),
         ("lat", Arc::new(Float64Array::from(t.lat))),
         ("lon", Arc::new(Float64Array::from(t.lon))),
-        ("merchant_name", Arc::new(StringArray::from(t.merchant))),
+        (
+            "merchant_name",
+            Arc::new(StringArray::from(t.merchant.clone())),
+        ),
         ("is_fraud", Arc::new(BooleanArray::from(t.fraud))),
     ])?;
+    // The same transactions as the event source the aggregates are computed from, with
+    // their arrival times (what a producer pushing them would have given).
+    let events = RecordBatch::try_from_iter([
+        ("user_id", Arc::new(Int64Array::from(t.user)) as ArrayRef),
+        ("event_timestamp", timestamps(&t.ts)),
+        ("ingested_at", timestamps(&t.ingested)),
+        ("amount", Arc::new(Float64Array::from(t.amount))),
+        ("merchant_name", Arc::new(StringArray::from(t.merchant))),
+    ])?;
     write(&dir.join("transactions.parquet"), &txns)?;
-    write(&dir.join("user_daily_stats.parquet"), &stats)?;
-    Ok((users.len(), frauds, stats.num_rows()))
+    write(&dir.join(EVENTS).join("history.parquet"), &events)?;
+    write(&dir.join("user_daily_profile.parquet"), &profiles)?;
+    Ok((users.len(), frauds, profiles.num_rows()))
 }
 
 /// Makes `dir` ready: created if absent; refused if it holds files the quickstart did not
@@ -301,10 +316,12 @@ fn prepare(dir: &Path) -> Result<()> {
                 dir.display()
             );
         }
-        let data = dir.join("data");
-        if data.exists() {
-            std::fs::remove_dir_all(&data)
-                .with_context(|| format!("removing the previous {}", data.display()))?;
+        // The previous run's store, and its event log (events pushed to it included).
+        for made in [dir.join("data"), dir.join(EVENTS)] {
+            if made.exists() {
+                std::fs::remove_dir_all(&made)
+                    .with_context(|| format!("removing the previous {}", made.display()))?;
+            }
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -312,7 +329,7 @@ fn prepare(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The example request: two users, as of the end of the history.
+/// The example request: two users, now (aggregates are served as of the request time).
 fn example_request() -> serde_json::Value {
     serde_json::json!({
         "feature_service": "fraud_v1",
@@ -323,8 +340,6 @@ fn example_request() -> serde_json::Value {
             "lon": [2.35, 151.2],
             "merchant_name": ["Café de Flore", "Lucky Casino"],
         },
-        "request_time": chrono::DateTime::from_timestamp_micros(END)
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
     })
 }
 
@@ -369,7 +384,6 @@ fn check(dir: &Path, addr: SocketAddr) -> Result<()> {
         "feature_service": "fraud_v1",
         "entities": {"user_id": user_id},
         "request_data": columns,
-        "request_time": END,
     });
     let base = format!("http://{addr}");
     client::send(
@@ -439,17 +453,30 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     if let Some(missing) = MODULES.iter().find(|m| !modules.contains_key(*m)) {
         bail!("no --module {missing}.wasm given; scripts/quickstart builds all three");
     }
+    let end = match &args.end {
+        None => skewless_core::now_micros().div_euclid(1_000_000) * 1_000_000,
+        Some(text) => {
+            let value = text
+                .parse::<i64>()
+                .map(serde_json::Value::from)
+                .unwrap_or_else(|_| serde_json::Value::String(text.clone()));
+            skewless_ops::json::parse_timestamp(&value)
+                .map_err(|e| anyhow::anyhow!("--end: {e}"))?
+        }
+    };
+    let span = Span::ending(end);
     let dir = &args.dir;
     prepare(dir)?;
     let threads = threads(args.threads);
 
     // 1. Data.
     let generating = Progress::new("generating", 0);
-    let (users, frauds, stats_rows) = generate(dir, args.rows, args.seed)?;
+    let (users, frauds, profile_rows) = generate(dir, args.rows, args.seed, span)?;
     generating.finish();
     println!(
-        "1. generated {} transactions of {users} users over {DAYS} days ({frauds} fraudulent, {:.2}%) and {stats_rows} daily user statistics rows in {}",
+        "1. generated {} transactions of {users} users over {DAYS} days up to {} ({frauds} fraudulent, {:.2}%) and {profile_rows} daily user profile rows in {}",
         args.rows,
+        skewless_core::format_timestamp(span.end),
         100.0 * frauds as f64 / args.rows as f64,
         dir.display()
     );
@@ -500,10 +527,12 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
         stats.rows as f64 / stats.elapsed.as_secs_f64().max(1e-9)
     );
 
-    // 4. Materialize the latest statistics into the online store.
+    // 4. Materialize the latest profiles into the online store (the aggregates' tiles
+    // are built from the event history when the server starts).
     let schemas = skewless_online::view_schemas(&project);
     let store = LocalStore::open(&data.join("online"), &schemas, StoreOptions::default())?;
-    let windows = skewless_ops::plan_materialization(&registry, &project, &[], Some(START), END)?;
+    let windows =
+        skewless_ops::plan_materialization(&registry, &project, &[], Some(span.start), span.end)?;
     let progress = Progress::new("materialize", 0);
     let stats = skewless_ops::run_materialization(
         &registry, &project, &store, dir, &windows, threads, &progress,
