@@ -23,10 +23,13 @@ done
 grep -q "Serving until Ctrl-C" "$log" || { echo "the server did not start" >&2; exit 1; }
 
 url="http://$listen"
-txn_risk='{"features":["txn_risk:*"],"entities":{"user_id":[7]},"request_data":{"amount":[42.5]},"request_time":"2026-10-31T00:00:00Z"}'
-fraud_v1='{"feature_service":"fraud_v1","entities":{"user_id":[7]},"request_data":{"amount":[42.5],"lat":[48.85],"lon":[2.35],"merchant_name":["Café de Flore"]},"request_time":"2026-10-31T00:00:00Z"}'
+# Served as of the request time (the quickstart's history ends when it ran).
+txn_risk='{"features":["txn_risk:*"],"entities":{"user_id":[7]},"request_data":{"amount":[42.5]}}'
+# Six window aggregates of the user's transactions and a transform over two of them.
+agg6='{"features":["user_txn:*","txn_risk:*"],"entities":{"user_id":[7]},"request_data":{"amount":[42.5]}}'
+fraud_v1='{"feature_service":"fraud_v1","entities":{"user_id":[7]},"request_data":{"amount":[42.5],"lat":[48.85],"lon":[2.35],"merchant_name":["Café de Flore"]}}'
 # Each body must be answered 200 before it is measured.
-for body in "$txn_risk" "$fraud_v1"; do
+for body in "$txn_risk" "$agg6" "$fraud_v1"; do
     status=$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/features" -H 'content-type: application/json' -d "$body")
     [ "$status" = 200 ] || { echo "a request answered $status: $body" >&2; exit 1; }
 done
@@ -57,7 +60,36 @@ for c in 8 32 64; do
     run txn_risk /v1/features "$c" "$dir/post.lua"
 done
 for c in 8 32 64; do
+    post "$agg6"
+    run agg6 /v1/features "$c" "$dir/post.lua"
+done
+for c in 8 32 64; do
     post "$fraud_v1"
     run fraud_v1 /v1/features "$c" "$dir/post.lua"
 done
 run healthz /healthz 8
+
+# Pushes of events: 1000 transactions of 500 users per request, a second old (the
+# server stamps their arrival), into the aggregate tiles, the log and the offline log.
+now=$(date +%s%6N)
+python3 - "$now" >"$dir/events.json" <<'PY'
+import json, sys
+t = int(sys.argv[1]) - 1_000_000
+n = 1000
+print(json.dumps({"columns": {
+    "user_id": [i % 500 for i in range(n)],
+    "event_timestamp": [t] * n,
+    "amount": [round(1 + (i * 7919 % 10000) / 100, 2) for i in range(n)],
+    "merchant_name": [["Café de Flore", "ACME Hardware", "Lucky Casino"][i % 3] for i in range(n)],
+}}))
+PY
+status=$(curl -s -o /dev/null -w '%{http_code}' "$url/v1/push/transactions" -H 'content-type: application/json' --data-binary @"$dir/events.json")
+[ "$status" = 200 ] || { echo "a push answered $status" >&2; exit 1; }
+post "$(cat "$dir/events.json")"
+for c in 2 8; do
+    out=$(wrk -t1 -c"$c" -d"${seconds}s" --latency -s "$dir/post.lua" "$url/v1/push/transactions")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    errors=$(grep -E "Non-2xx|Socket errors" <<<"$out" | tr '\n' ' ' || true)
+    printf '%-10s c=%-3s %10s req/s  %12.0f events/s  p99 %-8s %s\n' push1000 "$c" "$rps" "$(awk -v r="$rps" 'BEGIN {print r * 1000}')" "$p99" "$errors"
+done

@@ -554,7 +554,8 @@ fn text(value: Value<'_>) -> Vec<u8> {
 
 /// The time to verify at when none is given: the earliest point every view of `plan` is
 /// materialized to (`materialized_until` of a view), where the online store should hold
-/// exactly what the sources hold; now if a view was never materialized.
+/// exactly what the sources hold; now if a view was never materialized, or is aggregated
+/// (its tiles answer from the current hop on).
 pub fn default_at(
     plan: &ServicePlan,
     materialized_until: impl Fn(&str) -> Option<i64>,
@@ -577,8 +578,10 @@ pub fn notes(
     materialized_until: impl Fn(&str) -> Option<i64>,
     at: i64,
 ) -> Vec<String> {
+    // Aggregates are computed at every time asked: nothing to materialize.
     plan.views
         .iter()
+        .filter(|v| !v.aggregated)
         .filter_map(|v| match materialized_until(&v.name) {
             Some(until) if until > at => {
                 let until = json::format_timestamp(until);

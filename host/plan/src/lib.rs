@@ -133,6 +133,9 @@ pub struct ViewPlan {
     pub ttl: Ttl,
     /// Whether it is kept online.
     pub online: bool,
+    /// Whether its features are window aggregates of an event source (computed at each
+    /// time asked, never materialized).
+    pub aggregated: bool,
     /// All of its features, in the view's order.
     pub features: Vec<Feature>,
     /// Its join keys, in key order, as indices into [`ServicePlan::join_keys`].
@@ -422,6 +425,7 @@ impl ServicePlan {
             source: view.source.clone(),
             ttl: view.ttl,
             online: view.online,
+            aggregated: view.is_aggregated(),
             features: view.feature_list().to_vec(),
             key_columns,
         });

@@ -152,6 +152,10 @@ pub struct Source {
     /// For an event source: the dtypes of the columns its aggregations read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<Feature>,
+    /// How far back the source's history is kept (`90d`): no window may reach further
+    /// (a window of `W` with hop `h` reads up to `W + h` back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Interval>,
     /// What it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

@@ -451,6 +451,11 @@ fn an_offline_aggregated_view_validates_with_typed_features_a_service_can_list()
 fn aggregation_mistakes_are_named() {
     for (from, to, needle) in [
         (
+            "allowed_lateness: 1h,",
+            "allowed_lateness: 1h, retention: 7d,",
+            "a 1w window with a 5m hop reads up to 1w5m back, beyond the source's retention of 1w",
+        ),
+        (
             "function: mean,",
             "function: medain,",
             "unknown function `medain`; known: count, sum, mean",

@@ -288,6 +288,18 @@ impl Checker {
                         format!("{aat} .window"),
                         format!("the hop {} does not divide the window {}; make the window a multiple of the hop", Interval::from_micros(h), a.window),
                     );
+                } else if let Some(retention) = source.and_then(|s| s.retention)
+                    && window + h > retention.micros()
+                {
+                    self.problem(
+                        format!("{aat} .window"),
+                        format!(
+                            "a {} window with a {} hop reads up to {} back, beyond the source's retention of {retention}; shorten the window or keep the history longer",
+                            a.window,
+                            Interval::from_micros(h),
+                            Interval::from_micros(window + h)
+                        ),
+                    );
                 } else if window / h > MAX_TILES {
                     self.problem(
                         format!("{aat} .window"),
