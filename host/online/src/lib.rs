@@ -51,6 +51,9 @@ pub enum Error {
     /// The view's features changed since the caller planned (a concurrent apply).
     #[error("feature view `{0}` changed while the request ran; retry")]
     SchemaChanged(String),
+    /// The event source was changed by an apply while the push ran.
+    #[error("source `{0}` changed while the push ran; retry")]
+    SourceChanged(String),
     /// A write batch that does not match the view (the caller's fault).
     #[error("feature view `{view}`: {reason}")]
     InvalidBatch {
@@ -163,9 +166,10 @@ impl Error {
             | Error::Aggregate { .. }
             | Error::Unsupported(_) => Fault::Caller,
             // A concurrent apply: the request may be retried at once.
-            Error::SchemaChanged(_) | Error::Unavailable(_) | Error::WriteRefused(_) => {
-                Fault::Unavailable
-            }
+            Error::SchemaChanged(_)
+            | Error::SourceChanged(_)
+            | Error::Unavailable(_)
+            | Error::WriteRefused(_) => Fault::Unavailable,
             Error::Io { .. }
             | Error::Corrupt { .. }
             | Error::Failed(_)

@@ -137,6 +137,33 @@ impl Writer {
             }
             return;
         }
+        // An apply since an append looked its source up may have rebuilt the source: its
+        // events go to the current tiles (a rebuild read every event logged before it,
+        // and these are logged after), if the log layout is unchanged; otherwise they are
+        // refused, never logged.
+        group.retain_mut(|command| {
+            let Command::Events { source, ack, .. } = command else {
+                return true;
+            };
+            let current = self
+                .events
+                .sources
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&source.log.source)
+                .filter(|c| c.log == source.log)
+                .cloned();
+            match current {
+                Some(current) => {
+                    *source = current;
+                    true
+                }
+                None => {
+                    let _ = ack.send(Err(Error::SourceChanged(source.log.source.clone())));
+                    false
+                }
+            }
+        });
         let mut framed = Vec::new();
         let mut payload = Vec::new();
         for command in &mut group {
