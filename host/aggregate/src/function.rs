@@ -279,9 +279,9 @@ pub enum State {
     Count(u64),
     /// An int64 sum, exact.
     IntSum(i128),
-    /// Float sums, means and variances (boxed: the exact sums make it the largest state
-    /// by far, and every tile holds one state per aggregate).
-    Moments(Box<Moments>),
+    /// Float sums, means and variances (inline: boxing them saves a quarter of the
+    /// online tiles' memory but costs the backfill about 9%, BENCHMARKS.md).
+    Moments(Moments),
     /// The least or greatest value so far.
     Extreme(Option<Scalar>),
     /// The earliest or latest value so far, with its event and arrival times.
@@ -304,9 +304,9 @@ impl Aggregate {
         match self.function {
             Function::Count => State::Count(0),
             Function::Sum if self.input == Some(DType::Int64) => State::IntSum(0),
-            Function::Sum | Function::Mean => State::Moments(Box::default()),
+            Function::Sum | Function::Mean => State::Moments(Moments::default()),
             Function::VarPop | Function::VarSamp | Function::StddevPop | Function::StddevSamp => {
-                State::Moments(Box::new(Moments::with_squares()))
+                State::Moments(Moments::with_squares())
             }
             Function::Min | Function::Max => State::Extreme(None),
             Function::First | Function::Last => State::Pick(None),
