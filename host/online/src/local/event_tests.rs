@@ -328,3 +328,45 @@ fn tiles_are_built_from_history_and_kept_when_the_view_is_unchanged() {
         Err(Error::SchemaChanged(_))
     ));
 }
+
+#[test]
+fn a_read_waits_for_an_in_flight_push_of_its_entity_that_arrived_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let store = Arc::new(open(&dir.path().join("online"), &log));
+    let now = skewless_core::now_micros();
+    let created = now - 1_000_000;
+    let source = store.events.sources.read().unwrap()["transactions"].clone();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![1])),
+        Arc::new(Float64Array::from(vec![2.5])),
+    ];
+    let encoder = row::RowEncoder::new(&columns, &source.dtypes).unwrap();
+    let rows = vec![encoder.encode(0, now - MINUTE, created)];
+    // Stamped and being logged: a read after its arrival must count it, so it waits.
+    source.mark(&rows, true);
+    let folding = {
+        let (source, rows) = (source.clone(), rows.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            source.apply(&rows, now, true);
+        })
+    };
+    // A read as of its arrival or before does not count it, and does not wait.
+    let started = Instant::now();
+    assert_eq!(read(&store, &log, 1, created).unwrap(), (0, 0.0));
+    assert!(started.elapsed() < std::time::Duration::from_millis(250));
+    assert_eq!(read(&store, &log, 1, now + MINUTE).unwrap(), (1, 2.5));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(250),
+        "the read waited for the fold"
+    );
+    folding.join().unwrap();
+    // Another key is never held up.
+    source.mark(&rows, true);
+    let started = Instant::now();
+    assert_eq!(read(&store, &log, 2, now + MINUTE).unwrap(), (0, 0.0));
+    assert!(started.elapsed() < std::time::Duration::from_millis(250));
+    source.mark(&rows, false);
+    assert_eq!(read(&store, &log, 1, now + MINUTE).unwrap(), (1, 2.5));
+}

@@ -105,13 +105,28 @@ pub(crate) fn flushed_through(dir: &Path) -> Result<u64> {
 
 pub(crate) use skewless_core::now_micros;
 
+/// One entity's timeline, and the pushes of its events that are logged (or being logged)
+/// but not yet folded in.
+#[derive(Debug, Default)]
+pub(crate) struct KeyState {
+    timeline: Timeline,
+    /// Appends holding events of this key that are not in the timeline yet.
+    in_flight: u32,
+    /// The earliest arrival among them (kept until none is left: a read may wait a little
+    /// longer than needed, never less).
+    oldest_in_flight: i64,
+}
+
+/// How long a read waits for an in-flight push of its entity before giving up.
+const IN_FLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One online aggregated view: its timelines, by encoded entity key.
 #[derive(Debug)]
 pub(crate) struct AggView {
     pub(crate) view: Arc<EventView>,
     pub(crate) fingerprint: u64,
     pub(crate) log: LogSchema,
-    pub(crate) timelines: DashMap<Box<[u8]>, Timeline>,
+    pub(crate) timelines: DashMap<Box<[u8]>, KeyState>,
 }
 
 impl AggView {
@@ -131,14 +146,20 @@ impl AggView {
         timeline.expire(spec, timeline.earliest(self.view.lateness));
     }
 
-    /// Folds one logged event (a row of the source's columns) into its key's timeline.
-    fn insert(&self, dtypes: &[DType], row: &[u8], now: i64) -> std::result::Result<(), String> {
-        let mut key = KeyBuf::new();
+    /// The entity key of a logged event (a row of the source's columns); none for a null
+    /// key, which matches nothing, as offline.
+    fn key(
+        &self,
+        dtypes: &[DType],
+        row: &[u8],
+        key: &mut KeyBuf,
+    ) -> std::result::Result<bool, String> {
+        key.clear();
         for &(c, key_type) in &self.view.keys {
             match row::value(row, dtypes, c)? {
                 Value::Int64(v) => key.push_int(v),
                 Value::String(v) => key.push_str(v),
-                Value::Null => return Ok(()), // a null key matches nothing, as offline
+                Value::Null => return Ok(false),
                 other => {
                     return Err(format!(
                         "join key column {c} holds {other:?}, not a {}",
@@ -147,28 +168,93 @@ impl AggView {
                 }
             }
         }
-        let at = EventTime {
-            event: row::event_ts(row),
-            created: row::created_ts(row),
-        };
-        let mut broken = None;
-        let event = self.view.aggregates.event(at, |i| {
-            row::value(row, dtypes, self.view.inputs[i]).unwrap_or_else(|why| {
-                broken.get_or_insert(why);
-                Value::Null
-            })
-        });
-        if let Some(why) = broken {
-            return Err(why);
+        Ok(true)
+    }
+
+    /// The state of `key`, created if new (a known key costs no allocation).
+    fn state(&self, key: &[u8]) -> dashmap::mapref::one::RefMut<'_, Box<[u8]>, KeyState> {
+        match self.timelines.get_mut(key) {
+            Some(state) => state,
+            None => self.timelines.entry(Box::from(key)).or_default(),
         }
-        let mut timeline = self.timelines.entry(Box::from(key.as_bytes())).or_default();
-        timeline.insert(&self.view.aggregates.spec, event);
-        self.settle(&mut timeline, now);
+    }
+
+    /// Marks (`by` = 1) or unmarks (`by` = -1) events of `rows` as in flight.
+    fn mark(
+        &self,
+        dtypes: &[DType],
+        rows: &[Box<[u8]>],
+        by: i32,
+    ) -> std::result::Result<(), String> {
+        let mut key = KeyBuf::new();
+        for row in rows {
+            if !self.key(dtypes, row, &mut key)? {
+                continue;
+            }
+            let mut state = self.state(key.as_bytes());
+            if by > 0 {
+                let created = row::created_ts(row);
+                if state.in_flight == 0 || created < state.oldest_in_flight {
+                    state.oldest_in_flight = created;
+                }
+                state.in_flight += 1;
+            } else {
+                state.in_flight = state.in_flight.saturating_sub(1);
+            }
+        }
         Ok(())
     }
 
+    /// Folds logged events into their keys' timelines; `marked`: they were marked in
+    /// flight here, and are no longer.
+    fn insert(
+        &self,
+        dtypes: &[DType],
+        rows: &[Box<[u8]>],
+        now: i64,
+        marked: bool,
+    ) -> std::result::Result<(), String> {
+        let spec = &self.view.aggregates.spec;
+        let mut key = KeyBuf::new();
+        let mut first_error = None;
+        for row in rows {
+            match self.key(dtypes, row, &mut key) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(why) => {
+                    first_error.get_or_insert(why);
+                    continue;
+                }
+            }
+            let at = EventTime {
+                event: row::event_ts(row),
+                created: row::created_ts(row),
+            };
+            let mut broken = None;
+            let event = self.view.aggregates.event(at, |i| {
+                row::value(row, dtypes, self.view.inputs[i]).unwrap_or_else(|why| {
+                    broken.get_or_insert(why);
+                    Value::Null
+                })
+            });
+            let mut state = self.state(key.as_bytes());
+            if marked {
+                state.in_flight = state.in_flight.saturating_sub(1);
+            }
+            if let Some(why) = broken {
+                first_error.get_or_insert(why);
+                continue;
+            }
+            state.timeline.insert(spec, event);
+            self.settle(&mut state.timeline, now);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Every aggregate of `keys` as of `at` into `out` (a key with no events has empty
-    /// windows: counts 0, sums 0, the rest null; present, as the backfill answers it).
+    /// windows: counts 0, sums 0, the rest null; present, as the backfill answers it). A
+    /// key with a push in flight whose events arrived before `at` is read once they are
+    /// in: the push stamped them, so the backfill at `at` counts them.
     pub(crate) fn read(&self, keys: &[&[u8]], at: i64, out: &mut ViewColumnsBuilder) -> Result<()> {
         let spec = &self.view.aggregates.spec;
         let now = now_micros();
@@ -187,12 +273,25 @@ impl AggView {
             },
         };
         for key in keys {
-            let values = match self.timelines.get_mut(*key) {
-                Some(mut timeline) => {
-                    self.settle(&mut timeline, now.min(at));
-                    timeline.read(spec, at, self.view.lateness)
+            let started = Instant::now();
+            let values = loop {
+                match self.timelines.get_mut(*key) {
+                    Some(state) if state.in_flight > 0 && state.oldest_in_flight < at => {
+                        drop(state);
+                        if started.elapsed() > IN_FLIGHT_WAIT {
+                            return Err(Error::Unavailable(format!(
+                                "feature view `{}`: a push of this entity's events has not finished in {IN_FLIGHT_WAIT:?}; retry",
+                                self.view.name()
+                            )));
+                        }
+                        std::thread::sleep(std::time::Duration::from_micros(50));
+                    }
+                    Some(mut state) => {
+                        self.settle(&mut state.timeline, now.min(at));
+                        break state.timeline.read(spec, at, self.view.lateness);
+                    }
+                    None => break Timeline::default().read(spec, at, self.view.lateness),
                 }
-                None => Timeline::default().read(spec, at, self.view.lateness),
             }
             .map_err(failed)?;
             out.push_row(at, at, |i| {
@@ -206,8 +305,8 @@ impl AggView {
     pub(crate) fn counts(&self) -> (u64, u64, u64) {
         let (mut tiles, mut raw) = (0, 0);
         for t in self.timelines.iter() {
-            tiles += t.tiles() as u64;
-            raw += t.raw_events() as u64;
+            tiles += t.timeline.tiles() as u64;
+            raw += t.timeline.raw_events() as u64;
         }
         (self.timelines.len() as u64, tiles, raw)
     }
@@ -222,14 +321,23 @@ pub(crate) struct SourceData {
 }
 
 impl SourceData {
-    /// Folds logged events into every view's timelines.
-    pub(crate) fn apply(&self, rows: &[Box<[u8]>], now: i64) {
+    /// Marks events about to be logged as in flight in every view (reads of their keys
+    /// wait for them), or unmarks them.
+    pub(crate) fn mark(&self, rows: &[Box<[u8]>], in_flight: bool) {
         for view in &self.views {
-            for row in rows {
-                if let Err(why) = view.insert(&self.dtypes, row, now) {
-                    // Rows were encoded from checked columns moments ago: a bug.
-                    tracing::error!(view = view.view.name(), error = %why, "an event that was just logged does not decode; it is in the log but not in the tiles");
-                }
+            if let Err(why) = view.mark(&self.dtypes, rows, if in_flight { 1 } else { -1 }) {
+                tracing::error!(view = view.view.name(), error = %why, "an event being logged does not decode");
+            }
+        }
+    }
+
+    /// Folds logged events into every view's timelines; `marked`: they were marked in
+    /// flight in this source's views.
+    pub(crate) fn apply(&self, rows: &[Box<[u8]>], now: i64, marked: bool) {
+        for view in &self.views {
+            if let Err(why) = view.insert(&self.dtypes, rows, now, marked) {
+                // Rows were encoded from checked columns moments ago: a bug.
+                tracing::error!(view = view.view.name(), error = %why, "an event that was just logged does not decode; it is in the log but not in the tiles");
             }
         }
     }
@@ -396,11 +504,15 @@ pub(crate) fn rebuild(
                             view.lateness,
                         );
                         if !late {
-                            data.timelines.entry(key).or_default().insert(spec, event);
+                            data.timelines
+                                .entry(key)
+                                .or_default()
+                                .timeline
+                                .insert(spec, event);
                         }
                     }
                     for mut t in data.timelines.iter_mut() {
-                        data.settle(&mut t, now);
+                        data.settle(&mut t.timeline, now);
                     }
                     tracing::info!(
                         view = view.name(),

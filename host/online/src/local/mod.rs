@@ -131,8 +131,12 @@ enum Command {
         schema: Option<ViewSchema>,
         ack: SyncSender<Result<()>>,
     },
+    /// Events to log, then fold into the source's tiles. The appender marked them in
+    /// flight in `source`'s views; `marked` stays that source when an apply rebuilt it
+    /// meanwhile (they are then unmarked there and folded into the current one).
     Events {
         source: Arc<SourceData>,
+        marked: Arc<SourceData>,
         rows: Vec<Box<[u8]>>,
         ack: SyncSender<Result<()>>,
     },
@@ -296,16 +300,22 @@ impl LocalStore {
 
     fn send(&self, make: impl FnOnce(SyncSender<Result<()>>) -> Command) -> Result<()> {
         let (ack, done) = sync_channel(1);
-        let sent = self
-            .commands
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|tx| tx.send(make(ack)).is_ok())
-            .unwrap_or(false);
-        if !sent {
-            return Err(Error::Failed("the store is closed".into()));
+        self.enqueue(make(ack))
+            .map_err(|_| Error::Failed("the store is closed".into()))?;
+        self.wait(&done)
+    }
+
+    /// Hands `command` to the log writer; gives it back if the store is closed.
+    fn enqueue(&self, command: Command) -> std::result::Result<(), Command> {
+        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        match commands.as_ref() {
+            Some(tx) => tx.send(command).map_err(|e| e.0),
+            None => Err(command),
         }
+    }
+
+    /// Waits for the writer's answer to an enqueued command.
+    fn wait(&self, done: &Receiver<Result<()>>) -> Result<()> {
         self.counters.pending.fetch_add(1, Ordering::Relaxed);
         let result = done
             .recv()
@@ -460,12 +470,24 @@ impl OnlineStore for LocalStore {
             let chunk: Vec<Box<[u8]>> = (start..end)
                 .map(|i| encoder.encode(i, batch.event_ts[i], batch.created_ts[i]))
                 .collect();
-            let source = source.clone();
-            self.send(|ack| Command::Events {
-                source,
+            // Reads of these keys wait until the events are in the tiles: they arrived
+            // (were stamped) before being logged, and the backfill counts them from then.
+            source.mark(&chunk, true);
+            let (ack, done) = sync_channel(1);
+            let command = Command::Events {
+                source: source.clone(),
+                marked: source.clone(),
                 rows: chunk,
                 ack,
-            })?;
+            };
+            match self.enqueue(command) {
+                Ok(()) => self.wait(&done)?,
+                Err(Command::Events { rows, .. }) => {
+                    source.mark(&rows, false);
+                    return Err(Error::Failed("the store is closed".into()));
+                }
+                Err(_) => unreachable!("enqueue gives back the command it was given"),
+            }
             start = end;
         }
         Ok(())

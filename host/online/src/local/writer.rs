@@ -130,10 +130,10 @@ impl Writer {
         Ok(())
     }
 
-    fn commit(&mut self, mut group: Vec<Command>) {
+    fn commit(&mut self, group: Vec<Command>) {
         if let Some(reason) = &self.failed {
             for command in group {
-                let _ = ack_of(&command).send(Err(Error::Failed(reason.clone())));
+                fail(command, Error::Failed(reason.clone()));
             }
             return;
         }
@@ -141,29 +141,29 @@ impl Writer {
         // events go to the current tiles (a rebuild read every event logged before it,
         // and these are logged after), if the log layout is unchanged; otherwise they are
         // refused, never logged.
-        group.retain_mut(|command| {
-            let Command::Events { source, ack, .. } = command else {
-                return true;
-            };
-            let current = self
-                .events
-                .sources
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&source.log.source)
-                .filter(|c| c.log == source.log)
-                .cloned();
-            match current {
-                Some(current) => {
-                    *source = current;
-                    true
-                }
-                None => {
-                    let _ = ack.send(Err(Error::SourceChanged(source.log.source.clone())));
-                    false
+        let mut kept = Vec::with_capacity(group.len());
+        for mut command in group {
+            if let Command::Events { source, .. } = &mut command {
+                let current = self
+                    .events
+                    .sources
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&source.log.source)
+                    .filter(|c| c.log == source.log)
+                    .cloned();
+                match current {
+                    Some(current) => *source = current,
+                    None => {
+                        let name = source.log.source.clone();
+                        fail(command, Error::SourceChanged(name));
+                        continue;
+                    }
                 }
             }
-        });
+            kept.push(command);
+        }
+        let mut group = kept;
         let mut framed = Vec::new();
         let mut payload = Vec::new();
         for command in &mut group {
@@ -217,7 +217,7 @@ impl Writer {
                     .failed_writes
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
                 for command in group {
-                    let _ = ack_of(&command).send(Err(Error::WriteRefused(reason.clone())));
+                    fail(command, Error::WriteRefused(reason.clone()));
                 }
                 return;
             }
@@ -230,7 +230,7 @@ impl Writer {
                     .failed_writes
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
                 for command in group {
-                    let _ = ack_of(&command).send(Err(Error::Failed(reason.clone())));
+                    fail(command, Error::Failed(reason.clone()));
                 }
                 return;
             }
@@ -238,11 +238,23 @@ impl Writer {
         self.counters
             .wal_bytes_since_snapshot
             .fetch_add(framed.len() as u64, Ordering::Relaxed);
-        let now = events::now_micros();
         for command in group {
             match command {
-                Command::Events { source, rows, ack } => {
-                    source.apply(&rows, now);
+                Command::Events {
+                    source,
+                    marked,
+                    rows,
+                    ack,
+                } => {
+                    // Folded here, in log order, before the answer; reads of these keys
+                    // waited for this since the appender marked them.
+                    let now = events::now_micros();
+                    if Arc::ptr_eq(&source, &marked) {
+                        source.apply(&rows, now, true);
+                    } else {
+                        marked.mark(&rows, false);
+                        source.apply(&rows, now, false);
+                    }
                     self.pending.push(&source.log, rows);
                     self.counters
                         .events_unflushed
@@ -333,12 +345,20 @@ impl Writer {
     }
 }
 
-fn ack_of(command: &Command) -> &SyncSender<Result<()>> {
+/// Answers `command` with `error`.
+fn fail(command: Command, error: Error) {
     match command {
+        Command::Events {
+            marked, rows, ack, ..
+        } => {
+            marked.mark(&rows, false);
+            let _ = ack.send(Err(error));
+        }
         Command::Rows { ack, .. }
         | Command::SetView { ack, .. }
-        | Command::Events { ack, .. }
         | Command::SetEvents { ack, .. }
-        | Command::Flush { ack } => ack,
+        | Command::Flush { ack } => {
+            let _ = ack.send(Err(error));
+        }
     }
 }
