@@ -524,3 +524,40 @@ fn a_store_that_keeps_no_tiles_refuses_an_online_aggregated_view_before_applying
     let (status, body) = server.call("PUT", "/v1/definitions", offline.as_bytes(), None);
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn materializing_an_aggregated_view_builds_its_tiles_again_from_history_added_since() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("transactions")).unwrap();
+    let server = TestServer::start(dir.path(), None);
+    let (status, body) = server.call("PUT", "/v1/definitions", DEFS.as_bytes(), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(count_now(&server, 3), 0);
+    // History dropped into the source's path while serving: not read until asked.
+    let now = skewless_core::now_micros();
+    let event = |minutes: i64| Event {
+        user: 3,
+        event: now - minutes * MINUTE,
+        created: now - minutes * MINUTE + 1,
+        amount: Some(1.0),
+        merchant: Some("ACME"),
+        qty: Some(1),
+        score: Some(1),
+    };
+    write_history(
+        &dir.path().join("transactions/backfilled.parquet"),
+        &[event(10), event(20), event(90)],
+    );
+    assert_eq!(count_now(&server, 3), 0);
+    let (status, accepted) = server.json(
+        "POST",
+        "/v1/materialize",
+        &json!({"end": now, "views": ["user_txn"]}),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let job = server.wait_job(&accepted);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["tiles_rebuilt"], json!(["user_txn"]), "{job}");
+    // Two of them in the last hour.
+    assert_eq!(count_now(&server, 3), 2);
+}

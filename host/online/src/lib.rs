@@ -306,6 +306,20 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
         }
     }
 
+    /// Builds the tiles of `views` (online aggregated views of `sources`) again from
+    /// `history`, as for a new view: to take in history added to a source's path since.
+    fn rebuild_tiles(
+        &self,
+        sources: &[EventSchema],
+        history: History,
+        views: &[String],
+    ) -> Result<()> {
+        let _ = (sources, history);
+        Err(Error::Unsupported(format!(
+            "this online store keeps no aggregate tiles to build for {views:?}"
+        )))
+    }
+
     /// Whether the store keeps aggregate tiles (and so can serve aggregated views).
     fn keeps_aggregates(&self) -> bool {
         false

@@ -43,6 +43,28 @@ pub fn set_event_sources(
     store.set_event_sources(&schemas, history(project.clone(), root.to_owned()))
 }
 
+/// Builds the tiles of the online aggregated views `views` again from their sources'
+/// history (as materialization loads rows): for history added to a source's path since
+/// the server started. A name that is not an online aggregated view is an error.
+pub fn rebuild_tiles(
+    store: &dyn OnlineStore,
+    project: &Arc<Project>,
+    root: &Path,
+    views: &[String],
+) -> Result<(), skewless_online::Error> {
+    let schemas = event_schemas(project, root).map_err(skewless_online::Error::Internal)?;
+    for name in views {
+        if !schemas
+            .iter()
+            .flat_map(|s| &s.views)
+            .any(|v| v.name() == name)
+        {
+            return Err(skewless_online::Error::UnknownView(name.clone()));
+        }
+    }
+    store.rebuild_tiles(&schemas, history(project.clone(), root.to_owned()), views)
+}
+
 /// Why a push of events was refused; nothing of it was stored.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {

@@ -467,11 +467,13 @@ pub(crate) type Built = (
 );
 
 /// Builds the state for `schemas`: views whose fingerprint and log are unchanged keep
-/// their timelines; new or changed ones are built from `history` as of `now`.
+/// their timelines (unless named in `force`); new or changed ones are built from
+/// `history` as of `now`.
 pub(crate) fn rebuild(
     current: &EventState,
     schemas: &[EventSchema],
     history: &History,
+    force: &[String],
     now: i64,
 ) -> Result<Built> {
     let old = current.views.read().unwrap_or_else(|e| e.into_inner());
@@ -484,6 +486,7 @@ pub(crate) fn rebuild(
             let kept = old
                 .get(view.name())
                 .filter(|v| v.fingerprint == view.fingerprint() && v.log == log)
+                .filter(|_| !force.iter().any(|f| f == view.name()))
                 .cloned();
             let data = match kept {
                 Some(data) => data,

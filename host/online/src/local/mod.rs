@@ -144,6 +144,8 @@ enum Command {
     SetEvents {
         sources: Vec<EventSchema>,
         history: History,
+        /// Views built again even if unchanged.
+        rebuild: Vec<String>,
         ack: SyncSender<Result<()>>,
     },
     /// Flushes pending events to their offline logs.
@@ -432,10 +434,20 @@ impl OnlineStore for LocalStore {
     }
 
     fn set_event_sources(&self, sources: &[EventSchema], history: History) -> Result<()> {
-        let sources = sources.to_vec();
+        self.rebuild_tiles(sources, history, &[])
+    }
+
+    fn rebuild_tiles(
+        &self,
+        sources: &[EventSchema],
+        history: History,
+        views: &[String],
+    ) -> Result<()> {
+        let (sources, rebuild) = (sources.to_vec(), views.to_vec());
         self.send(|ack| Command::SetEvents {
             sources,
             history,
+            rebuild,
             ack,
         })
     }

@@ -72,9 +72,10 @@ impl Writer {
             Command::SetEvents {
                 sources,
                 history,
+                rebuild,
                 ack,
             } => {
-                let _ = ack.send(self.set_events(&sources, &history));
+                let _ = ack.send(self.set_events(&sources, &history, &rebuild));
             }
             other => self.commit(vec![other]),
         }
@@ -111,7 +112,12 @@ impl Writer {
     }
 
     /// Flushes, then builds the state for `sources` (see [`OnlineStore::set_event_sources`]).
-    fn set_events(&mut self, sources: &[EventSchema], history: &History) -> Result<()> {
+    fn set_events(
+        &mut self,
+        sources: &[EventSchema],
+        history: &History,
+        rebuild: &[String],
+    ) -> Result<()> {
         self.flush()?;
         // LSNs stay above every flushed one, so a log file's name never claims events
         // that are not in it (a store directory wiped under a kept offline log).
@@ -119,8 +125,13 @@ impl Writer {
             let last = events::flushed_through(&schema.log_dir)?;
             self.next_lsn = self.next_lsn.max(last + 1);
         }
-        let (by_source, by_view) =
-            events::rebuild(&self.events, sources, history, events::now_micros())?;
+        let (by_source, by_view) = events::rebuild(
+            &self.events,
+            sources,
+            history,
+            rebuild,
+            events::now_micros(),
+        )?;
         *self
             .events
             .sources

@@ -128,8 +128,22 @@ pub(super) async fn start_materialize(
     };
     let serving = state.serving();
     let project = serving.project()?.clone();
-    let windows =
-        skewless_ops::plan_materialization(&state.registry, &project, &request.views, start, end)?;
+    // Aggregated views named here get their tiles built again from history; the others
+    // are loaded row by row. (Unnamed, aggregated views are left alone: pushes keep their
+    // tiles current.)
+    let (aggregated, rows): (Vec<String>, Vec<String>) =
+        request.views.iter().cloned().partition(|name| {
+            project
+                .definitions()
+                .feature_views
+                .iter()
+                .any(|v| &v.name == name && v.is_aggregated())
+        });
+    let windows = if rows.is_empty() && !aggregated.is_empty() {
+        Vec::new()
+    } else {
+        skewless_ops::plan_materialization(&state.registry, &project, &rows, start, end)?
+    };
     let job = state.jobs.start(
         "materialize",
         json!({
@@ -138,10 +152,20 @@ pub(super) async fn start_materialize(
                 "start": json::bound(w.start),
                 "end": json::format_timestamp(w.end),
             })).collect::<Vec<_>>(),
+            "tiles": aggregated,
         }),
     );
     let state = state.clone();
     run_job(job.clone(), move |job| {
+        let started = std::time::Instant::now();
+        skewless_ops::events::rebuild_tiles(
+            state.store.as_ref(),
+            &project,
+            &state.config.source_root,
+            &aggregated,
+        )
+        .map_err(|e| (e.to_string(), e.fault()))?;
+        let rebuilt_ms = started.elapsed().as_millis() as u64;
         let stats = skewless_ops::run_materialization(
             &state.registry,
             &project,
@@ -164,7 +188,12 @@ pub(super) async fn start_materialize(
                 })
             })
             .collect();
-        Ok(json!({"views": views, "elapsed_ms": stats.elapsed.as_millis() as u64}))
+        Ok(json!({
+            "views": views,
+            "tiles_rebuilt": aggregated,
+            "tiles_elapsed_ms": rebuilt_ms,
+            "elapsed_ms": stats.elapsed.as_millis() as u64,
+        }))
     });
     Ok(accepted(&job))
 }
