@@ -106,6 +106,13 @@ fn remote(server: &str, start: Option<i64>, end: i64, target: &MaterializeTarget
             view["rows_written"]
         );
     }
+    for view in result["tiles_rebuilt"].as_array().into_iter().flatten() {
+        println!(
+            "{}: aggregate tiles built again from its source's history in {} ms",
+            view.as_str().unwrap_or("?"),
+            result["tiles_elapsed_ms"]
+        );
+    }
     Ok(())
 }
 
