@@ -186,11 +186,21 @@ pub fn write_parquet_batches(
 
 /// The peak resident set of this process, in KiB (VmHWM).
 pub fn peak_rss_kb() -> u64 {
+    status_kb("VmHWM:")
+}
+
+/// The resident set of this process now, in KiB (VmRSS).
+pub fn rss_kb() -> u64 {
+    status_kb("VmRSS:")
+}
+
+/// A KiB figure of /proc/self/status (0 where there is none).
+fn status_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
-use skewless_benches::measuring;
+use skewless_benches::{measuring, rss_kb};
 use skewless_core::{Definitions, Project};
 use skewless_online::{EventBatch, LocalStore, OnlineStore, StoreOptions};
 
@@ -44,17 +44,6 @@ const USERS: u64 = 100_000;
 const BATCH: usize = 1_000;
 const AGGREGATES: usize = 7;
 const HOUR: i64 = 3_600_000_000;
-
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn project() -> Arc<Project> {
     Arc::new(

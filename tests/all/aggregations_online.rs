@@ -13,7 +13,7 @@ use arrow_array::TimestampMicrosecondArray;
 use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, StringArray};
 use serde_json::{Value, json};
 
-use crate::differential::{served, trained};
+use crate::differential::{seed, served, trained};
 use crate::support::{FaultyStore, Lcg, TestServer, read_parquet, write_parquet};
 
 const MINUTE: i64 = 60_000_000;
@@ -327,13 +327,6 @@ fn differences(server: &TestServer, dir: &Path, t: i64, online: &Value) -> Vec<S
         );
     }
     diffs
-}
-
-fn seed() -> u64 {
-    std::env::var("SKEWLESS_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_2026)
 }
 
 #[test]

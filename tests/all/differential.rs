@@ -568,7 +568,7 @@ fn differences(
     diffs
 }
 
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     std::env::var("SKEWLESS_DIFF_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
