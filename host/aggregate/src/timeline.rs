@@ -70,6 +70,51 @@ pub enum ReadError {
     Finalize(#[from] Error),
 }
 
+/// Events a tile keeps as they are before it folds them into one state per aggregate: a
+/// few events take less memory and less work than a state per aggregate each (most
+/// tiles of a sparse entity hold one or two).
+const RAW_TILE: usize = 4;
+
+/// One hop of an entity's sealed events: the events themselves while few, then one
+/// partial state per aggregate. Reading either gives the same bits: every state is exact,
+/// so folding an event into a run directly or through its tile's state is one sum.
+#[derive(Debug, Clone)]
+enum Tile {
+    Raw(Vec<Event>),
+    Folded(Vec<State>),
+}
+
+impl Tile {
+    /// Adds this tile's events of aggregate `i` to `state`.
+    fn merge_into(&self, spec: &Spec, i: usize, state: &mut State) {
+        let aggregate = &spec.aggregates[i].0;
+        match self {
+            Tile::Folded(states) => aggregate.merge(state, &states[i]),
+            Tile::Raw(events) => {
+                for e in events {
+                    aggregate.update(state, input(&e.values[i]), e.at);
+                }
+            }
+        }
+    }
+
+    /// Takes this tile's events of aggregate `i` out of `state`; `false` (and `state`
+    /// unchanged) where the aggregate cannot take events out.
+    fn unmerge_from(&self, spec: &Spec, i: usize, state: &mut State) -> bool {
+        let aggregate = &spec.aggregates[i].0;
+        match self {
+            Tile::Folded(states) => aggregate.unmerge(state, &states[i]),
+            Tile::Raw(events) => {
+                let mut mine = aggregate.init();
+                for e in events {
+                    aggregate.update(&mut mine, input(&e.values[i]), e.at);
+                }
+                aggregate.unmerge(state, &mine)
+            }
+        }
+    }
+}
+
 /// A merged run of tiles `[lo, hi)` for one aggregate.
 #[derive(Debug, Clone)]
 struct Cached {
@@ -83,8 +128,8 @@ struct Cached {
 pub struct Timeline {
     /// Every event before this (hop-aligned) is in `tiles`; `None`: nothing folded yet.
     sealed_until: Option<i64>,
-    /// Tile index → one state per aggregate.
-    tiles: BTreeMap<i64, Vec<State>>,
+    /// Tile index → its events, or one state per aggregate.
+    tiles: BTreeMap<i64, Tile>,
     /// Events at or after `sealed_until`.
     recent: Vec<Event>,
     /// Per aggregate, the last merged run of tiles a read used.
@@ -103,18 +148,37 @@ impl Timeline {
     /// Folds an event into its tile, and into every cached run holding that tile.
     fn fold(&mut self, spec: &Spec, event: &Event) {
         let tile = event.at.event.div_euclid(spec.hop);
-        let states = self
-            .tiles
-            .entry(tile)
-            .or_insert_with(|| spec.aggregates.iter().map(|(a, _)| a.init()).collect());
         for (i, (aggregate, _)) in spec.aggregates.iter().enumerate() {
-            let value = input(&event.values[i]);
-            aggregate.update(&mut states[i], value, event.at);
             if let Some(Some(c)) = self.cache.get_mut(i)
                 && c.lo <= tile
                 && tile < c.hi
             {
-                aggregate.update(&mut c.state, value, event.at);
+                aggregate.update(&mut c.state, input(&event.values[i]), event.at);
+            }
+        }
+        match self
+            .tiles
+            .entry(tile)
+            .or_insert_with(|| Tile::Raw(Vec::new()))
+        {
+            Tile::Raw(events) if events.len() < RAW_TILE => events.push(event.clone()),
+            full @ Tile::Raw(_) => {
+                let Tile::Raw(events) = std::mem::replace(full, Tile::Raw(Vec::new())) else {
+                    unreachable!("matched a raw tile")
+                };
+                let mut states: Vec<State> =
+                    spec.aggregates.iter().map(|(a, _)| a.init()).collect();
+                for e in events.iter().chain(std::iter::once(event)) {
+                    for (i, (aggregate, _)) in spec.aggregates.iter().enumerate() {
+                        aggregate.update(&mut states[i], input(&e.values[i]), e.at);
+                    }
+                }
+                *full = Tile::Folded(states);
+            }
+            Tile::Folded(states) => {
+                for (i, (aggregate, _)) in spec.aggregates.iter().enumerate() {
+                    aggregate.update(&mut states[i], input(&event.values[i]), event.at);
+                }
             }
         }
     }
@@ -214,8 +278,8 @@ impl Timeline {
         let hi = hi.max(lo);
         let run = match self.cache[i].take() {
             Some(mut c) if c.lo == lo && c.hi <= hi => {
-                for states in self.tiles.range(c.hi..hi).map(|(_, s)| s) {
-                    aggregate.merge(&mut c.state, &states[i]);
+                for tile in self.tiles.range(c.hi..hi).map(|(_, t)| t) {
+                    tile.merge_into(spec, i, &mut c.state);
                 }
                 c.hi = hi;
                 c
@@ -223,11 +287,11 @@ impl Timeline {
             // The tail moved forward, still inside the run: take the tiles it left out,
             // where that is exact (sums and counts are).
             Some(mut c) if c.lo < lo && lo <= c.hi && c.hi <= hi && aggregate.invertible() => {
-                for states in self.tiles.range(c.lo..lo).map(|(_, s)| s) {
-                    aggregate.unmerge(&mut c.state, &states[i]);
+                for tile in self.tiles.range(c.lo..lo).map(|(_, t)| t) {
+                    tile.unmerge_from(spec, i, &mut c.state);
                 }
-                for states in self.tiles.range(c.hi..hi).map(|(_, s)| s) {
-                    aggregate.merge(&mut c.state, &states[i]);
+                for tile in self.tiles.range(c.hi..hi).map(|(_, t)| t) {
+                    tile.merge_into(spec, i, &mut c.state);
                 }
                 c.lo = lo;
                 c.hi = hi;
@@ -235,8 +299,8 @@ impl Timeline {
             }
             _ => {
                 let mut state = aggregate.init();
-                for states in self.tiles.range(lo..hi).map(|(_, s)| s) {
-                    aggregate.merge(&mut state, &states[i]);
+                for tile in self.tiles.range(lo..hi).map(|(_, t)| t) {
+                    tile.merge_into(spec, i, &mut state);
                 }
                 Cached { lo, hi, state }
             }
