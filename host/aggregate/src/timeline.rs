@@ -24,6 +24,8 @@ pub struct Spec {
     pub hop: i64,
     /// Each aggregate and its window length (microseconds, a multiple of `hop`).
     pub aggregates: Vec<(Aggregate, i64)>,
+    /// Per aggregate, which of an event's values it reads; none: `count` of events.
+    pub inputs: Vec<Option<usize>>,
 }
 
 impl Spec {
@@ -33,15 +35,23 @@ impl Spec {
             hop: self.hop,
         }
     }
+
+    /// What aggregate `i` reads of `event`.
+    fn input<'e>(&self, i: usize, event: &'e Event) -> Input<'e> {
+        match self.inputs[i] {
+            None => Input::Int(1),
+            Some(c) => input(&event.values[c]),
+        }
+    }
 }
 
-/// One event: its times, and the value each aggregate reads (`None` is null; `count`
-/// without a column reads any non-null value).
+/// One event: its times, and its values (`None` is null), which the [`Spec`]'s
+/// aggregates read by index: each value once, however many aggregates read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// When it happened and when it arrived.
     pub at: EventTime,
-    /// One value per aggregate of the [`Spec`], in order.
+    /// The values its aggregates read ([`Spec::inputs`]).
     pub values: Box<[Option<Scalar>]>,
 }
 
@@ -92,7 +102,7 @@ impl Tile {
             Tile::Folded(states) => aggregate.merge(state, &states[i]),
             Tile::Raw(events) => {
                 for e in events {
-                    aggregate.update(state, input(&e.values[i]), e.at);
+                    aggregate.update(state, spec.input(i, e), e.at);
                 }
             }
         }
@@ -107,7 +117,7 @@ impl Tile {
             Tile::Raw(events) => {
                 let mut mine = aggregate.init();
                 for e in events {
-                    aggregate.update(&mut mine, input(&e.values[i]), e.at);
+                    aggregate.update(&mut mine, spec.input(i, e), e.at);
                 }
                 aggregate.unmerge(state, &mine)
             }
@@ -153,7 +163,7 @@ impl Timeline {
                 && c.lo <= tile
                 && tile < c.hi
             {
-                aggregate.update(&mut c.state, input(&event.values[i]), event.at);
+                aggregate.update(&mut c.state, spec.input(i, event), event.at);
             }
         }
         match self
@@ -170,14 +180,14 @@ impl Timeline {
                     spec.aggregates.iter().map(|(a, _)| a.init()).collect();
                 for e in events.iter().chain(std::iter::once(event)) {
                     for (i, (aggregate, _)) in spec.aggregates.iter().enumerate() {
-                        aggregate.update(&mut states[i], input(&e.values[i]), e.at);
+                        aggregate.update(&mut states[i], spec.input(i, e), e.at);
                     }
                 }
                 *full = Tile::Folded(states);
             }
             Tile::Folded(states) => {
                 for (i, (aggregate, _)) in spec.aggregates.iter().enumerate() {
-                    aggregate.update(&mut states[i], input(&event.values[i]), event.at);
+                    aggregate.update(&mut states[i], spec.input(i, event), event.at);
                 }
             }
         }
@@ -260,7 +270,7 @@ impl Timeline {
                 // The run and the head's events: a copy, so the run stays reusable.
                 let mut state = cached.clone();
                 for e in self.recent.iter().filter(counted) {
-                    aggregate.update(&mut state, input(&e.values[i]), e.at);
+                    aggregate.update(&mut state, spec.input(i, e), e.at);
                 }
                 aggregate.finalize(&state)?
             } else {

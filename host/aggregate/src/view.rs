@@ -78,7 +78,11 @@ impl ViewAggregates {
         }
         Ok(Self {
             name: view.name.clone(),
-            spec: Spec { hop, aggregates },
+            spec: Spec {
+                hop,
+                aggregates,
+                inputs: inputs.clone(),
+            },
             columns,
             inputs,
             outputs,
@@ -98,19 +102,11 @@ impl ViewAggregates {
         longest.saturating_add(self.spec.hop)
     }
 
-    /// The event with times `at` whose event column `c` reads `column(c)` (a string read
-    /// by several aggregates is one shared allocation).
+    /// The event with times `at` whose event column `c` reads `column(c)`: one value per
+    /// column, however many aggregates read it.
     pub fn event<'a>(&self, at: EventTime, mut column: impl FnMut(usize) -> Value<'a>) -> Event {
-        let values: smallvec::SmallVec<[Option<Scalar>; 8]> = (0..self.columns.len())
+        let values = (0..self.columns.len())
             .map(|c| Scalar::from_value(column(c)))
-            .collect();
-        let values = self
-            .inputs
-            .iter()
-            .map(|input| match input {
-                None => Some(Scalar::Int(1)),
-                Some(c) => values[*c].clone(),
-            })
             .collect();
         Event { at, values }
     }

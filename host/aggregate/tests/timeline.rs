@@ -40,9 +40,12 @@ fn spec() -> Spec {
             ));
         }
     }
+    // Every aggregate reads a value of its own (the first, a count, may read a null).
+    let inputs = (0..aggregates.len()).map(Some).collect();
     Spec {
         hop: 5 * MINUTE,
         aggregates,
+        inputs,
     }
 }
 
@@ -221,6 +224,7 @@ fn a_read_before_the_folded_tiles_is_refused_not_guessed() {
             },
             HOUR,
         )],
+        inputs: vec![None],
     };
     let mut timeline = Timeline::default();
     let e = Event {

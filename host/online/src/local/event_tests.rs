@@ -38,6 +38,7 @@ fn schema(log: &Path) -> EventSchema {
                     60 * MINUTE,
                 ),
             ],
+            inputs: vec![None, Some(0)],
         },
         columns: vec![Feature {
             name: "amount".into(),
@@ -279,11 +280,7 @@ fn tiles_are_built_from_history_and_kept_when_the_view_is_unchanged() {
             key.push_int(9);
             let event = |event: i64, created: i64| skewless_aggregate::Event {
                 at: skewless_aggregate::EventTime { event, created },
-                values: vec![
-                    Some(skewless_aggregate::Scalar::Int(1)),
-                    Some(skewless_aggregate::Scalar::Float(0.5)),
-                ]
-                .into(),
+                values: vec![Some(skewless_aggregate::Scalar::Float(0.5))].into(),
             };
             Ok(vec![
                 (
