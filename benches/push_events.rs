@@ -1,6 +1,6 @@
 //! Events into the online aggregate tiles, in process: the local store's
 //! `append_events` (write-ahead log record fsynced, then folded into the tiles of the
-//! issue's seven aggregates over 1 h to 30 d windows with 5 min hops), from 1 and 2
+//! issue's seven aggregates over 1 h to 30 d windows with 5 min hops), from 1, 2 and 8
 //! threads appending batches of 1,000 events of 100,000 users; then the memory the tiles
 //! take per key and per aggregate (RSS), and the time a restart takes to build the tiles
 //! again from the offline log the pushes became.
@@ -122,13 +122,15 @@ fn main() {
     let (store, _) = open(dir.path(), &project);
     let now = skewless_core::now_micros();
     let batches = (events / BATCH as u64).max(2);
-    let one = push(&store, 1, batches / 2, now, &merchants);
-    let two = push(&store, 2, batches / 4, now, &merchants);
+    let one = push(&store, 1, batches / 4, now, &merchants);
+    let two = push(&store, 2, batches / 8, now, &merchants);
+    // More appenders than cores: their records share fsyncs (group commit).
+    let eight = push(&store, 8, batches / 16, now, &merchants);
     let stats = store.stats();
     let counts = stats.aggregates[0].1;
     let rss = rss_kb().saturating_sub(before);
     println!(
-        "push_events: {events} events of {USERS} users into {AGGREGATES} aggregates: 1 thread {one:.0} events/s, 2 threads {two:.0} events/s (batches of {BATCH}, one fsynced log record each)"
+        "push_events: {events} events of {USERS} users into {AGGREGATES} aggregates: 1 thread {one:.0} events/s, 2 threads {two:.0} events/s, 8 threads {eight:.0} events/s (batches of {BATCH}, one log record each, fsynced in groups)"
     );
     println!(
         "push_events: {} keys, {} tiles, {} raw events held (younger than the hour of lateness); RSS +{} MiB: {:.0} bytes per key, {:.0} per key and aggregate",
