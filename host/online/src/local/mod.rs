@@ -131,14 +131,15 @@ enum Command {
         schema: Option<ViewSchema>,
         ack: SyncSender<Result<()>>,
     },
-    /// Events to log, then fold into the source's tiles. The appender marked them in
-    /// flight in `source`'s views; `marked` stays that source when an apply rebuilt it
-    /// meanwhile (they are then unmarked there and folded into the current one).
+    /// Events to log. The appender marked them in flight in `marked`'s views and folds
+    /// them once the answer names the source they were logged under (`source`, the
+    /// current one at commit: another when an apply rebuilt it meanwhile). A refusal
+    /// unmarks them.
     Events {
         source: Arc<SourceData>,
         marked: Arc<SourceData>,
         rows: Vec<Box<[u8]>>,
-        ack: SyncSender<Result<()>>,
+        ack: SyncSender<Result<Arc<SourceData>>>,
     },
     /// Flushes pending events, then builds the state for new event sources.
     SetEvents {
@@ -317,7 +318,7 @@ impl LocalStore {
     }
 
     /// Waits for the writer's answer to an enqueued command.
-    fn wait(&self, done: &Receiver<Result<()>>) -> Result<()> {
+    fn wait<T>(&self, done: &Receiver<Result<T>>) -> Result<T> {
         self.counters.pending.fetch_add(1, Ordering::Relaxed);
         let result = done
             .recv()
@@ -485,6 +486,7 @@ impl OnlineStore for LocalStore {
             // Reads of these keys wait until the events are in the tiles: they arrived
             // (were stamped) before being logged, and the backfill counts them from then.
             source.mark(&chunk, true);
+            let folded = chunk.clone();
             let (ack, done) = sync_channel(1);
             let command = Command::Events {
                 source: source.clone(),
@@ -492,13 +494,24 @@ impl OnlineStore for LocalStore {
                 rows: chunk,
                 ack,
             };
-            match self.enqueue(command) {
+            let logged = match self.enqueue(command) {
                 Ok(()) => self.wait(&done)?,
                 Err(Command::Events { rows, .. }) => {
                     source.mark(&rows, false);
                     return Err(Error::Failed("the store is closed".into()));
                 }
                 Err(_) => unreachable!("enqueue gives back the command it was given"),
+            };
+            // Folded on this thread once logged: appenders fold in parallel, and the
+            // tiles do not care in which order.
+            let now = events::now_micros();
+            if Arc::ptr_eq(&logged, &source) {
+                source.apply(&folded, now, true);
+            } else {
+                // Rebuilt by an apply before these were logged: the new tiles did not read
+                // them from history.
+                source.mark(&folded, false);
+                logged.apply(&folded, now, false);
             }
             start = end;
         }

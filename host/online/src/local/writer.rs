@@ -257,20 +257,14 @@ impl Writer {
                     rows,
                     ack,
                 } => {
-                    // Folded here, in log order, before the answer; reads of these keys
-                    // waited for this since the appender marked them.
-                    let now = events::now_micros();
-                    if Arc::ptr_eq(&source, &marked) {
-                        source.apply(&rows, now, true);
-                    } else {
-                        marked.mark(&rows, false);
-                        source.apply(&rows, now, false);
-                    }
+                    // The appender folds them (reads of their keys wait until it has):
+                    // into `source`, the one they were logged under.
+                    let _ = marked;
                     self.pending.push(&source.log, rows);
                     self.counters
                         .events_unflushed
                         .store(self.pending.events() as u64, Ordering::Relaxed);
-                    let _ = ack.send(Ok(()));
+                    let _ = ack.send(Ok(source));
                 }
                 Command::SetEvents { .. } | Command::Flush { .. } => {
                     unreachable!("run() runs these alone, never in a group")
