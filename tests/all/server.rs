@@ -1010,6 +1010,18 @@ feature_services: [{name: txn, features: ["user_txn:*"]}]
     );
     let (status, body) = server.call("PUT", "/v1/definitions", logged.as_bytes(), None);
     assert_eq!(status, 200, "{body}");
+    // Its join keys are checked as keys although no online view reads them.
+    let null_key =
+        json!({"columns": {"user_id": [null], "event_timestamp": [T0], "amount": [1.0]}});
+    let (status, body) = server.json("POST", "/v1/push/transactions", &null_key);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("columns.user_id[0]"),
+        "{body}"
+    );
     let (status, body) = server.json("POST", "/v1/push/transactions", &push);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["rows"], 1, "{body}");

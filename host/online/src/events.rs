@@ -29,8 +29,10 @@ pub struct EventSchema {
     /// The arrival-time column of the offline log.
     pub created_field: String,
     /// The columns every event carries besides its times, in order: the join keys of
-    /// every view on the source, then the source's declared columns.
+    /// every aggregated view on the source, then the source's declared columns.
     pub columns: Vec<(String, DType)>,
+    /// The types of the join keys, the first of `columns`.
+    pub keys: Vec<KeyType>,
     /// The online aggregated views the source feeds.
     pub views: Vec<Arc<EventView>>,
 }
@@ -159,6 +161,7 @@ pub fn event_schema(
     // The log keeps the join keys of every aggregated view on the source, served or not:
     // the backfill reads them all from it.
     let mut columns: Vec<(String, DType)> = Vec::new();
+    let mut keys = Vec::new();
     let aggregated = d
         .feature_views
         .iter()
@@ -167,6 +170,7 @@ pub fn event_schema(
         for key in d.view_join_keys(view) {
             if !columns.iter().any(|(n, _)| *n == key.name) {
                 columns.push((key.name.clone(), key.dtype.dtype()));
+                keys.push(key.dtype);
             }
         }
     }
@@ -205,6 +209,7 @@ pub fn event_schema(
         timestamp_field: source.timestamp_field.clone(),
         created_field: created,
         columns,
+        keys,
         views: event_views,
     })
 }

@@ -176,12 +176,6 @@ pub fn push_events(
     let keep: Vec<usize> = (0..rows)
         .filter(|&i| !is_late(event_ts[i], created_ts[i], lateness))
         .collect();
-    let key_count = schema
-        .views
-        .iter()
-        .flat_map(|v| v.keys.iter().map(|(i, _)| i + 1))
-        .max()
-        .unwrap_or(0);
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.columns.len());
     for (i, (name, dtype)) in schema.columns.iter().enumerate() {
         let values: Vec<Json> = keep
@@ -193,19 +187,10 @@ pub fn push_events(
                     .ok_or_else(|| invalid(format!("columns.{name}: too short")))
             })
             .collect::<Result<_, _>>()?;
-        let array = if i < key_count {
-            let key_type = schema
-                .views
-                .iter()
-                .flat_map(|v| v.keys.iter())
-                .find(|(k, _)| *k == i)
-                .map(|(_, t)| *t)
-                .ok_or_else(|| {
-                    skewless_online::Error::Internal(format!("no key type for `{name}`"))
-                })?;
-            json::key_column(&values, key_type)
-        } else {
-            json::column(&values, *dtype)
+        // The first columns are the join keys: every value there and of the key's type.
+        let array = match schema.keys.get(i) {
+            Some(key_type) => json::key_column(&values, *key_type),
+            None => json::column(&values, *dtype),
         };
         // Rows are renumbered by `keep`: name the pushed row, not the kept one.
         arrays.push(array.map_err(|e| invalid(format!("columns.{name}{}", renumber(&e, &keep))))?);

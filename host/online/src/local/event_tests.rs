@@ -58,6 +58,7 @@ fn schema(log: &Path) -> EventSchema {
             ("user_id".into(), DType::Int64),
             ("amount".into(), DType::Float64),
         ],
+        keys: vec![KeyType::Int64],
         views: vec![Arc::new(EventView {
             aggregates,
             keys: vec![(0, KeyType::Int64)],
