@@ -377,6 +377,18 @@ impl Pending {
         self.events
     }
 
+    /// Everything pending, leaving this empty.
+    pub(crate) fn take(&mut self) -> Pending {
+        std::mem::take(self)
+    }
+
+    /// Adds `other`'s events after these, log by log.
+    pub(crate) fn absorb(&mut self, other: Pending) {
+        for (log, rows) in other.logs {
+            self.push(&log, rows);
+        }
+    }
+
     /// How long the oldest unflushed event has waited.
     pub(crate) fn age(&self) -> Option<std::time::Duration> {
         self.since.map(|s| s.elapsed())

@@ -23,6 +23,7 @@ use crate::wal::{self, KeyedRow, Record, Segment};
 use crate::{AggregateCounts, Error, OnlineStore, Result, StoreStats, ViewSchema, WriteBatch, io};
 
 mod events;
+mod flusher;
 mod snapshot;
 mod writer;
 
@@ -266,11 +267,13 @@ impl LocalStore {
         let (tx, rx) = std::sync::mpsc::channel();
         let counters = Arc::new(Counters::default());
         let events = Arc::new(EventState::default());
+        let flusher = flusher::Flusher::spawn(counters.clone()).map_err(io(dir))?;
         let writer = Writer {
             dir: dir.to_owned(),
             views: views.clone(),
             events: events.clone(),
             pending,
+            flusher,
             segment,
             next_lsn: max_lsn + 1,
             counters: counters.clone(),

@@ -2,6 +2,7 @@
 //! with one fsync, and starts snapshots.
 
 use super::*;
+use flusher::Flusher;
 use snapshot::write_snapshot;
 
 /// The single thread that appends to the log, in the order writes arrive.
@@ -10,6 +11,7 @@ pub(super) struct Writer {
     pub(super) views: Arc<Views>,
     pub(super) events: Arc<EventState>,
     pub(super) pending: Pending,
+    pub(super) flusher: Flusher,
     pub(super) segment: Segment,
     pub(super) next_lsn: u64,
     pub(super) counters: Arc<Counters>,
@@ -81,33 +83,24 @@ impl Writer {
         }
     }
 
-    /// Writes pending events to their offline logs.
+    /// Writes pending events to their offline logs and waits until they are there.
     fn flush(&mut self) -> Result<()> {
-        if self.pending.events() == 0 {
-            return Ok(());
+        if self.pending.events() > 0 {
+            self.flusher.send(self.pending.take());
         }
-        let started = Instant::now();
-        let result = self.pending.flush();
-        self.counters
-            .events_unflushed
-            .store(self.pending.events() as u64, Ordering::Relaxed);
-        let events = result?;
-        tracing::info!(
-            events,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "events flushed to the offline log"
-        );
-        Ok(())
+        self.flusher.barrier()
     }
 
+    /// Hands pending events to the flusher when the oldest has waited long enough or
+    /// enough wait; does not wait for the write.
     fn maybe_flush(&mut self) {
         let due = self.pending.events() >= FLUSH_EVENTS
             || self
                 .pending
                 .age()
                 .is_some_and(|a| a >= self.options.event_flush_interval);
-        if due && let Err(e) = self.flush() {
-            tracing::error!(error = %e, "could not flush logged events to their offline log; they stay in the write-ahead log and are tried again");
+        if due {
+            self.flusher.send(self.pending.take());
         }
     }
 
@@ -260,10 +253,10 @@ impl Writer {
                     // The appender folds them (reads of their keys wait until it has):
                     // into `source`, the one they were logged under.
                     let _ = marked;
-                    self.pending.push(&source.log, rows);
                     self.counters
                         .events_unflushed
-                        .store(self.pending.events() as u64, Ordering::Relaxed);
+                        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    self.pending.push(&source.log, rows);
                     let _ = ack.send(Ok(source));
                 }
                 Command::SetEvents { .. } | Command::Flush { .. } => {
