@@ -505,7 +505,11 @@ pub(crate) fn rebuild(
                 None => {
                     let started = Instant::now();
                     let data = AggView::new(view.clone(), log.clone());
-                    let since = now.saturating_sub(view.aggregates.reach());
+                    // The earliest read the tiles can answer is up to a hop before
+                    // `now`; its window reaches a window and a hop further back.
+                    let since = now
+                        .saturating_sub(view.aggregates.reach())
+                        .saturating_sub(view.aggregates.spec.hop);
                     let events = history(schema, view, since).map_err(|reason| Error::History {
                         view: view.name().to_owned(),
                         reason,
