@@ -400,6 +400,15 @@ impl skewless_online::OnlineStore for FaultyStore {
         self.inner.keeps_aggregates()
     }
 
+    fn rebuild_tiles(
+        &self,
+        sources: &[skewless_online::EventSchema],
+        history: skewless_online::History,
+        views: &[String],
+    ) -> skewless_online::Result<()> {
+        self.inner.rebuild_tiles(sources, history, views)
+    }
+
     fn append_events(
         &self,
         source: &str,

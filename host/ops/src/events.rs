@@ -52,6 +52,9 @@ pub fn rebuild_tiles(
     root: &Path,
     views: &[String],
 ) -> Result<(), skewless_online::Error> {
+    if views.is_empty() {
+        return Ok(());
+    }
     let schemas = event_schemas(project, root).map_err(skewless_online::Error::Internal)?;
     for name in views {
         if !schemas
