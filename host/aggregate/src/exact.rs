@@ -101,6 +101,21 @@ impl Exact {
         value << (LIMB_BITS * self.base)
     }
 
+    /// The value as `m · 2^(32·base)` units with `m` in an i128, when it fits (a sum of
+    /// a few limbs, as sums of ordinary amounts are): `(m, 32·base)`.
+    pub fn to_i128(&self) -> Option<(i128, u32)> {
+        if self.limbs.len() > 3 {
+            return None;
+        }
+        let mut m = 0i128;
+        for &limb in self.limbs.iter().rev() {
+            m = m
+                .checked_mul(1 << LIMB_BITS)?
+                .checked_add(i128::from(limb))?;
+        }
+        Some((m, LIMB_BITS * self.base))
+    }
+
     /// Whether the value is exactly zero.
     pub fn is_zero(&self) -> bool {
         let mut copy = self.clone();
@@ -221,6 +236,65 @@ fn round_scaled(magnitude: BigUint, inexact: bool, s: i64, negative: bool) -> f6
     }
     // q ≤ 2^53, so the conversion is exact; the product only rounds by overflowing.
     (q as f64) * pow2(ulp) * sign
+}
+
+/// [`round_scaled`] in u128 arithmetic: `None` where the shift leaves that range (a
+/// result deep in the subnormals), for the exact path to answer.
+fn round_scaled_u128(magnitude: u128, inexact: bool, s: i64, negative: bool) -> Option<f64> {
+    let sign = if negative { -1.0 } else { 1.0 };
+    let bits = 128 - i64::from(magnitude.leading_zeros());
+    if bits < 55 {
+        return None;
+    }
+    let exponent = bits - 1 - s;
+    if exponent > 1023 {
+        return Some(f64::INFINITY * sign);
+    }
+    let ulp = (exponent - 52).max(-1074);
+    let shift = ulp + s;
+    if !(1..128).contains(&shift) {
+        return None;
+    }
+    let quotient = magnitude >> shift;
+    let rest = magnitude - (quotient << shift);
+    let half = 1u128 << (shift - 1);
+    let mut q = u64::try_from(quotient).ok()?;
+    let up = match rest.cmp(&half) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Equal => inexact || q & 1 == 1,
+        std::cmp::Ordering::Less => false,
+    };
+    if up {
+        q += 1;
+    }
+    Some((q as f64) * pow2(ulp) * sign)
+}
+
+/// [`round_ratio`] of a magnitude that fits in u128 over a u64, without big integers;
+/// `None` where it cannot say (the caller takes the exact path).
+pub fn round_ratio_u128(
+    magnitude: u128,
+    denominator: u64,
+    scale: i64,
+    negative: bool,
+) -> Option<f64> {
+    if magnitude == 0 || denominator == 0 {
+        return None;
+    }
+    let n_bits = 128 - i64::from(magnitude.leading_zeros());
+    let d_bits = 64 - i64::from(denominator.leading_zeros());
+    // Enough quotient bits to round: at least 56, as the exact path asks.
+    let s = 56 + d_bits - n_bits;
+    let (q, r) = if s >= 0 {
+        // n·2^s has 56 + d_bits ≤ 120 bits.
+        let n = magnitude << s;
+        (n / u128::from(denominator), n % u128::from(denominator))
+    } else {
+        // d·2^-s has n_bits - 56 ≤ 72 bits.
+        let d = u128::from(denominator) << (-s);
+        (magnitude / d, magnitude % d)
+    };
+    round_scaled_u128(q, r != 0, s + scale, negative)
 }
 
 /// `numerator / denominator · 2^-scale`, correctly rounded.

@@ -194,7 +194,7 @@ impl Moments {
         if self.n == 0 {
             return 0.0;
         }
-        self.ratio(&self.sum.to_bigint(), 1)
+        self.ratio_of_sum(1)
     }
 
     fn mean(&self) -> Option<f64> {
@@ -204,7 +204,24 @@ impl Moments {
         if let Some(v) = self.non_finite() {
             return Some(v);
         }
-        Some(self.ratio(&self.sum.to_bigint(), self.n))
+        Some(self.ratio_of_sum(self.n))
+    }
+
+    /// The exact sum over `n`, correctly rounded: in u128 arithmetic when the sum fits (as
+    /// sums of ordinary amounts do), else through big integers; the same bits either way.
+    fn ratio_of_sum(&self, n: u64) -> f64 {
+        if let Some((m, shift)) = self.sum.to_i128()
+            && m != 0
+            && let Some(v) = exact::round_ratio_u128(
+                m.unsigned_abs(),
+                n,
+                i64::from(SCALE) - i64::from(shift),
+                m < 0,
+            )
+        {
+            return v;
+        }
+        self.ratio(&self.sum.to_bigint(), n)
     }
 
     /// `n·Σx² − (Σx)²` as `(spread, divisor, scale)`: the variance is

@@ -10,6 +10,36 @@ mod common;
 use common::Rng;
 
 #[test]
+fn the_u128_ratio_gives_the_big_integer_ratio_bits() {
+    let mut rng = Rng(7);
+    let mut answered = 0;
+    for _ in 0..200_000 {
+        let m = (u128::from(rng.next()) << 64 | u128::from(rng.next())) >> rng.below(128);
+        let d = (rng.next() >> rng.below(64)).max(1);
+        // Scales from deep subnormal to overflowing results, and the unit's.
+        let scale = match rng.below(4) {
+            0 => i64::from(SCALE) - 32 * rng.below(80) as i64,
+            1 => rng.below(2400) as i64 - 1200,
+            2 => 1074 + rng.below(140) as i64,
+            _ => -(rng.below(1100) as i64),
+        };
+        let negative = rng.below(2) == 0;
+        let Some(fast) = crate::exact::round_ratio_u128(m, d, scale, negative) else {
+            continue;
+        };
+        answered += 1;
+        let signed = if negative {
+            -BigInt::from(m)
+        } else {
+            BigInt::from(m)
+        };
+        let exact = round_ratio(&signed, &BigUint::from(d), scale);
+        assert_eq!(fast.to_bits(), exact.to_bits(), "{m} / {d} · 2^-{scale}");
+    }
+    assert!(answered > 150_000, "the fast path answered only {answered}");
+}
+
+#[test]
 fn ratios_round_as_ieee_division_does() {
     let mut rng = Rng(1);
     for _ in 0..20_000 {
