@@ -1,7 +1,7 @@
 //! Aggregate features at each entity row: the backfill's caller of the window kernel
 //! (`skewless-aggregate`). Events are grouped by entity key and swept in arrival order,
 //! each key's entity rows read in time order, through the same `Timeline` the online
-//! store will drive, so the rules and the bits are the kernel's.
+//! store drives, so the rules and the bits are the kernel's.
 
 use std::collections::HashMap;
 
