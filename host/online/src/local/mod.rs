@@ -280,6 +280,7 @@ impl LocalStore {
             options,
             last_snapshot: Instant::now(),
             failed: None,
+            snapshot_thread: None,
         };
         let handle = std::thread::Builder::new()
             .name("skewless-wal".into())

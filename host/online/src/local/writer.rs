@@ -18,6 +18,8 @@ pub(super) struct Writer {
     pub(super) options: StoreOptions,
     pub(super) last_snapshot: Instant,
     pub(super) failed: Option<String>,
+    /// The snapshot thread last started.
+    pub(super) snapshot_thread: Option<JoinHandle<()>>,
 }
 
 /// Most commands committed by one fsync.
@@ -37,6 +39,7 @@ impl Writer {
                     if let Err(e) = self.flush() {
                         tracing::error!(error = %e, "could not flush logged events to their offline logs at close; the next start flushes them");
                     }
+                    self.finish_snapshot();
                     return;
                 }
             };
@@ -337,8 +340,22 @@ impl Writer {
                 }
                 counters.snapshotting.store(false, Ordering::Release);
             });
-        if spawned.is_err() {
-            self.counters.snapshotting.store(false, Ordering::Release);
+        match spawned {
+            Ok(handle) => {
+                // The previous one has finished (`snapshotting` was clear): reap it.
+                if let Some(done) = self.snapshot_thread.replace(handle) {
+                    let _ = done.join();
+                }
+            }
+            Err(_) => self.counters.snapshotting.store(false, Ordering::Release),
+        }
+    }
+
+    /// Waits for a snapshot in progress: it deletes log segments, which a store opened
+    /// on the directory after this one closes must not see vanish under it.
+    fn finish_snapshot(&mut self) {
+        if let Some(handle) = self.snapshot_thread.take() {
+            let _ = handle.join();
         }
     }
 }
