@@ -392,21 +392,13 @@ impl skewless_online::OnlineStore for FaultyStore {
         &self,
         sources: &[skewless_online::EventSchema],
         history: skewless_online::History,
+        rebuild: &[String],
     ) -> skewless_online::Result<()> {
-        self.inner.set_event_sources(sources, history)
+        self.inner.set_event_sources(sources, history, rebuild)
     }
 
     fn keeps_aggregates(&self) -> bool {
         self.inner.keeps_aggregates()
-    }
-
-    fn rebuild_tiles(
-        &self,
-        sources: &[skewless_online::EventSchema],
-        history: skewless_online::History,
-        views: &[String],
-    ) -> skewless_online::Result<()> {
-        self.inner.rebuild_tiles(sources, history, views)
     }
 
     fn append_events(

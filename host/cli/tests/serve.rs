@@ -162,19 +162,8 @@ fn kill_9_during_a_push_loop_loses_no_acknowledged_write() {
     let defs = dir.path().join("defs.yaml");
     std::fs::write(&defs, DEFS).unwrap();
     let (mut server, addr) = start(&data);
-    let url = format!("http://{addr}");
     // The CLI's own upload and apply, against the running server.
-    cli(&[
-        "upload",
-        artifacts::ECHO,
-        "--name",
-        "echo",
-        "--version",
-        "1",
-        "--server",
-        &url,
-    ]);
-    cli(&["apply", defs.to_str().unwrap(), "--server", &url]);
+    upload_echo_and_apply(&format!("http://{addr}"), &defs);
 
     // Four writers push batches of 50 users each, and record what was acknowledged.
     let stop = Arc::new(AtomicBool::new(false));

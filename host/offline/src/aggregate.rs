@@ -39,19 +39,7 @@ impl AggregatedView {
         rows: &FeatureRows,
         threads: usize,
     ) -> Result<ViewColumns> {
-        let readers: Vec<ValueReader<'_>> = rows
-            .features
-            .iter()
-            .zip(&self.compiled.columns)
-            .map(|(array, column)| {
-                ValueReader::new(array, column.dtype).ok_or_else(|| {
-                    Error::Internal(format!(
-                        "an event column of `{}` is not in its canonical type",
-                        self.compiled.name
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
+        let readers = self.readers(rows)?;
         // Events by key, in source order.
         let mut events: HashMap<&[u8], Vec<usize>> = HashMap::new();
         for i in 0..rows.event_ts.len() {
@@ -153,6 +141,22 @@ impl AggregatedView {
         Ok(out)
     }
 
+    /// Readers of the event columns of `rows`, in the compiled view's order.
+    fn readers<'r>(&self, rows: &'r FeatureRows) -> Result<Vec<ValueReader<'r>>> {
+        rows.features
+            .iter()
+            .zip(&self.compiled.columns)
+            .map(|(array, column)| {
+                ValueReader::new(array, column.dtype).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "an event column of `{}` is not in its canonical type",
+                        self.compiled.name
+                    ))
+                })
+            })
+            .collect()
+    }
+
     /// Source row `i` as a kernel event.
     fn event(&self, rows: &FeatureRows, readers: &[ValueReader<'_>], i: usize) -> Event {
         self.compiled
@@ -190,19 +194,7 @@ pub fn view_history(
     let mut out = Vec::new();
     let scanned = source.scan(since, i64::MAX, 65_536, |batch| {
         let rows = source.rows(&batch);
-        let readers: Vec<ValueReader<'_>> = rows
-            .features
-            .iter()
-            .zip(&compiled.compiled.columns)
-            .map(|(array, column)| {
-                ValueReader::new(array, column.dtype).ok_or_else(|| {
-                    Error::Internal(format!(
-                        "an event column of `{}` is not in its canonical type",
-                        view.name
-                    ))
-                })
-            })
-            .collect::<Result<_>>()?;
+        let readers = compiled.readers(&rows)?;
         for i in 0..rows.event_ts.len() {
             if let Some(key) = rows.keys.get(i) {
                 out.push((Box::from(key), compiled.event(&rows, &readers, i)));

@@ -293,10 +293,16 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     fn stats(&self) -> StoreStats;
 
     /// Declares the event sources and their online aggregated views. A view that is new,
-    /// or whose aggregates or log changed, gets its tiles built from `history` (the
-    /// offline log, made current first); unchanged views keep theirs.
-    fn set_event_sources(&self, sources: &[EventSchema], history: History) -> Result<()> {
-        let _ = history;
+    /// or whose aggregates or log changed, or that `rebuild` names, gets its tiles built
+    /// from `history` (the offline log, made current first); the others keep theirs. A
+    /// store that keeps no tiles takes sources without online views only.
+    fn set_event_sources(
+        &self,
+        sources: &[EventSchema],
+        history: History,
+        rebuild: &[String],
+    ) -> Result<()> {
+        let _ = (history, rebuild);
         match sources.iter().find(|s| !s.views.is_empty()) {
             None => Ok(()),
             Some(s) => Err(Error::Unsupported(format!(
@@ -304,20 +310,6 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
                 s.views[0].name()
             ))),
         }
-    }
-
-    /// Builds the tiles of `views` (online aggregated views of `sources`) again from
-    /// `history`, as for a new view: to take in history added to a source's path since.
-    fn rebuild_tiles(
-        &self,
-        sources: &[EventSchema],
-        history: History,
-        views: &[String],
-    ) -> Result<()> {
-        let _ = (sources, history);
-        Err(Error::Unsupported(format!(
-            "this online store keeps no aggregate tiles to build for {views:?}"
-        )))
     }
 
     /// Whether the store keeps aggregate tiles (and so can serve aggregated views).

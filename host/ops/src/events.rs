@@ -40,7 +40,7 @@ pub fn set_event_sources(
     root: &Path,
 ) -> Result<(), skewless_online::Error> {
     let schemas = event_schemas(project, root).map_err(skewless_online::Error::Internal)?;
-    store.set_event_sources(&schemas, history(project.clone(), root.to_owned()))
+    store.set_event_sources(&schemas, history(project.clone(), root.to_owned()), &[])
 }
 
 /// Builds the tiles of the online aggregated views `views` again from their sources'
@@ -52,9 +52,6 @@ pub fn rebuild_tiles(
     root: &Path,
     views: &[String],
 ) -> Result<(), skewless_online::Error> {
-    if views.is_empty() {
-        return Ok(());
-    }
     let schemas = event_schemas(project, root).map_err(skewless_online::Error::Internal)?;
     for name in views {
         if !schemas
@@ -65,7 +62,7 @@ pub fn rebuild_tiles(
             return Err(skewless_online::Error::UnknownView(name.clone()));
         }
     }
-    store.rebuild_tiles(&schemas, history(project.clone(), root.to_owned()), views)
+    store.set_event_sources(&schemas, history(project.clone(), root.to_owned()), views)
 }
 
 /// Why a push of events was refused; nothing of it was stored.

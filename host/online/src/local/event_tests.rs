@@ -149,7 +149,7 @@ fn log_files(log: &Path) -> Vec<(String, Vec<Logged>)> {
 fn open(dir: &Path, log: &Path) -> LocalStore {
     let store = LocalStore::open(dir, &[], StoreOptions::default()).unwrap();
     store
-        .set_event_sources(&[schema(log)], no_history())
+        .set_event_sources(&[schema(log)], no_history(), &[])
         .unwrap();
     store
 }
@@ -299,11 +299,11 @@ fn tiles_are_built_from_history_and_kept_when_the_view_is_unchanged() {
         history
     };
     store
-        .set_event_sources(&[schema(&log)], history.clone())
+        .set_event_sources(&[schema(&log)], history.clone(), &[])
         .unwrap();
     assert_eq!(read(&store, &log, 9, now + 1).unwrap(), (1, 0.5));
     store
-        .set_event_sources(&[schema(&log)], history.clone())
+        .set_event_sources(&[schema(&log)], history.clone(), &[])
         .unwrap();
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -316,7 +316,7 @@ fn tiles_are_built_from_history_and_kept_when_the_view_is_unchanged() {
         .spec
         .aggregates[0]
         .1 = 30 * MINUTE;
-    store.set_event_sources(&[changed], history).unwrap();
+    store.set_event_sources(&[changed], history, &[]).unwrap();
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
@@ -368,4 +368,31 @@ fn a_read_waits_for_an_in_flight_push_of_its_entity_that_arrived_before_it() {
     assert!(started.elapsed() < std::time::Duration::from_millis(250));
     source.mark(&rows, false);
     assert_eq!(read(&store, &log, 1, now + MINUTE).unwrap(), (1, 2.5));
+}
+
+#[test]
+fn a_failed_flush_keeps_its_events_and_the_later_ones_for_the_next_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let store = open(&dir.path().join("online"), &log);
+    // A file where the log's directory should be: every write there fails.
+    std::fs::write(&log, b"in the way").unwrap();
+    let now = skewless_core::now_micros();
+    append(&store, &[(1, now - MINUTE, 1.0)], now);
+    let refused = store.flush_events().unwrap_err();
+    assert!(
+        refused.to_string().contains("not in their offline log yet"),
+        "{refused}"
+    );
+    append(&store, &[(2, now - MINUTE, 2.0)], now);
+    assert_eq!(store.stats().events_unflushed, 2);
+    std::fs::remove_file(&log).unwrap();
+    store.flush_events().unwrap();
+    let files = log_files(&log);
+    let rows: Vec<Logged> = files.into_iter().flat_map(|(_, rows)| rows).collect();
+    assert_eq!(
+        rows,
+        [(1, now - MINUTE, 1.0, now), (2, now - MINUTE, 2.0, now)]
+    );
+    assert_eq!(store.stats().events_unflushed, 0);
 }

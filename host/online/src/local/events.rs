@@ -10,6 +10,7 @@ use parquet::arrow::ArrowWriter;
 use skewless_aggregate::{EventTime, ReadError, Timeline};
 use skewless_core::assemble::{ColumnBuilder, Value};
 use skewless_core::key::KeyBuf;
+use skewless_core::now_micros;
 
 use super::*;
 use crate::events::{EventSchema, EventView, History};
@@ -103,8 +104,6 @@ pub(crate) fn flushed_through(dir: &Path) -> Result<u64> {
     Ok(last)
 }
 
-pub(crate) use skewless_core::now_micros;
-
 /// One entity's timeline, and the pushes of its events that are logged (or being logged)
 /// but not yet folded in.
 #[derive(Debug, Default)]
@@ -179,12 +178,12 @@ impl AggView {
         }
     }
 
-    /// Marks (`by` = 1) or unmarks (`by` = -1) events of `rows` as in flight.
+    /// Marks events of `rows` as in flight, or unmarks them.
     fn mark(
         &self,
         dtypes: &[DType],
         rows: &[Box<[u8]>],
-        by: i32,
+        in_flight: bool,
     ) -> std::result::Result<(), String> {
         let mut key = KeyBuf::new();
         for row in rows {
@@ -192,7 +191,7 @@ impl AggView {
                 continue;
             }
             let mut state = self.state(key.as_bytes());
-            if by > 0 {
+            if in_flight {
                 let created = row::created_ts(row);
                 if state.in_flight == 0 || created < state.oldest_in_flight {
                     state.oldest_in_flight = created;
@@ -325,7 +324,7 @@ impl SourceData {
     /// wait for them), or unmarks them.
     pub(crate) fn mark(&self, rows: &[Box<[u8]>], in_flight: bool) {
         for view in &self.views {
-            if let Err(why) = view.mark(&self.dtypes, rows, if in_flight { 1 } else { -1 }) {
+            if let Err(why) = view.mark(&self.dtypes, rows, in_flight) {
                 tracing::error!(view = view.view.name(), error = %why, "an event being logged does not decode");
             }
         }

@@ -438,17 +438,13 @@ impl OnlineStore for LocalStore {
         Ok(())
     }
 
-    fn set_event_sources(&self, sources: &[EventSchema], history: History) -> Result<()> {
-        self.rebuild_tiles(sources, history, &[])
-    }
-
-    fn rebuild_tiles(
+    fn set_event_sources(
         &self,
         sources: &[EventSchema],
         history: History,
-        views: &[String],
+        rebuild: &[String],
     ) -> Result<()> {
-        let (sources, rebuild) = (sources.to_vec(), views.to_vec());
+        let (sources, rebuild) = (sources.to_vec(), rebuild.to_vec());
         self.send(|ack| Command::SetEvents {
             sources,
             history,
@@ -508,7 +504,7 @@ impl OnlineStore for LocalStore {
             };
             // Folded on this thread once logged: appenders fold in parallel, and the
             // tiles do not care in which order.
-            let now = events::now_micros();
+            let now = skewless_core::now_micros();
             if Arc::ptr_eq(&logged, &source) {
                 source.apply(&folded, now, true);
             } else {

@@ -126,7 +126,7 @@ impl Writer {
             sources,
             history,
             rebuild,
-            events::now_micros(),
+            skewless_core::now_micros(),
         )?;
         *self
             .events

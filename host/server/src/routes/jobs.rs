@@ -158,13 +158,15 @@ pub(super) async fn start_materialize(
     let state = state.clone();
     run_job(job.clone(), move |job| {
         let started = std::time::Instant::now();
-        skewless_ops::events::rebuild_tiles(
-            state.store.as_ref(),
-            &project,
-            &state.config.source_root,
-            &aggregated,
-        )
-        .map_err(|e| (e.to_string(), e.fault()))?;
+        if !aggregated.is_empty() {
+            skewless_ops::events::rebuild_tiles(
+                state.store.as_ref(),
+                &project,
+                &state.config.source_root,
+                &aggregated,
+            )
+            .map_err(|e| (e.to_string(), e.fault()))?;
+        }
         let rebuilt_ms = started.elapsed().as_millis() as u64;
         let stats = skewless_ops::run_materialization(
             &state.registry,
