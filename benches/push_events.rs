@@ -81,7 +81,7 @@ fn batch(seed: u64, b: u64, now: i64, merchants: &[String]) -> EventBatch {
     }
     EventBatch {
         event_ts: times,
-        created_ts: arrivals,
+        created_ts: Some(arrivals),
         columns: vec![
             Arc::new(Int64Array::from(users)) as ArrayRef,
             Arc::new(Float64Array::from(amounts)),

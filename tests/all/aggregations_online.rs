@@ -253,10 +253,23 @@ impl Case {
 
     /// A server over a fresh directory holding the case's Parquet history, with the
     /// definitions applied.
-    fn server(&self, dir: &Path, layer: skewless_server::StoreLayer) -> TestServer {
+    fn server(
+        &self,
+        dir: &Path,
+        configure: impl FnOnce(&mut skewless_server::ServerConfig),
+    ) -> TestServer {
+        self.server_layered(dir, configure, Box::new(|s| s))
+    }
+
+    fn server_layered(
+        &self,
+        dir: &Path,
+        configure: impl FnOnce(&mut skewless_server::ServerConfig),
+        layer: skewless_server::StoreLayer,
+    ) -> TestServer {
         std::fs::create_dir_all(dir.join("transactions")).unwrap();
         write_history(&dir.join("transactions/history.parquet"), &self.history);
-        let server = TestServer::start_layered(dir, |_| {}, layer);
+        let server = TestServer::start_layered(dir, configure, layer);
         let (status, body) = server.call("PUT", "/v1/definitions", DEFS.as_bytes(), None);
         assert_eq!(status, 200, "{body}");
         server
@@ -336,7 +349,7 @@ fn served_aggregates_equal_the_backfill_bit_for_bit_in_any_push_order() {
         let drawn = Case::draw(seed);
         let mut rng = Lcg(seed ^ 1);
         let dir = tempfile::tempdir().unwrap();
-        let server = drawn.server(dir.path(), Box::new(|s| s));
+        let server = drawn.server(dir.path(), |_| {});
         let late = push(&server, &mut rng, &drawn.pushed);
         assert!(late > 0, "the case pushes late events");
         let (status, online) = server.json("POST", "/v1/features", &drawn.request());
@@ -366,7 +379,7 @@ fn served_aggregates_equal_the_backfill_bit_for_bit_in_any_push_order() {
 
         // The same events pushed in another order and other batches: the same bits.
         let other = tempfile::tempdir().unwrap();
-        let second = drawn.server(other.path(), Box::new(|s| s));
+        let second = drawn.server(other.path(), |_| {});
         let mut reordered = drawn.pushed.clone();
         shuffle(&mut rng, &mut reordered);
         push(&second, &mut rng, &reordered);
@@ -396,7 +409,7 @@ fn a_planted_inclusive_window_end_is_found() {
     let mut rng = Lcg(seed() ^ 1);
     let dir = tempfile::tempdir().unwrap();
     // Reads one microsecond late: events at exactly t (and arrivals at t) count.
-    let server = drawn.server(dir.path(), FaultyStore::skewed());
+    let server = drawn.server_layered(dir.path(), |_| {}, FaultyStore::skewed());
     push(&server, &mut rng, &drawn.pushed);
     let (status, online) = server.json("POST", "/v1/features", &drawn.request());
     assert_eq!(status, 200, "{online}");
@@ -494,28 +507,100 @@ fn bad_event_pushes_are_refused_by_name_and_change_nothing() {
     }
 }
 
+/// Two servers sharing one Redis store (and one source directory): the tiles built by
+/// the first from history are kept by the second, pushes to both at once of the same
+/// entities are each counted once, both serve the bits the backfill computes over the
+/// offline log they flush, and a restarted server serves them again without a rebuild.
 #[test]
-fn a_store_that_keeps_no_tiles_refuses_an_online_aggregated_view_before_applying_it() {
+fn servers_sharing_a_redis_store_serve_the_backfill_bits_and_count_each_event_once() {
     let redis = crate::support::RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_configured(dir.path(), |config| {
+    let seed = seed() ^ 0x5eed_4ed1;
+    let drawn = Case::draw(seed);
+    let mut rng = Lcg(seed ^ 1);
+    let shared = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let on_redis = |config: &mut skewless_server::ServerConfig| {
         config.redis = Some(crate::support::redis_options(&redis, "tiles"));
+        config.store.event_flush_interval = std::time::Duration::from_secs(3600);
+    };
+    let first = drawn.server(shared.path(), on_redis);
+    let second = TestServer::start_configured(other.path(), |config| {
+        on_redis(config);
+        config.source_root = shared.path().to_owned();
     });
-    let (status, body) = server.call("PUT", "/v1/definitions", DEFS.as_bytes(), None);
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body.contains("does not keep aggregate tiles") && body.contains("online: false"),
-        "{body}"
-    );
-    let (status, _) = server.call("GET", "/v1/definitions", b"", None);
-    assert_eq!(status, 404, "nothing was applied");
-    // Offline only, it applies.
-    let offline = DEFS.replace(
-        "    source: transactions\n",
-        "    source: transactions\n    online: false\n",
-    );
-    let (status, body) = server.call("PUT", "/v1/definitions", offline.as_bytes(), None);
+    let (status, body) = second.call("PUT", "/v1/definitions", DEFS.as_bytes(), None);
     assert_eq!(status, 200, "{body}");
+    // The second found the tiles complete under the same definitions: it kept them.
+    let (status, before) = second.json("POST", "/v1/features", &drawn.request());
+    assert_eq!(status, 200, "{before}");
+    let (_, from_first) = first.json("POST", "/v1/features", &drawn.request());
+    assert_eq!(before["results"], from_first["results"]);
+
+    // Half the pushes to each server, at once, over the same users.
+    let mut events = drawn.pushed.clone();
+    shuffle(&mut rng, &mut events);
+    let half = events.split_off(events.len() / 2);
+    let mut other_rng = Lcg(seed ^ 2);
+    std::thread::scope(|scope| {
+        scope.spawn(|| push(&first, &mut rng, &events));
+        scope.spawn(|| push(&second, &mut other_rng, &half));
+    });
+    let (status, online) = first.json("POST", "/v1/features", &drawn.request());
+    assert_eq!(status, 200, "{online}");
+    let (status, also) = second.json("POST", "/v1/features", &drawn.request());
+    assert_eq!(status, 200, "{also}");
+    assert_eq!(online["results"], also["results"], "the servers disagree");
+    let count = &online["results"][0]["values"];
+    assert!(
+        count
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_i64() > Some(0)),
+        "{count}"
+    );
+    // The backfill through the first flushes the events both took from Redis into the
+    // shared offline log: it sees each one once, as the tiles did.
+    let diffs = differences(&first, shared.path(), drawn.t, &online);
+    assert!(
+        diffs.is_empty(),
+        "seed {seed}: {} differences; the first:\n{}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let logged = std::fs::read_dir(shared.path().join("transactions"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("events-")
+        })
+        .count();
+    assert!(logged > 0, "no offline log file was written");
+
+    // A restarted server finds the tiles complete in Redis: the same bits.
+    drop(first);
+    let first = TestServer::start_configured(shared.path(), on_redis);
+    let (status, restarted) = first.json("POST", "/v1/features", &drawn.request());
+    assert_eq!(status, 200, "{restarted}");
+    assert_eq!(restarted["results"], online["results"], "after a restart");
+    // Materializing the view rebuilds its tiles from the offline log: the same bits.
+    let (status, accepted) = second.json(
+        "POST",
+        "/v1/materialize",
+        &json!({"end": drawn.t, "views": ["user_txn"]}),
+    );
+    assert_eq!(status, 202, "{accepted}");
+    let job = second.wait_job(&accepted);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["tiles_rebuilt"], json!(["user_txn"]), "{job}");
+    let (status, rebuilt) = first.json("POST", "/v1/features", &drawn.request());
+    assert_eq!(status, 200, "{rebuilt}");
+    assert_eq!(rebuilt["results"], online["results"], "after a rebuild");
 }
 
 #[test]

@@ -405,7 +405,7 @@ impl skewless_online::OnlineStore for FaultyStore {
         &self,
         source: &str,
         batch: skewless_online::EventBatch,
-    ) -> skewless_online::Result<()> {
+    ) -> skewless_online::Result<usize> {
         if self.is_full() {
             return Err(skewless_online::Error::WriteRefused(
                 "wal-000000000000.log: No space left on device".into(),

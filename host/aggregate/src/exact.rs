@@ -12,6 +12,8 @@ use num_integer::Integer;
 use num_traits::{ToPrimitive, Zero};
 use smallvec::SmallVec;
 
+use crate::codec::{self, Reader, Writer};
+
 /// The unit of an [`Exact`] is 2^-SCALE: the square of the smallest subnormal.
 pub const SCALE: u32 = 2148;
 
@@ -162,6 +164,62 @@ impl Exact {
             }
         }
         self.pending = 0;
+    }
+}
+
+/// The highest limb index an exact sum of binary64 values or squares can reach (with
+/// 64 bits of count to spare): decoding refuses limbs above it.
+const MAX_LIMB: u32 = (2 * 1024 + SCALE + 64) / LIMB_BITS + 2;
+
+impl Exact {
+    /// Appends the byte form (normalized: the same value always gives the same bytes).
+    pub(crate) fn encode(&self, w: &mut Writer<'_>) {
+        let mut copy = self.clone();
+        copy.normalize();
+        // Zero digits at either end carry nothing.
+        let first = copy.limbs.iter().position(|&l| l != 0);
+        let last = copy.limbs.iter().rposition(|&l| l != 0);
+        match (first, last) {
+            (Some(first), Some(last)) => {
+                w.u32(copy.base + first as u32);
+                w.len(last + 1 - first);
+                for &limb in &copy.limbs[first..=last] {
+                    w.i64(limb);
+                }
+            }
+            _ => {
+                w.u32(0);
+                w.len(0);
+            }
+        }
+    }
+
+    /// Reads [`Exact::encode`]'s form; refuses digits out of their normalized range.
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Exact, codec::Error> {
+        let base = r.u32("an exact sum's base")?;
+        let n = r.len("an exact sum's digits", 8)?;
+        if n > 0 && base.checked_add(n as u32).is_none_or(|end| end > MAX_LIMB) {
+            return Err(format!("an exact sum's digits reach past limb {MAX_LIMB}"));
+        }
+        let mut limbs = SmallVec::with_capacity(n);
+        for i in 0..n {
+            let limb = r.i64("an exact sum's digit")?;
+            let top = i + 1 == n;
+            let fits = if top {
+                (-LOW..=LOW).contains(&limb)
+            } else {
+                (0..=LOW).contains(&limb)
+            };
+            if !fits {
+                return Err(format!("an exact sum's digit {limb} is not normalized"));
+            }
+            limbs.push(limb);
+        }
+        Ok(Exact {
+            base: if n == 0 { 0 } else { base },
+            limbs,
+            pending: 0,
+        })
     }
 }
 

@@ -7,6 +7,7 @@ use num_bigint::{BigInt, BigUint};
 use skewless_core::DType;
 pub use skewless_core::aggregation::Function;
 
+use crate::codec::{self, Reader, Writer};
 use crate::exact::{self, Exact, SCALE};
 use crate::hll::{self, Hll};
 
@@ -226,14 +227,16 @@ impl Moments {
 
     /// `n·Σx² − (Σx)²` as `(spread, divisor, scale)`: the variance is
     /// `spread / divisor · 2^-scale`, with `scale` even (for the square root).
+    /// `Err(Some(nan))` for a non-finite term; `Err(None)` for moments that contradict
+    /// each other.
     #[allow(clippy::type_complexity)]
-    fn variance_parts(&self, sample: bool) -> Option<Result<(BigUint, BigUint, i64), f64>> {
+    fn variance_parts(&self, sample: bool) -> Option<Result<(BigUint, BigUint, i64), Option<f64>>> {
         let least = if sample { 2 } else { 1 };
         if self.n < least {
             return None;
         }
         if self.non_finite().is_some() {
-            return Some(Err(f64::from_bits(skewless_core::CANONICAL_NAN_F64)));
+            return Some(Err(Some(f64::from_bits(skewless_core::CANONICAL_NAN_F64))));
         }
         let s = self.sum.to_bigint();
         let q = self
@@ -261,9 +264,11 @@ impl Moments {
             Some(b) => (BigInt::from(self.n) * (&q >> b)) << (b + u64::from(SCALE) - shared),
             None => BigInt::default(),
         };
-        let spread = (scaled - squared)
-            .to_biguint()
-            .expect("n·Σx² ≥ (Σx)² (Cauchy–Schwarz), exactly");
+        // n·Σx² ≥ (Σx)² (Cauchy–Schwarz), exactly, for moments of actual values; only
+        // damaged stored moments break it.
+        let Some(spread) = (scaled - squared).to_biguint() else {
+            return Some(Err(None));
+        };
         let divisor = if sample {
             BigUint::from(self.n) * BigUint::from(self.n - 1)
         } else {
@@ -272,20 +277,24 @@ impl Moments {
         Some(Ok((spread, divisor, 2 * i64::from(SCALE) - shared as i64)))
     }
 
-    fn variance(&self, sample: bool) -> Option<f64> {
-        Some(match self.variance_parts(sample)? {
-            Err(nan) => nan,
-            Ok((spread, divisor, scale)) => {
+    fn variance(&self, sample: bool) -> Result<Option<f64>, Error> {
+        Ok(Some(match self.variance_parts(sample) {
+            None => return Ok(None),
+            Some(Err(Some(nan))) => nan,
+            Some(Err(None)) => return Err(Error::Inconsistent),
+            Some(Ok((spread, divisor, scale))) => {
                 exact::round_ratio(&BigInt::from(spread), &divisor, scale)
             }
-        })
+        }))
     }
 
-    fn stddev(&self, sample: bool) -> Option<f64> {
-        Some(match self.variance_parts(sample)? {
-            Err(nan) => nan,
-            Ok((spread, divisor, scale)) => exact::round_sqrt_ratio(&spread, &divisor, scale),
-        })
+    fn stddev(&self, sample: bool) -> Result<Option<f64>, Error> {
+        Ok(Some(match self.variance_parts(sample) {
+            None => return Ok(None),
+            Some(Err(Some(nan))) => nan,
+            Some(Err(None)) => return Err(Error::Inconsistent),
+            Some(Ok((spread, divisor, scale))) => exact::round_sqrt_ratio(&spread, &divisor, scale),
+        }))
     }
 }
 
@@ -313,6 +322,11 @@ pub enum Error {
     /// An int64 sum out of int64's range.
     #[error("the int64 sum {0} is out of int64's range; sum a float64 column instead")]
     Overflow(i128),
+    /// Stored moments whose sum of squares is less than their sum allows: damaged data.
+    #[error(
+        "stored moments contradict each other (a sum of squares below what the sum allows): the stored tiles are damaged"
+    )]
+    Inconsistent,
 }
 
 impl Aggregate {
@@ -437,15 +451,194 @@ impl Aggregate {
             State::Moments(m) => match self.function {
                 Function::Sum => Some(Scalar::Float(m.sum())),
                 Function::Mean => m.mean().map(Scalar::Float),
-                Function::VarPop => m.variance(false).map(Scalar::Float),
-                Function::VarSamp => m.variance(true).map(Scalar::Float),
-                Function::StddevPop => m.stddev(false).map(Scalar::Float),
-                Function::StddevSamp => m.stddev(true).map(Scalar::Float),
+                Function::VarPop => m.variance(false)?.map(Scalar::Float),
+                Function::VarSamp => m.variance(true)?.map(Scalar::Float),
+                Function::StddevPop => m.stddev(false)?.map(Scalar::Float),
+                Function::StddevSamp => m.stddev(true)?.map(Scalar::Float),
                 other => unreachable!("{other:?} keeps no moments"),
             },
             State::Extreme(best) => best.clone(),
             State::Pick(best) => best.as_ref().map(|(_, v)| v.clone()),
             State::Distinct(sketch) => Some(Scalar::Int(sketch.estimate())),
+        })
+    }
+}
+
+impl Scalar {
+    /// Appends the byte form of a value or a null.
+    pub(crate) fn encode(value: Option<&Scalar>, w: &mut Writer<'_>) {
+        match value {
+            None => w.u8(0),
+            Some(Scalar::Int(v)) => {
+                w.u8(1);
+                w.i64(*v);
+            }
+            Some(Scalar::Float(v)) => {
+                w.u8(2);
+                w.u64(v.to_bits());
+            }
+            Some(Scalar::Str(v)) => {
+                w.u8(3);
+                w.bytes(v.as_bytes());
+            }
+        }
+    }
+
+    /// Reads [`Scalar::encode`]'s form.
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Option<Scalar>, codec::Error> {
+        Ok(match r.u8("a value's type")? {
+            0 => None,
+            1 => Some(Scalar::Int(r.i64("an int64 value")?)),
+            2 => Some(Scalar::Float(f64::from_bits(r.u64("a float64 value")?))),
+            3 => {
+                let text = std::str::from_utf8(r.bytes("a string value")?)
+                    .map_err(|_| "a string value that is not UTF-8".to_owned())?;
+                Some(Scalar::Str(text.into()))
+            }
+            other => return Err(format!("a value of unknown type {other}")),
+        })
+    }
+
+    /// Whether this is a value `input` (an aggregate's column dtype) can give.
+    pub(crate) fn fits(&self, input: Option<DType>) -> bool {
+        matches!(
+            (self, input),
+            (Scalar::Int(_), Some(DType::Int64))
+                | (Scalar::Float(_), Some(DType::Float64))
+                | (Scalar::Str(_), Some(DType::String))
+        )
+    }
+}
+
+impl EventTime {
+    pub(crate) fn encode(&self, w: &mut Writer<'_>) {
+        w.i64(self.event);
+        w.i64(self.created);
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<EventTime, codec::Error> {
+        Ok(EventTime {
+            event: r.i64("an event time")?,
+            created: r.i64("an arrival time")?,
+        })
+    }
+}
+
+/// Stored counts are below 2^MAX_COUNT_BITS events (a tile of more is not plausible):
+/// decoding refuses larger ones, so merging many stored states cannot overflow.
+const MAX_COUNT_BITS: u32 = 40;
+
+fn count(n: u64) -> Result<u64, codec::Error> {
+    if n >> MAX_COUNT_BITS == 0 {
+        Ok(n)
+    } else {
+        Err(format!("a count of {n} events in one tile"))
+    }
+}
+
+impl Aggregate {
+    /// Appends the byte form of `state`, one of this aggregate's.
+    pub(crate) fn encode_state(&self, state: &State, w: &mut Writer<'_>) {
+        match state {
+            State::Count(n) => w.u64(*n),
+            State::IntSum(total) => w.i128(*total),
+            State::Moments(m) => {
+                for n in [
+                    m.n,
+                    m.negative_zeros,
+                    m.nans,
+                    m.positive_infinities,
+                    m.negative_infinities,
+                ] {
+                    w.u64(n);
+                }
+                m.sum.encode(w);
+                if let Some(q) = &m.squares {
+                    q.encode(w);
+                }
+            }
+            State::Extreme(best) => Scalar::encode(best.as_ref(), w),
+            State::Pick(best) => match best {
+                None => w.u8(0),
+                Some((at, v)) => {
+                    w.u8(1);
+                    at.encode(w);
+                    Scalar::encode(Some(v), w);
+                }
+            },
+            State::Distinct(sketch) => sketch.encode(w),
+        }
+    }
+
+    /// Reads a state of this aggregate ([`Aggregate::encode_state`]); refuses one of
+    /// another shape, or counts that do not add up.
+    pub(crate) fn decode_state(&self, r: &mut Reader<'_>) -> Result<State, codec::Error> {
+        let value = |r: &mut Reader<'_>| -> Result<Scalar, codec::Error> {
+            match Scalar::decode(r)? {
+                Some(v) if v.fits(self.input) => Ok(v),
+                Some(v) => Err(format!("a value {v:?} of another type than the column's")),
+                None => Err("a missing value where one is kept".into()),
+            }
+        };
+        Ok(match self.init() {
+            State::Count(_) => State::Count(count(r.u64("a count")?)?),
+            State::IntSum(_) => {
+                let total = r.i128("an int64 sum")?;
+                // A sum of at most 2^MAX_COUNT_BITS int64s; merging many stays in range.
+                if total.unsigned_abs() >> (63 + MAX_COUNT_BITS) != 0 {
+                    return Err(format!("an int64 sum {total} no events can add up to"));
+                }
+                State::IntSum(total)
+            }
+            State::Moments(init) => {
+                let mut counts = [0u64; 5];
+                for c in &mut counts {
+                    *c = r.u64("a count of moments")?;
+                }
+                let [
+                    n,
+                    negative_zeros,
+                    nans,
+                    positive_infinities,
+                    negative_infinities,
+                ] = counts;
+                count(n)?;
+                let special = negative_zeros
+                    .checked_add(nans)
+                    .and_then(|s| s.checked_add(positive_infinities))
+                    .and_then(|s| s.checked_add(negative_infinities));
+                if special.is_none_or(|s| s > n) {
+                    return Err("moments whose special values outnumber their values".into());
+                }
+                let sum = Exact::decode(r)?;
+                let squares = match init.squares {
+                    Some(_) => Some(Exact::decode(r)?),
+                    None => None,
+                };
+                State::Moments(Moments {
+                    n,
+                    negative_zeros,
+                    nans,
+                    positive_infinities,
+                    negative_infinities,
+                    sum,
+                    squares,
+                })
+            }
+            State::Extreme(_) => State::Extreme(match r.u8("an extreme's type")? {
+                0 => None,
+                _ => {
+                    // The tag byte was the value's own: read it again with the value.
+                    r.back(1);
+                    Some(value(r)?)
+                }
+            }),
+            State::Pick(_) => State::Pick(match r.u8("a pick's presence")? {
+                0 => None,
+                1 => Some((EventTime::decode(r)?, value(r)?)),
+                other => return Err(format!("a pick of unknown form {other}")),
+            }),
+            State::Distinct(_) => State::Distinct(Hll::decode(r)?),
         })
     }
 }

@@ -6,6 +6,8 @@
 //! depend on the order of values or of merges.
 
 /// log2 of the register count.
+use crate::codec::{self, Reader, Writer};
+
 const P: u32 = 12;
 const REGISTERS: usize = 1 << P;
 /// Sparse entries past which the registers are kept dense.
@@ -132,5 +134,61 @@ impl Hll {
             raw
         };
         estimate.round() as i64
+    }
+}
+
+impl Hll {
+    /// Appends the byte form.
+    pub(crate) fn encode(&self, w: &mut Writer<'_>) {
+        match self {
+            Hll::Sparse(entries) => {
+                w.u8(0);
+                w.len(entries.len());
+                for &e in entries {
+                    w.u32(e);
+                }
+            }
+            Hll::Dense(ranks) => {
+                w.u8(1);
+                w.bytes(ranks);
+            }
+        }
+    }
+
+    /// Reads [`Hll::encode`]'s form; refuses registers out of range or out of order, and
+    /// ranks a 64-bit hash cannot give.
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Hll, codec::Error> {
+        let max_rank = (64 - P + 1) as u8;
+        match r.u8("a sketch's form")? {
+            0 => {
+                let n = r.len("a sketch's entries", 4)?;
+                if n > SPARSE_MAX {
+                    return Err(format!(
+                        "a sparse sketch of {n} entries (at most {SPARSE_MAX})"
+                    ));
+                }
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let e = r.u32("a sketch entry")?;
+                    let (register, rank) = (e >> 8, (e & 0xff) as u8);
+                    let ordered = entries
+                        .last()
+                        .is_none_or(|&last: &u32| last >> 8 < register);
+                    if register as usize >= REGISTERS || rank == 0 || rank > max_rank || !ordered {
+                        return Err(format!("a sketch entry {e:#x} is out of range or order"));
+                    }
+                    entries.push(e);
+                }
+                Ok(Hll::Sparse(entries))
+            }
+            1 => {
+                let ranks = r.bytes("a sketch's registers")?;
+                if ranks.len() != REGISTERS || ranks.iter().any(|&k| k > max_rank) {
+                    return Err("a dense sketch of another size or rank".into());
+                }
+                Ok(Hll::Dense(ranks.into()))
+            }
+            other => Err(format!("a sketch of unknown form {other}")),
+        }
     }
 }

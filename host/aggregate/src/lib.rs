@@ -7,6 +7,7 @@
 //! never on push order, batch boundaries, partitioning or threads (see
 //! docs/aggregations.md). Which events count at `t` is [`window`].
 
+pub mod codec;
 mod exact;
 mod function;
 mod hll;

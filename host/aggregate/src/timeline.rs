@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::codec::{self, Reader, Writer};
 use crate::function::{Aggregate, Error, EventTime, Input, Scalar, State};
 use crate::window::{self, Window};
 
@@ -326,6 +327,167 @@ impl Timeline {
     /// Tiles held.
     pub fn tiles(&self) -> usize {
         self.tiles.len()
+    }
+}
+
+/// The first byte of [`Timeline::encode`]'s form: its version.
+const FORMAT: u8 = 1;
+
+impl Event {
+    fn encode(&self, w: &mut Writer<'_>) {
+        self.at.encode(w);
+        w.len(self.values.len());
+        for v in &self.values {
+            Scalar::encode(v.as_ref(), w);
+        }
+    }
+
+    /// Reads an event of `spec`: as many values as its aggregates read, each of the type
+    /// an aggregate reading it takes.
+    fn decode(spec: &Spec, r: &mut Reader<'_>) -> Result<Event, codec::Error> {
+        let at = EventTime::decode(r)?;
+        let n = r.len("an event's values", 1)?;
+        let wanted = spec
+            .inputs
+            .iter()
+            .flatten()
+            .map(|&c| c + 1)
+            .max()
+            .unwrap_or(0);
+        if n != wanted {
+            return Err(format!(
+                "an event of {n} values, where the view reads {wanted}"
+            ));
+        }
+        let mut values = Vec::with_capacity(n);
+        for _ in 0..n {
+            values.push(Scalar::decode(r)?);
+        }
+        for (i, (aggregate, _)) in spec.aggregates.iter().enumerate() {
+            // A count reads any value; the others, values of their column's type.
+            if let Some(c) = spec.inputs[i]
+                && let Some(v) = &values[c]
+                && aggregate.input.is_some()
+                && !v.fits(aggregate.input)
+            {
+                return Err(format!(
+                    "an event value {v:?} of another type than its column's"
+                ));
+            }
+        }
+        Ok(Event {
+            at,
+            values: values.into_boxed_slice(),
+        })
+    }
+}
+
+impl Timeline {
+    /// Appends the byte form of this timeline of `spec` (its tiles and raw events; not
+    /// the read cache, which a decoded timeline rebuilds).
+    pub fn encode(&self, spec: &Spec, out: &mut Vec<u8>) {
+        let w = &mut Writer(out);
+        w.u8(FORMAT);
+        match self.sealed_until {
+            None => w.u8(0),
+            Some(until) => {
+                w.u8(1);
+                w.i64(until);
+            }
+        }
+        w.len(self.tiles.len());
+        for (index, tile) in &self.tiles {
+            w.i64(*index);
+            match tile {
+                Tile::Raw(events) => {
+                    w.u8(0);
+                    w.len(events.len());
+                    for e in events {
+                        e.encode(w);
+                    }
+                }
+                Tile::Folded(states) => {
+                    w.u8(1);
+                    for (state, (aggregate, _)) in states.iter().zip(&spec.aggregates) {
+                        aggregate.encode_state(state, w);
+                    }
+                }
+            }
+        }
+        w.len(self.recent.len());
+        for e in &self.recent {
+            e.encode(w);
+        }
+    }
+
+    /// Reads a timeline of `spec` from [`Timeline::encode`]'s form. Bytes of another
+    /// view or damaged ones are refused with what is wrong: every state has its
+    /// aggregate's shape, tiles are in order, raw events sit where the sealing puts them.
+    pub fn decode(spec: &Spec, bytes: &[u8]) -> Result<Timeline, codec::Error> {
+        let r = &mut Reader::new(bytes);
+        match r.u8("the format")? {
+            FORMAT => {}
+            other => return Err(format!("a timeline of unknown format {other}")),
+        }
+        let sealed_until = match r.u8("the sealing")? {
+            0 => None,
+            1 => Some(r.i64("the sealed time")?),
+            other => return Err(format!("a sealing of unknown form {other}")),
+        };
+        if sealed_until.is_some_and(|s| s.rem_euclid(spec.hop) != 0) {
+            return Err("a sealed time that is not on a hop".into());
+        }
+        let limit = sealed_until.map_or(i64::MIN, |s| s.div_euclid(spec.hop));
+        let mut tiles = BTreeMap::new();
+        let n = r.len("the tiles", 9)?;
+        for _ in 0..n {
+            let index = r.i64("a tile's index")?;
+            if index >= limit || tiles.last_key_value().is_some_and(|(&k, _)| k >= index) {
+                return Err(format!("tile {index} out of order or past the sealing"));
+            }
+            let in_tile = |e: &Event| e.at.event.div_euclid(spec.hop) == index;
+            let tile = match r.u8("a tile's form")? {
+                0 => {
+                    let events = r.len("a tile's events", 17)?;
+                    if events == 0 || events > RAW_TILE {
+                        return Err(format!("a raw tile of {events} events"));
+                    }
+                    let mut raw = Vec::with_capacity(events);
+                    for _ in 0..events {
+                        let e = Event::decode(spec, r)?;
+                        if !in_tile(&e) {
+                            return Err(format!("an event outside its tile {index}"));
+                        }
+                        raw.push(e);
+                    }
+                    Tile::Raw(raw)
+                }
+                1 => Tile::Folded(
+                    spec.aggregates
+                        .iter()
+                        .map(|(a, _)| a.decode_state(r))
+                        .collect::<Result<_, _>>()?,
+                ),
+                other => return Err(format!("a tile of unknown form {other}")),
+            };
+            tiles.insert(index, tile);
+        }
+        let n = r.len("the raw events", 17)?;
+        let mut recent = Vec::with_capacity(n);
+        for _ in 0..n {
+            let e = Event::decode(spec, r)?;
+            if sealed_until.is_some_and(|s| e.at.event < s) {
+                return Err("a raw event before the sealed time".into());
+            }
+            recent.push(e);
+        }
+        r.finish()?;
+        Ok(Timeline {
+            sealed_until,
+            tiles,
+            recent,
+            cache: Vec::new(),
+        })
     }
 }
 

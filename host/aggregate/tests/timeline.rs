@@ -251,3 +251,102 @@ fn a_read_before_the_folded_tiles_is_refused_not_guessed() {
     timeline.expire(&spec, 12 * HOUR);
     assert_eq!(timeline.tiles(), 0, "a tile no window reaches is dropped");
 }
+
+/// A store that keeps timelines as bytes (the Redis store) decodes, inserts, seals and
+/// encodes again at every push: what it serves is the rule's bits, as in memory.
+#[test]
+fn a_timeline_stored_as_bytes_between_pushes_serves_the_same_bits() {
+    let spec = spec();
+    let mut rng = Rng(20);
+    for trial in 0..20 {
+        let n = 50 + rng.below(300) as usize;
+        let mut events = history(&mut rng, &spec, n);
+        events.sort_by_key(|e| e.at.created);
+        let last = events.last().unwrap().at.created;
+        let t = last + rng.below(2) as i64 * HOUR + 1;
+        let mut stored = Vec::new();
+        Timeline::default().encode(&spec, &mut stored);
+        let mut rest = &events[..];
+        while !rest.is_empty() {
+            let take = 1 + rng.below(rest.len().min(30) as u64) as usize;
+            let (batch, tail) = rest.split_at(take);
+            rest = tail;
+            let now = batch.last().unwrap().at.created;
+            let mut timeline = Timeline::decode(&spec, &stored).unwrap();
+            for e in batch {
+                if !is_late(e.at.event, e.at.created, LATENESS) {
+                    timeline.insert(&spec, e.clone());
+                }
+            }
+            timeline.seal(&spec, now - LATENESS);
+            timeline.expire(&spec, timeline.earliest(LATENESS));
+            stored.clear();
+            timeline.encode(&spec, &mut stored);
+            // The form is canonical: decoding and encoding again gives the same bytes.
+            let mut again = Vec::new();
+            Timeline::decode(&spec, &stored)
+                .unwrap()
+                .encode(&spec, &mut again);
+            assert_eq!(again, stored, "trial {trial}: the form is not canonical");
+        }
+        let served = Timeline::decode(&spec, &stored)
+            .unwrap()
+            .read(&spec, t, LATENESS)
+            .unwrap();
+        let truth = direct(&spec, &events, t, false);
+        assert!(
+            same(&served, &truth),
+            "trial {trial}: served {served:?}\nrule {truth:?}"
+        );
+    }
+}
+
+/// Bytes that are not a timeline of the view give an error, never a panic or a value
+/// read as if stored: every cut is refused, flipped bytes decode to an error or to a
+/// timeline that reads without panicking, and another view's timeline is refused.
+#[test]
+fn damaged_or_foreign_timeline_bytes_are_refused() {
+    let spec = spec();
+    let mut rng = Rng(21);
+    let mut events = history(&mut rng, &spec, 120);
+    events.sort_by_key(|e| e.at.created);
+    let now = events.last().unwrap().at.created;
+    let mut timeline = Timeline::default();
+    for e in events {
+        if !is_late(e.at.event, e.at.created, LATENESS) {
+            timeline.insert(&spec, e);
+        }
+    }
+    timeline.seal(&spec, now - 3 * HOUR);
+    let mut bytes = Vec::new();
+    timeline.encode(&spec, &mut bytes);
+    for cut in 0..bytes.len() {
+        assert!(
+            Timeline::decode(&spec, &bytes[..cut]).is_err(),
+            "a cut at byte {cut} of {} decoded",
+            bytes.len()
+        );
+    }
+    let mut decoded = 0;
+    for _ in 0..1500 {
+        let mut damaged = bytes.clone();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(damaged.len() as u64) as usize;
+            damaged[at] ^= 1 << rng.below(8);
+        }
+        if let Ok(mut t) = Timeline::decode(&spec, &damaged) {
+            decoded += 1;
+            for at in [now, now + HOUR, now + 30 * HOUR] {
+                let _ = t.read(&spec, at, LATENESS);
+            }
+        }
+    }
+    assert!(
+        decoded > 0,
+        "no flipped value decoded: the test reads nothing"
+    );
+    let mut other = spec.clone();
+    other.aggregates.truncate(3);
+    other.inputs.truncate(3);
+    assert!(Timeline::decode(&other, &bytes).is_err());
+}

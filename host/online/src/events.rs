@@ -11,11 +11,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
 use arrow_array::ArrayRef;
-use skewless_aggregate::{Event, ViewAggregates};
+use skewless_aggregate::{Event, EventTime, ReadError, Timeline, ViewAggregates};
+use skewless_core::assemble::Value;
 use skewless_core::definitions::{FeatureView, Source};
-use skewless_core::key::KeyType;
+use skewless_core::key::{KeyBuf, KeyType};
 use skewless_core::{DType, Project};
+
+use crate::{Error, row};
 
 /// An event source as the online store keeps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +38,9 @@ pub struct EventSchema {
     pub columns: Vec<(String, DType)>,
     /// The types of the join keys, the first of `columns`.
     pub keys: Vec<KeyType>,
+    /// The source's allowed lateness, µs: an event arriving later than this after its
+    /// event time is refused (none: no event is too late).
+    pub lateness: Option<i64>,
     /// The online aggregated views the source feeds.
     pub views: Vec<Arc<EventView>>,
 }
@@ -77,14 +85,117 @@ impl EventView {
     }
 }
 
+impl EventView {
+    /// Seals what the lateness allows as of `now`, and drops what no read can reach.
+    pub(crate) fn settle(&self, timeline: &mut Timeline, now: i64) {
+        let spec = &self.aggregates.spec;
+        timeline.seal(spec, now.saturating_sub(self.lateness));
+        timeline.expire(spec, timeline.earliest(self.lateness));
+    }
+
+    /// The entity key of an encoded event (a row of the source's columns `dtypes`) into
+    /// `key`; false for a null key, which matches nothing, as offline.
+    pub(crate) fn row_key(
+        &self,
+        dtypes: &[DType],
+        row: &[u8],
+        key: &mut KeyBuf,
+    ) -> Result<bool, String> {
+        key.clear();
+        for &(c, key_type) in &self.keys {
+            match row::value(row, dtypes, c)? {
+                Value::Int64(v) => key.push_int(v),
+                Value::String(v) => key.push_str(v),
+                Value::Null => return Ok(false),
+                other => {
+                    return Err(format!(
+                        "join key column {c} holds {other:?}, not a {}",
+                        key_type.name()
+                    ));
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The kernel's event of an encoded event.
+    pub(crate) fn row_event(&self, dtypes: &[DType], row: &[u8]) -> Result<Event, String> {
+        let at = EventTime {
+            event: row::event_ts(row),
+            created: row::created_ts(row),
+        };
+        let mut broken = None;
+        let event = self.aggregates.event(at, |i| {
+            row::value(row, dtypes, self.inputs[i]).unwrap_or_else(|why| {
+                broken.get_or_insert(why);
+                Value::Null
+            })
+        });
+        broken.map_or(Ok(event), Err)
+    }
+
+    /// A read's refusal as the store reports it.
+    pub(crate) fn read_failed(&self, at: i64, e: ReadError) -> Error {
+        let view = self.name().to_owned();
+        match e {
+            ReadError::TooOld { earliest } => Error::TooOld {
+                view,
+                reason: format!(
+                    "asked as of {}, but its tiles answer from {} on; use a backfill for earlier times",
+                    skewless_core::format_timestamp(at),
+                    skewless_core::format_timestamp(earliest)
+                ),
+            },
+            ReadError::Finalize(skewless_aggregate::Error::Inconsistent) => Error::CorruptRow {
+                view,
+                reason: skewless_aggregate::Error::Inconsistent.to_string(),
+            },
+            ReadError::Finalize(e) => Error::Aggregate {
+                view,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    /// Every entity's timeline built from `history` as of `now` (late events dropped, as
+    /// pushes refuse them).
+    pub(crate) fn timelines(
+        &self,
+        history: Vec<KeyedEvent>,
+        now: i64,
+    ) -> HashMap<Box<[u8]>, Timeline> {
+        let spec = &self.aggregates.spec;
+        let mut out: HashMap<Box<[u8]>, Timeline> = HashMap::new();
+        for (key, event) in history {
+            let late = skewless_aggregate::window::is_late(
+                event.at.event,
+                event.at.created,
+                self.lateness,
+            );
+            if !late {
+                out.entry(key).or_default().insert(spec, event);
+            }
+        }
+        for timeline in out.values_mut() {
+            self.settle(timeline, now);
+        }
+        out
+    }
+}
+
 /// Events to append to a source: times, then one array per [`EventSchema::columns`] entry,
 /// of the canonical Arrow types.
 #[derive(Debug, Clone)]
 pub struct EventBatch {
     /// Each event's time, µs since the epoch.
     pub event_ts: Vec<i64>,
-    /// Each event's arrival time, µs (stamped by the caller when the event has none).
-    pub created_ts: Vec<i64>,
+    /// Each event's arrival time, µs, when the caller states them (a replay of history);
+    /// `None`: the store stamps each event's arrival with its clock as it takes the
+    /// event, after reads of its entity wait for it, so that no read at a later time can
+    /// miss an event the backfill at that time counts. Events that stamp makes later than
+    /// the source's allowed lateness are refused and counted (see
+    /// [`OnlineStore::append_events`](crate::OnlineStore::append_events)).
+    pub created_ts: Option<Vec<i64>>,
     /// The columns, in the schema's order.
     pub columns: Vec<ArrayRef>,
 }
@@ -204,6 +315,7 @@ pub fn event_schema(
         }));
     }
     Ok(EventSchema {
+        lateness,
         source: source.name.clone(),
         log_dir: root.join(path),
         timestamp_field: source.timestamp_field.clone(),

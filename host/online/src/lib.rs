@@ -21,6 +21,7 @@
 
 mod events;
 mod local;
+mod offline_log;
 mod redis_store;
 mod row;
 mod serve;
@@ -318,8 +319,10 @@ pub trait OnlineStore: Send + Sync + std::fmt::Debug {
     }
 
     /// Appends events to a source: durable in the log, in the tiles of every aggregated
-    /// view it feeds, and in its offline log at the next flush. Returns once durable.
-    fn append_events(&self, source: &str, batch: EventBatch) -> Result<()> {
+    /// view it feeds, and in its offline log at the next flush. Returns once durable,
+    /// with the number of events refused as late by the arrival the store stamped
+    /// ([`EventBatch::created_ts`]); the others are stored.
+    fn append_events(&self, source: &str, batch: EventBatch) -> Result<usize> {
         let _ = batch;
         Err(Error::UnknownSource(source.to_owned()))
     }

@@ -59,6 +59,11 @@ fn word(row: &[u8], at: usize) -> [u8; 8] {
     row[at..at + 8].try_into().expect("an 8-byte slice")
 }
 
+/// Sets the created time of an encoded row.
+pub(crate) fn set_created_ts(row: &mut [u8], created_ts: i64) {
+    row[8..16].copy_from_slice(&created_ts.to_le_bytes());
+}
+
 /// Sets the log sequence number of an encoded row.
 pub(crate) fn set_lsn(row: &mut [u8], lsn: u64) {
     row[16..24].copy_from_slice(&lsn.to_le_bytes());

@@ -46,7 +46,7 @@ pub(crate) enum Record {
     },
     Events {
         lsn: u64,
-        log: crate::local::LogSchema,
+        log: crate::offline_log::LogSchema,
         rows: Vec<Box<[u8]>>,
     },
 }
@@ -154,7 +154,7 @@ fn decode(payload: &[u8]) -> Option<Record> {
         KIND_RESET => Some(Record::Reset { view: c.str()? }),
         KIND_EVENTS => {
             let lsn = c.u64()?;
-            let log = crate::local::LogSchema::decode(&mut c)?;
+            let log = crate::offline_log::LogSchema::decode(&mut c)?;
             let n = c.u32()?;
             let mut rows = Vec::with_capacity(n.min(payload.len() / 8));
             for _ in 0..n {

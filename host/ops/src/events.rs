@@ -162,10 +162,13 @@ pub fn push_events(
             .collect()
     };
     let event_ts = times(&src.timestamp_field, ts)?;
-    let created_ts = match columns.get(&schema.created_field) {
-        Some(values) => times(&schema.created_field, values)?,
-        None => vec![now; rows],
+    // Arrivals the push does not state are stamped by the store as it takes the events;
+    // `now` is the earliest that stamp can be, and so decides lateness first.
+    let given = match columns.get(&schema.created_field) {
+        Some(values) => Some(times(&schema.created_field, values)?),
+        None => None,
     };
+    let created_ts = given.clone().unwrap_or_else(|| vec![now; rows]);
     if let Some(missing) = skewless_online::cannot_log(src) {
         return Err(invalid(format!(
             "source `{source}` feeds aggregated views, and to take pushes it needs {missing}"
@@ -195,13 +198,13 @@ pub fn push_events(
         // Rows are renumbered by `keep`: name the pushed row, not the kept one.
         arrays.push(array.map_err(|e| invalid(format!("columns.{name}{}", renumber(&e, &keep))))?);
     }
-    let accepted = keep.len();
+    let mut accepted = keep.len();
     if accepted > 0 {
-        store.append_events(
+        accepted -= store.append_events(
             source,
             EventBatch {
                 event_ts: keep.iter().map(|&i| event_ts[i]).collect(),
-                created_ts: keep.iter().map(|&i| created_ts[i]).collect(),
+                created_ts: given.map(|c| keep.iter().map(|&i| c[i]).collect()),
                 columns: arrays,
             },
         )?;

@@ -44,7 +44,9 @@ pub(crate) struct ServeArgs {
     recover_skip_corrupt: bool,
     /// Write pushed events to their source's offline log (Parquet under its `path`) once
     /// the oldest has waited this many seconds; a backfill started over HTTP flushes
-    /// first, one run offline sees what was flushed.
+    /// first, one run offline sees what was flushed. With --redis, pushed events wait in
+    /// Redis, and every server on the store flushes this often, one at a time, into the
+    /// same (shared) source directories.
     #[arg(long, default_value_t = 60)]
     event_flush_secs: u64,
     /// Close a connection whose client has not sent a request's headers within this many
@@ -92,6 +94,7 @@ impl RedisArgs {
                 url: url.clone(),
                 prefix: self.redis_prefix.clone(),
                 require_fsync: !self.redis_allow_unsynced,
+                ..skewless_online::RedisOptions::new(url.clone())
             })
     }
 }
@@ -115,7 +118,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_mib << 20,
         max_module_bytes: args.max_module_mib << 20,
         store,
-        redis: args.redis.options(),
+        redis: args.redis.options().map(|o| skewless_online::RedisOptions {
+            event_flush_interval: std::time::Duration::from_secs(args.event_flush_secs),
+            ..o
+        }),
         source_root: args.source_root.clone(),
         sample_rows: args.sample_rows,
         header_read_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),

@@ -50,6 +50,7 @@ fn schema(log: &Path) -> EventSchema {
         lateness: Some(10 * MINUTE),
     };
     EventSchema {
+        lateness: Some(10 * MINUTE),
         source: "transactions".into(),
         log_dir: log.to_owned(),
         timestamp_field: "event_timestamp".into(),
@@ -76,7 +77,7 @@ fn no_history() -> History {
 fn append(store: &LocalStore, events: &[(i64, i64, f64)], created: i64) {
     let batch = EventBatch {
         event_ts: events.iter().map(|e| e.1).collect(),
-        created_ts: vec![created; events.len()],
+        created_ts: Some(vec![created; events.len()]),
         columns: vec![
             Arc::new(Int64Array::from_iter_values(events.iter().map(|e| e.0))) as ArrayRef,
             Arc::new(Float64Array::from_iter_values(events.iter().map(|e| e.2))),
@@ -213,7 +214,7 @@ fn every_logged_event_reaches_the_offline_log_once_through_restarts() {
         let files = log_files(&log);
         assert_eq!(files.len(), 1, "{files:?}");
         let (name, rows) = &files[0];
-        assert_eq!(name, &events::log_file_name(1, 3));
+        assert_eq!(name, &crate::offline_log::file_name(1, 3));
         assert_eq!(
             rows,
             &[
@@ -227,7 +228,7 @@ fn every_logged_event_reaches_the_offline_log_once_through_restarts() {
     }
     let files = log_files(&log);
     assert_eq!(files.len(), 2, "{files:?}");
-    assert_eq!(files[1].0, events::log_file_name(4, 4));
+    assert_eq!(files[1].0, crate::offline_log::file_name(4, 4));
     // The log still holds every record (no snapshot yet): a restart flushes none again.
     drop(open(&online, &log));
     assert_eq!(log_files(&log), files);
@@ -258,7 +259,10 @@ fn a_new_store_over_a_kept_offline_log_numbers_its_events_after_it() {
     let names: Vec<String> = log_files(&log).into_iter().map(|(n, _)| n).collect();
     assert_eq!(
         names,
-        [events::log_file_name(1, 2), events::log_file_name(3, 3)]
+        [
+            crate::offline_log::file_name(1, 2),
+            crate::offline_log::file_name(3, 3)
+        ]
     );
 }
 

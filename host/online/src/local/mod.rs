@@ -27,7 +27,6 @@ mod flusher;
 mod snapshot;
 mod writer;
 
-pub(crate) use events::LogSchema;
 use events::{EventState, Pending, SourceData};
 
 use snapshot::{SNAPSHOT, load_snapshot};
@@ -453,7 +452,7 @@ impl OnlineStore for LocalStore {
         })
     }
 
-    fn append_events(&self, source_name: &str, batch: EventBatch) -> Result<()> {
+    fn append_events(&self, source_name: &str, batch: EventBatch) -> Result<usize> {
         let source = self
             .events
             .sources
@@ -467,7 +466,8 @@ impl OnlineStore for LocalStore {
             view: source_name.to_owned(),
             reason,
         };
-        if batch.created_ts.len() != rows || batch.columns.iter().any(|c| c.len() != rows) {
+        let given = batch.created_ts.as_ref();
+        if given.is_some_and(|c| c.len() != rows) || batch.columns.iter().any(|c| c.len() != rows) {
             return Err(invalid("times and event columns differ in length".into()));
         }
         let encoder = row::RowEncoder::new(&batch.columns, &source.dtypes).ok_or_else(|| {
@@ -478,14 +478,26 @@ impl OnlineStore for LocalStore {
             ))
         })?;
         let mut start = 0;
+        let mut late = 0;
         while start < rows {
             let end = (start + ROWS_PER_RECORD).min(rows);
-            let chunk: Vec<Box<[u8]>> = (start..end)
-                .map(|i| encoder.encode(i, batch.event_ts[i], batch.created_ts[i]))
+            // Unstamped events are marked as arrived at the earliest time until stamped.
+            let created = |i: usize| given.map_or(i64::MIN, |c| c[i]);
+            let mut chunk: Vec<Box<[u8]>> = (start..end)
+                .map(|i| encoder.encode(i, batch.event_ts[i], created(i)))
                 .collect();
-            // Reads of these keys wait until the events are in the tiles: they arrived
-            // (were stamped) before being logged, and the backfill counts them from then.
+            start = end;
+            // Reads of these keys wait until the events are in the tiles: the backfill
+            // counts an event from its arrival on, and it arrives (is stamped) only now.
             source.mark(&chunk, true);
+            if given.is_none() {
+                let refused = stamp(&mut chunk, source.lateness);
+                source.mark(&refused, false);
+                late += refused.len();
+                if chunk.is_empty() {
+                    continue;
+                }
+            }
             let folded = chunk.clone();
             let (ack, done) = sync_channel(1);
             let command = Command::Events {
@@ -513,9 +525,8 @@ impl OnlineStore for LocalStore {
                 source.mark(&folded, false);
                 logged.apply(&folded, now, false);
             }
-            start = end;
         }
-        Ok(())
+        Ok(late)
     }
 
     fn keeps_aggregates(&self) -> bool {
@@ -577,6 +588,23 @@ impl OnlineStore for LocalStore {
     }
 }
 
+/// Stamps `rows`' arrival with the clock now; takes out and returns those the stamp
+/// makes later than `lateness`.
+pub(crate) fn stamp(rows: &mut Vec<Box<[u8]>>, lateness: Option<i64>) -> Vec<Box<[u8]>> {
+    let now = skewless_core::now_micros();
+    for row in rows.iter_mut() {
+        row::set_created_ts(row, now);
+    }
+    let Some(lateness) = lateness else {
+        return Vec::new();
+    };
+    let (kept, late): (Vec<_>, Vec<_>) = std::mem::take(rows)
+        .into_iter()
+        .partition(|r| !skewless_aggregate::window::is_late(row::event_ts(r), now, lateness));
+    *rows = kept;
+    late
+}
+
 /// Replays records over the views; events not yet in their offline log (by the LSNs its
 /// files hold, `flushed`, read once per log) go to `pending`.
 fn replay(
@@ -612,7 +640,7 @@ fn replay(
                 let through = match flushed.get(&log.dir) {
                     Some(n) => *n,
                     None => {
-                        let n = events::flushed_through(&log.dir)?;
+                        let n = crate::offline_log::flushed_through(&log.dir)?;
                         flushed.insert(log.dir.clone(), n);
                         n
                     }

@@ -118,7 +118,7 @@ impl Writer {
         // LSNs stay above every flushed one, so a log file's name never claims events
         // that are not in it (a store directory wiped under a kept offline log).
         for schema in sources {
-            let last = events::flushed_through(&schema.log_dir)?;
+            let last = crate::offline_log::flushed_through(&schema.log_dir)?;
             self.next_lsn = self.next_lsn.max(last + 1);
         }
         let (by_source, by_view) = events::rebuild(

@@ -22,13 +22,19 @@
 //! [`RedisOptions::require_fsync`] is off.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use skewless_core::DType;
 use skewless_core::assemble::ViewColumnsBuilder;
 
+use crate::events::{EventBatch, EventSchema, History};
 use crate::{Error, OnlineStore, Result, StoreStats, ViewSchema, WriteBatch, row};
+
+mod events;
+use events::Events;
 
 /// Rows sent to Redis in one script call.
 const ROWS_PER_CALL: usize = 1_000;
@@ -79,16 +85,95 @@ pub struct RedisOptions {
     /// (`appendonly yes`, `appendfsync always`). On by default: without it, a write
     /// acknowledged just before Redis crashes can be lost.
     pub require_fsync: bool,
+    /// How often pushed events are moved from Redis into their sources' offline logs (a
+    /// backfill through the server, and a rebuild, flush first).
+    pub event_flush_interval: Duration,
 }
 
 impl RedisOptions {
-    /// Options for `url` with the default prefix `skewless`, fsync required.
+    /// Options for `url` with the default prefix `skewless`, fsync required, events
+    /// flushed every minute.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             prefix: "skewless".into(),
             require_fsync: true,
+            event_flush_interval: Duration::from_secs(60),
         }
+    }
+}
+
+/// Connections to one Redis server.
+pub(crate) struct Pool {
+    client: redis::Client,
+    /// Idle connections; a call takes one (or opens one) and gives it back if it worked.
+    idle: Mutex<Vec<redis::Connection>>,
+}
+
+impl Pool {
+    /// Runs `f` on a connection: an idle one, or a new one.
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut redis::Connection) -> Result<T>) -> Result<T> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut con = match idle {
+            Some(con) => con,
+            None => {
+                let con = self
+                    .client
+                    .get_connection_with_timeout(TIMEOUT)
+                    .map_err(unavailable("connecting"))?;
+                con.set_read_timeout(Some(TIMEOUT))
+                    .and_then(|()| con.set_write_timeout(Some(TIMEOUT)))
+                    .map_err(unavailable("setting timeouts"))?;
+                con
+            }
+        };
+        let result = f(&mut con);
+        // A failed call may leave a reply unread (or a WATCH set): that connection is not
+        // reused.
+        if result.is_ok() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(con);
+        }
+        result
+    }
+}
+
+/// Deletes every key that starts with `head` (and not with `keep`); returns how many.
+pub(crate) fn unlink_matching(
+    con: &mut redis::Connection,
+    head: &str,
+    keep: Option<&str>,
+) -> Result<u64> {
+    let pattern = format!("{}*", glob_literal(head));
+    let mut dropped = 0u64;
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query(con)
+            .map_err(unavailable("listing keys"))?;
+        let mut unlink = redis::cmd("UNLINK");
+        let mut doomed = 0;
+        for key in &keys {
+            if keep.is_none_or(|k| !key.starts_with(k.as_bytes())) {
+                unlink.arg(key.as_slice());
+                doomed += 1;
+            }
+        }
+        if doomed > 0 {
+            let n: u64 = unlink.query(con).map_err(unavailable("dropping keys"))?;
+            dropped += n;
+        }
+        if next == 0 {
+            return Ok(dropped);
+        }
+        cursor = next;
     }
 }
 
@@ -100,12 +185,13 @@ struct View {
 
 /// An online store in a Redis server.
 pub struct RedisStore {
-    client: redis::Client,
-    /// Idle connections; a call takes one (or opens one) and gives it back if it worked.
-    idle: Mutex<Vec<redis::Connection>>,
+    pool: Arc<Pool>,
     prefix: String,
     views: RwLock<HashMap<String, View>>,
     write: redis::Script,
+    events: Arc<Events>,
+    /// Stops the thread that flushes events to the offline logs, and waits for it.
+    flusher: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -140,12 +226,18 @@ impl RedisStore {
     pub fn open(options: &RedisOptions, views: &[ViewSchema]) -> Result<Self> {
         let client = redis::Client::open(options.url.as_str())
             .map_err(|e| Error::Unavailable(format!("redis: cannot use `{}`: {e}", options.url)))?;
-        let store = RedisStore {
+        let pool = Arc::new(Pool {
             client,
             idle: Mutex::new(Vec::new()),
+        });
+        let events = Arc::new(Events::new(pool.clone(), options.prefix.clone()));
+        let store = RedisStore {
+            pool,
             prefix: options.prefix.clone(),
             views: RwLock::new(HashMap::new()),
             write: redis::Script::new(WRITE),
+            events: events.clone(),
+            flusher: Mutex::new(None),
         };
         store.with(|con| {
             let mut setting = |name: &str| -> redis::RedisResult<String> {
@@ -184,35 +276,31 @@ impl RedisStore {
             Ok(())
         })?;
         store.declare(views);
+        let (stop, stopped) = channel::<()>();
+        let interval = options.event_flush_interval;
+        let thread = std::thread::Builder::new()
+            .name("skewless-redis-flush".into())
+            .spawn(move || {
+                loop {
+                    match stopped.recv_timeout(interval) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    // Another server flushing a source is left to it.
+                    if let Err(e) = events.flush_all(false) {
+                        tracing::warn!(error = %e, "flushing pushed events to the offline log failed; the next flush retries, nothing is lost");
+                    }
+                }
+            })
+            .map_err(|e| Error::Unavailable(format!("starting the event flusher: {e}")))?;
+        *store.flusher.lock().unwrap_or_else(|e| e.into_inner()) = Some((stop, thread));
         tracing::info!(url = %options.url, prefix = %options.prefix, views = views.len(), "online store in redis");
         Ok(store)
     }
 
-    /// Runs `f` on a connection: an idle one, or a new one.
+    /// Runs `f` on a pooled connection.
     fn with<T>(&self, f: impl FnOnce(&mut redis::Connection) -> Result<T>) -> Result<T> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut con = match idle {
-            Some(con) => con,
-            None => {
-                let con = self
-                    .client
-                    .get_connection_with_timeout(TIMEOUT)
-                    .map_err(unavailable("connecting"))?;
-                con.set_read_timeout(Some(TIMEOUT))
-                    .and_then(|()| con.set_write_timeout(Some(TIMEOUT)))
-                    .map_err(unavailable("setting timeouts"))?;
-                con
-            }
-        };
-        let result = f(&mut con);
-        // A failed call may leave a reply unread: that connection is not reused.
-        if result.is_ok() {
-            self.idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(con);
-        }
-        result
+        self.pool.with(f)
     }
 
     /// The Redis keys of `view`'s rows under `fingerprint`: one call per batch of keys.
@@ -256,37 +344,28 @@ impl RedisStore {
         for what in ["row", "rows", "bytes"] {
             // View names are identifiers (no `:`), so this matches `view`'s keys only.
             let head = format!("{}:{what}:{view}:", self.prefix);
-            let pattern = format!("{}*", glob_literal(&head));
             let kept = keep.map(|fp| self.key(what, view, fp));
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .query(con)
-                    .map_err(unavailable("listing rows"))?;
-                let mut unlink = redis::cmd("UNLINK");
-                let mut doomed = 0;
-                for key in &keys {
-                    if kept.as_ref().is_none_or(|k| !key.starts_with(k.as_bytes())) {
-                        unlink.arg(key.as_slice());
-                        doomed += 1;
-                    }
-                }
-                if doomed > 0 {
-                    let n: u64 = unlink.query(con).map_err(unavailable("dropping rows"))?;
-                    dropped += n;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+            dropped += unlink_matching(con, &head, kept.as_deref())?;
         }
         Ok(dropped)
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        let flusher = self
+            .flusher
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((stop, thread)) = flusher {
+            drop(stop);
+            let _ = thread.join();
+        }
+        // What is left stays in Redis, durable, for the next flush by any server.
+        if let Err(e) = self.events.flush_all(false) {
+            tracing::warn!(error = %e, "flushing pushed events at close failed; they stay in redis");
+        }
     }
 }
 
@@ -360,6 +439,9 @@ impl OnlineStore for RedisStore {
         at: i64,
         out: &mut ViewColumnsBuilder,
     ) -> Result<()> {
+        if let Some(read) = self.events.read(view_name, fingerprint, keys, at, out) {
+            return read;
+        }
         let view = self.view(view_name)?;
         if view.fingerprint != fingerprint {
             return Err(Error::SchemaChanged(view_name.to_owned()));
@@ -407,6 +489,27 @@ impl OnlineStore for RedisStore {
         true
     }
 
+    fn set_event_sources(
+        &self,
+        sources: &[EventSchema],
+        history: History,
+        rebuild: &[String],
+    ) -> Result<()> {
+        self.events.declare(sources, history, rebuild)
+    }
+
+    fn keeps_aggregates(&self) -> bool {
+        true
+    }
+
+    fn append_events(&self, source: &str, batch: EventBatch) -> Result<usize> {
+        self.events.append(source, batch)
+    }
+
+    fn flush_events(&self) -> Result<()> {
+        self.events.flush_all(true).map(|_| ())
+    }
+
     fn stats(&self) -> StoreStats {
         let mut views: Vec<(String, u64)> = self
             .views
@@ -431,6 +534,12 @@ impl OnlineStore for RedisStore {
             mget.query::<Vec<Option<u64>>>(con)
                 .map_err(unavailable("reading counters"))
         });
+        let unflushed = self
+            .with(|con| self.events.unflushed(con))
+            .unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "event counters unavailable");
+                0
+            });
         // Unknown counts are left out (no gauge, `online_rows: null`), never shown as 0.
         let counts = match counts {
             Ok(counts) if counts.len() == 2 * views.len() => counts,
@@ -460,6 +569,7 @@ impl OnlineStore for RedisStore {
                 .enumerate()
                 .map(|(i, (name, _))| (name.clone(), count(2 * i + 1)))
                 .collect(),
+            events_unflushed: unflushed,
             ..StoreStats::default()
         }
     }

@@ -1,0 +1,941 @@
+//! Event sources in Redis: aggregate timelines shared by every server on the store, and
+//! each source's pushed events kept in a Redis stream until they are in its offline log.
+//!
+//! Layout, under the store's prefix:
+//!
+//! ```text
+//! {prefix}:aggviews                            hash: aggregated view -> fingerprint of
+//!                                              the complete tiles held
+//! {prefix}:tl:{view}:{fingerprint}:{key}       one entity's timeline (the kernel's byte
+//!                                              form: hop tiles and raw recent events)
+//! {prefix}:busy:{view}:{fingerprint}:{key}     pushes of the entity's events in flight
+//!                                              (a counter that expires)
+//! {prefix}:events:{source}                     stream: one entry per pushed chunk, until
+//!                                              flushed to the offline log
+//! {prefix}:unflushed:{source}                  events in that stream (a counter)
+//! {prefix}:rebuilding:{source}                 set while a server rebuilds its tiles
+//! {prefix}:flushing:{source}                   lock of the server writing its offline log
+//! ```
+//!
+//! A push is one optimistic transaction per chunk: `WATCH` the chunk's timelines, read
+//! them, fold the events in with the kernel, then `MULTI` / `EXEC` the new timelines, the
+//! stream entry and the counters together. Redis applies the block whole or not at all
+//! (and, with `appendfsync always`, fsyncs it before answering), so an acknowledged event
+//! is in the tiles and in the stream, and one that is not acknowledged is in neither: no
+//! loss, no double count, whichever server crashes where. A conflicting push of the same
+//! entity from another server makes `EXEC` fail; the push reads again and retries.
+//!
+//! Arrivals: before a push stamps its events' arrival it counts them in flight on their
+//! entities (`busy`); a read of an entity with events in flight waits for them, as in
+//! the local store, so that no read at `t` misses an event that arrived before `t`.
+//! Servers sharing a store must keep their clocks in sync (NTP) for that to hold across
+//! servers: each stamps with its own clock.
+//!
+//! The offline log: a flush (every `--event-flush-secs`, before a backfill, before a
+//! rebuild) takes the source's lock, writes the stream's entries to Parquet files named
+//! by their entry IDs, then trims them from the stream. Entry IDs already in a file name
+//! are trimmed without being written again, so a flush interrupted anywhere is repeated
+//! without duplicates. Servers sharing a store write one offline log: the source's `path`
+//! must be the same shared directory for all of them.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use skewless_aggregate::Timeline;
+use skewless_core::DType;
+use skewless_core::assemble::{Value, ViewColumnsBuilder};
+use skewless_core::key::KeyBuf;
+use skewless_core::now_micros;
+
+use super::{Pool, unavailable, unlink_matching};
+use crate::events::{EventBatch, EventSchema, EventView, History};
+use crate::offline_log::{self, LogSchema};
+use crate::{Error, Result, row, wal};
+
+/// Events per push transaction.
+const EVENTS_PER_CALL: usize = 2_000;
+/// Timelines written per call when tiles are rebuilt.
+const TIMELINES_PER_CALL: usize = 1_000;
+/// Stream entries read per call when flushing.
+const ENTRIES_PER_CALL: usize = 256;
+/// Events per offline log file, at most (a file ends at an entry's end).
+const EVENTS_PER_FILE: usize = 1_000_000;
+/// How long an in-flight mark outlives a server that crashed holding it.
+const BUSY_MILLIS: u64 = 10_000;
+/// How long the rebuild flag outlives the last sign of life of the server rebuilding.
+const REBUILD_MILLIS: u64 = 600_000;
+/// How long a read waits for in-flight pushes, and a push retries conflicts.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// How long a flush that must complete waits for another server's.
+const FLUSH_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Releases a lock only if it is still the caller's.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// One online aggregated view, as declared here.
+#[derive(Debug)]
+struct View {
+    view: Arc<EventView>,
+    /// The view's fingerprint and its log's layout: tiles held under another are rebuilt.
+    fingerprint: u64,
+}
+
+/// One event source, as declared here.
+#[derive(Debug)]
+struct Source {
+    schema: EventSchema,
+    /// The offline log's layout, encoded once: every stream entry carries it.
+    log_bytes: Vec<u8>,
+    dtypes: Vec<DType>,
+    views: Vec<View>,
+}
+
+/// What a read sees at once: the fingerprint of the tiles held, whether they are being
+/// rebuilt, the timelines and their in-flight counts.
+type Snapshot = (Option<String>, bool, Vec<Option<Vec<u8>>>, Vec<Option<i64>>);
+
+/// The event sources and aggregated views of a Redis store.
+pub(crate) struct Events {
+    pool: Arc<Pool>,
+    prefix: String,
+    sources: RwLock<HashMap<String, Arc<Source>>>,
+    /// Aggregated view -> its source, and its index among the source's views.
+    views: RwLock<HashMap<String, (Arc<Source>, usize)>>,
+    release: redis::Script,
+}
+
+/// An entry ID `ms-seq` as one number, ordered as the IDs are: the offline log's file
+/// names hold these.
+fn entry_number(id: &str) -> Option<(u64, u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    let (ms, seq): (u64, u64) = (ms.parse().ok()?, seq.parse().ok()?);
+    if ms >> 43 != 0 || seq >> 20 != 0 {
+        return None;
+    }
+    Some(((ms << 20) | seq, ms, seq))
+}
+
+impl Events {
+    pub(crate) fn new(pool: Arc<Pool>, prefix: String) -> Self {
+        Self {
+            pool,
+            prefix,
+            sources: RwLock::default(),
+            views: RwLock::default(),
+            release: redis::Script::new(RELEASE),
+        }
+    }
+
+    fn key(&self, what: &str, name: &str) -> String {
+        format!("{}:{what}:{name}", self.prefix)
+    }
+
+    /// The key of one entity's `what` (`tl`, `busy`) in `view`.
+    fn entity_key(&self, what: &str, view: &View, entity: &[u8]) -> Vec<u8> {
+        let head = format!(
+            "{}:{what}:{}:{:016x}:",
+            self.prefix,
+            view.view.name(),
+            view.fingerprint
+        );
+        [head.as_bytes(), entity].concat()
+    }
+
+    /// The declared sources.
+    fn sources(&self) -> Vec<Arc<Source>> {
+        self.sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Declares `schemas`: the tiles of a view that are held under its fingerprint are
+    /// kept (unless `rebuild` names it); the others are built from `history`, after the
+    /// source's stream is flushed into it. Pushes to a source being rebuilt are refused
+    /// (a retryable error), and reads of its rebuilding views wait for the new tiles.
+    pub(crate) fn declare(
+        &self,
+        schemas: &[EventSchema],
+        history: History,
+        rebuild: &[String],
+    ) -> Result<()> {
+        let aggviews = self.key("aggviews", "");
+        let aggviews = aggviews.trim_end_matches(':');
+        let held: HashMap<String, String> = self.pool.with(|con| {
+            redis::cmd("HGETALL")
+                .arg(aggviews)
+                .query(con)
+                .map_err(unavailable("reading the aggregated views"))
+        })?;
+        let sources: Vec<Arc<Source>> = schemas
+            .iter()
+            .map(|schema| {
+                let log = LogSchema::of(schema);
+                let mut log_bytes = Vec::new();
+                log.encode(&mut log_bytes);
+                let views = schema
+                    .views
+                    .iter()
+                    .map(|v| View {
+                        fingerprint: skewless_core::key::fnv1a(
+                            format!("{:016x};", v.fingerprint())
+                                .as_bytes()
+                                .iter()
+                                .chain(&log_bytes)
+                                .copied()
+                                .collect::<Vec<u8>>()
+                                .as_slice(),
+                        ),
+                        view: v.clone(),
+                    })
+                    .collect();
+                Arc::new(Source {
+                    dtypes: log.dtypes(),
+                    schema: schema.clone(),
+                    log_bytes,
+                    views,
+                })
+            })
+            .collect();
+        for source in &sources {
+            let stale: Vec<&View> = source
+                .views
+                .iter()
+                .filter(|v| {
+                    held.get(v.view.name()) != Some(&format!("{:016x}", v.fingerprint))
+                        || rebuild.iter().any(|r| r == v.view.name())
+                })
+                .collect();
+            if !stale.is_empty() {
+                self.rebuild(source, &stale, &history, aggviews)?;
+            }
+        }
+        let declared: HashSet<&str> = sources
+            .iter()
+            .flat_map(|s| s.views.iter().map(|v| v.view.name()))
+            .collect();
+        for name in held.keys().filter(|n| !declared.contains(n.as_str())) {
+            self.pool.with(|con| {
+                for what in ["tl", "busy"] {
+                    unlink_matching(con, &format!("{}:{what}:{name}:", self.prefix), None)?;
+                }
+                redis::cmd("HDEL")
+                    .arg(aggviews)
+                    .arg(name)
+                    .query::<()>(con)
+                    .map_err(unavailable("forgetting an aggregated view"))
+            })?;
+        }
+        let mut by_view = HashMap::new();
+        for source in &sources {
+            for (i, v) in source.views.iter().enumerate() {
+                by_view.insert(v.view.name().to_owned(), (source.clone(), i));
+            }
+        }
+        *self.sources.write().unwrap_or_else(|e| e.into_inner()) = sources
+            .into_iter()
+            .map(|s| (s.schema.source.clone(), s))
+            .collect();
+        *self.views.write().unwrap_or_else(|e| e.into_inner()) = by_view;
+        Ok(())
+    }
+
+    /// Builds `stale` views of `source` from its offline log, made current first.
+    fn rebuild(
+        &self,
+        source: &Source,
+        stale: &[&View],
+        history: &History,
+        aggviews: &str,
+    ) -> Result<()> {
+        let name = &source.schema.source;
+        let rebuilding = self.key("rebuilding", name);
+        // Pushes watch this flag and the fingerprints: from here on none of the source's
+        // commits, so the flush below leaves no event outside the history.
+        self.pool.with(|con| {
+            let mut block = redis::pipe();
+            block
+                .atomic()
+                .cmd("SET")
+                .arg(&rebuilding)
+                .arg(1)
+                .arg("PX")
+                .arg(REBUILD_MILLIS)
+                .ignore();
+            for v in stale {
+                block.cmd("HDEL").arg(aggviews).arg(v.view.name()).ignore();
+            }
+            block
+                .query::<()>(con)
+                .map_err(unavailable("starting a rebuild"))
+        })?;
+        self.flush(source, true)?;
+        let now = now_micros();
+        for v in stale {
+            let started = Instant::now();
+            let view = &v.view;
+            let since = now
+                .saturating_sub(view.aggregates.reach())
+                .saturating_sub(view.aggregates.spec.hop);
+            let events = history(&source.schema, view, since).map_err(|reason| Error::History {
+                view: view.name().to_owned(),
+                reason,
+            })?;
+            let count = events.len();
+            let timelines: Vec<(Box<[u8]>, Timeline)> =
+                view.timelines(events, now).into_iter().collect();
+            let spec = &view.aggregates.spec;
+            self.pool.with(|con| {
+                for what in ["tl", "busy"] {
+                    unlink_matching(
+                        con,
+                        &format!("{}:{what}:{}:", self.prefix, view.name()),
+                        None,
+                    )?;
+                }
+                let mut bytes = Vec::new();
+                for chunk in timelines.chunks(TIMELINES_PER_CALL) {
+                    let mut set = redis::pipe();
+                    for (key, timeline) in chunk {
+                        bytes.clear();
+                        timeline.encode(spec, &mut bytes);
+                        set.cmd("SET")
+                            .arg(self.entity_key("tl", v, key))
+                            .arg(&bytes)
+                            .ignore();
+                    }
+                    // Still rebuilding: the flag outlives only a server that crashed.
+                    set.cmd("PEXPIRE")
+                        .arg(&rebuilding)
+                        .arg(REBUILD_MILLIS)
+                        .ignore();
+                    set.query::<()>(con)
+                        .map_err(unavailable("writing rebuilt tiles"))?;
+                }
+                redis::cmd("HSET")
+                    .arg(aggviews)
+                    .arg(view.name())
+                    .arg(format!("{:016x}", v.fingerprint))
+                    .query::<()>(con)
+                    .map_err(unavailable("recording rebuilt tiles"))
+            })?;
+            tracing::info!(
+                view = view.name(),
+                events = count,
+                keys = timelines.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "aggregate tiles in redis built from the offline log"
+            );
+        }
+        self.pool.with(|con| {
+            redis::cmd("DEL")
+                .arg(&rebuilding)
+                .query::<()>(con)
+                .map_err(unavailable("ending a rebuild"))
+        })
+    }
+
+    /// Appends events to `source_name` (see the module's docs); returns how many the
+    /// arrival stamp made too late.
+    pub(crate) fn append(&self, source_name: &str, batch: EventBatch) -> Result<usize> {
+        let source = self
+            .sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(source_name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownSource(source_name.to_owned()))?;
+        let rows = batch.event_ts.len();
+        let invalid = |reason: String| Error::InvalidBatch {
+            view: source_name.to_owned(),
+            reason,
+        };
+        let given = batch.created_ts.as_ref();
+        if given.is_some_and(|c| c.len() != rows) || batch.columns.iter().any(|c| c.len() != rows) {
+            return Err(invalid("times and event columns differ in length".into()));
+        }
+        let encoder = row::RowEncoder::new(&batch.columns, &source.dtypes).ok_or_else(|| {
+            invalid(format!(
+                "{} event columns given, the source has {} (or one is not of its dtype's canonical Arrow type)",
+                batch.columns.len(),
+                source.dtypes.len()
+            ))
+        })?;
+        let mut late = 0;
+        for start in (0..rows).step_by(EVENTS_PER_CALL) {
+            let end = (start + EVENTS_PER_CALL).min(rows);
+            let created = |i: usize| given.map_or(i64::MIN, |c| c[i]);
+            let chunk: Vec<Box<[u8]>> = (start..end)
+                .map(|i| encoder.encode(i, batch.event_ts[i], created(i)))
+                .collect();
+            late += self.append_chunk(&source, chunk, given.is_none())?;
+        }
+        Ok(late)
+    }
+
+    fn append_chunk(
+        &self,
+        source: &Source,
+        mut chunk: Vec<Box<[u8]>>,
+        stamp: bool,
+    ) -> Result<usize> {
+        // Each event's entity in each view (none for a null key).
+        let mut key = KeyBuf::new();
+        let mut entities: Vec<Vec<Option<Box<[u8]>>>> = Vec::with_capacity(source.views.len());
+        for v in &source.views {
+            let mut keys = Vec::with_capacity(chunk.len());
+            for row in &chunk {
+                let found = v
+                    .view
+                    .row_key(&source.dtypes, row, &mut key)
+                    .map_err(Error::Internal)?;
+                keys.push(found.then(|| Box::from(key.as_bytes())));
+            }
+            entities.push(keys);
+        }
+        // Per view, its distinct entities, with their timeline and in-flight keys.
+        let mut touched: Vec<(usize, Box<[u8]>)> = Vec::new();
+        for (vi, keys) in entities.iter().enumerate() {
+            let mut seen = HashSet::new();
+            for k in keys.iter().flatten() {
+                if seen.insert(k) {
+                    touched.push((vi, k.clone()));
+                }
+            }
+        }
+        let busy: Vec<Vec<u8>> = touched
+            .iter()
+            .map(|(vi, k)| self.entity_key("busy", &source.views[*vi], k))
+            .collect();
+        let timelines: Vec<Vec<u8>> = touched
+            .iter()
+            .map(|(vi, k)| self.entity_key("tl", &source.views[*vi], k))
+            .collect();
+        if !busy.is_empty() {
+            self.pool.with(|con| {
+                let mut mark = redis::pipe();
+                for b in &busy {
+                    mark.cmd("INCR").arg(b).ignore();
+                    mark.cmd("PEXPIRE").arg(b).arg(BUSY_MILLIS).ignore();
+                }
+                mark.query::<()>(con)
+                    .map_err(unavailable("marking events in flight"))
+            })?;
+        }
+        let result = (|| {
+            let mut late = 0;
+            if stamp {
+                // After the marks: a read at any later time waits for these events.
+                let now = now_micros();
+                let mut kept = Vec::with_capacity(chunk.len());
+                let mut kept_entities: Vec<Vec<Option<Box<[u8]>>>> =
+                    vec![Vec::with_capacity(chunk.len()); entities.len()];
+                for (i, mut r) in chunk.drain(..).enumerate() {
+                    row::set_created_ts(&mut r, now);
+                    let is_late = source.schema.lateness.is_some_and(|l| {
+                        skewless_aggregate::window::is_late(row::event_ts(&r), now, l)
+                    });
+                    if is_late {
+                        late += 1;
+                        continue;
+                    }
+                    kept.push(r);
+                    for (vi, keys) in entities.iter_mut().enumerate() {
+                        kept_entities[vi].push(keys[i].take());
+                    }
+                }
+                chunk = kept;
+                entities = kept_entities;
+            }
+            if !chunk.is_empty() {
+                self.commit(source, &chunk, &entities, &touched, &timelines, &busy)?;
+            }
+            Ok(late)
+        })();
+        if result.is_err() && !busy.is_empty() {
+            // The commit did not run (or failed): take the marks back. If this fails too,
+            // they expire.
+            let _ = self.pool.with(|con| {
+                let mut unmark = redis::pipe();
+                for b in &busy {
+                    unmark.cmd("DECR").arg(b).ignore();
+                }
+                unmark
+                    .query::<()>(con)
+                    .map_err(unavailable("unmarking events"))
+            });
+        }
+        result
+    }
+
+    /// The optimistic transaction of one chunk: read the timelines, fold, write them back
+    /// with the stream entry, retried while another push of the same entities wins.
+    fn commit(
+        &self,
+        source: &Source,
+        chunk: &[Box<[u8]>],
+        entities: &[Vec<Option<Box<[u8]>>>],
+        touched: &[(usize, Box<[u8]>)],
+        timelines: &[Vec<u8>],
+        busy: &[Vec<u8>],
+    ) -> Result<()> {
+        let name = &source.schema.source;
+        let aggviews = self.key("aggviews", "");
+        let aggviews = aggviews.trim_end_matches(':');
+        let rebuilding = self.key("rebuilding", name);
+        let stream = self.key("events", name);
+        let unflushed = self.key("unflushed", name);
+        let mut entry = Vec::new();
+        entry.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        for r in chunk {
+            wal::put_bytes(&mut entry, r);
+        }
+        let index: HashMap<(usize, &[u8]), usize> = touched
+            .iter()
+            .enumerate()
+            .map(|(i, (vi, k))| ((*vi, &**k), i))
+            .collect();
+        let started = Instant::now();
+        self.pool.with(|con| {
+            loop {
+                let mut watch = redis::cmd("WATCH");
+                watch.arg(aggviews).arg(&rebuilding);
+                for t in timelines {
+                    watch.arg(t);
+                }
+                watch
+                    .query::<()>(con)
+                    .map_err(unavailable("watching timelines"))?;
+                let mut read = redis::pipe();
+                read.cmd("EXISTS").arg(&rebuilding);
+                if !source.views.is_empty() {
+                    read.cmd("HMGET").arg(aggviews);
+                    for v in &source.views {
+                        read.arg(v.view.name());
+                    }
+                }
+                if !timelines.is_empty() {
+                    read.cmd("MGET");
+                    for t in timelines {
+                        read.arg(t);
+                    }
+                }
+                let mut replies = read
+                    .query::<Vec<redis::Value>>(con)
+                    .map_err(unavailable("reading timelines"))?
+                    .into_iter();
+                let mut next = |what: &str| {
+                    replies.next().ok_or_else(|| {
+                        Error::Unavailable(format!("redis: no reply for {what}"))
+                    })
+                };
+                let rebuilding_now: bool = redis::from_redis_value(&next("the rebuild flag")?)
+                    .map_err(unavailable("reading timelines"))?;
+                let held: Vec<Option<String>> = if source.views.is_empty() {
+                    Vec::new()
+                } else {
+                    redis::from_redis_value(&next("the views")?)
+                        .map_err(unavailable("reading timelines"))?
+                };
+                let stored: Vec<Option<Vec<u8>>> = if timelines.is_empty() {
+                    Vec::new()
+                } else {
+                    redis::from_redis_value(&next("the timelines")?)
+                        .map_err(unavailable("reading timelines"))?
+                };
+                if stored.len() != timelines.len() {
+                    return Err(Error::Unavailable(format!(
+                        "redis: asked for {} timelines, got {}",
+                        timelines.len(),
+                        stored.len()
+                    )));
+                }
+                if rebuilding_now {
+                    let _ = redis::cmd("UNWATCH").query::<()>(con);
+                    return Err(Error::SourceChanged(name.clone()));
+                }
+                for (v, fp) in source.views.iter().zip(&held) {
+                    if fp.as_deref() != Some(&format!("{:016x}", v.fingerprint)) {
+                        let _ = redis::cmd("UNWATCH").query::<()>(con);
+                        return Err(Error::Unavailable(format!(
+                            "feature view `{}`: the tiles in redis were built for other definitions (another server applied them); apply the same definitions here",
+                            v.view.name()
+                        )));
+                    }
+                }
+                let mut states: Vec<Timeline> = Vec::with_capacity(touched.len());
+                for ((vi, _), bytes) in touched.iter().zip(&stored) {
+                    let v = &source.views[*vi];
+                    states.push(match bytes {
+                        None => Timeline::default(),
+                        Some(b) => Timeline::decode(&v.view.aggregates.spec, b).map_err(
+                            |reason| Error::CorruptRow {
+                                view: v.view.name().to_owned(),
+                                reason: format!("a stored timeline: {reason}"),
+                            },
+                        )?,
+                    });
+                }
+                for (vi, v) in source.views.iter().enumerate() {
+                    let spec = &v.view.aggregates.spec;
+                    for (r, k) in chunk.iter().zip(&entities[vi]) {
+                        let Some(k) = k else { continue };
+                        let event = v
+                            .view
+                            .row_event(&source.dtypes, r)
+                            .map_err(Error::Internal)?;
+                        states[index[&(vi, &**k)]].insert(spec, event);
+                    }
+                }
+                let now = now_micros();
+                let mut block = redis::pipe();
+                block.atomic();
+                let mut bytes = Vec::new();
+                for ((state, (vi, _)), key) in states.iter_mut().zip(touched).zip(timelines) {
+                    let v = &source.views[*vi];
+                    v.view.settle(state, now);
+                    bytes.clear();
+                    state.encode(&v.view.aggregates.spec, &mut bytes);
+                    block.cmd("SET").arg(key).arg(&bytes).ignore();
+                }
+                block
+                    .cmd("XADD")
+                    .arg(&stream)
+                    .arg("*")
+                    .arg("log")
+                    .arg(&source.log_bytes)
+                    .arg("rows")
+                    .arg(&entry);
+                block
+                    .cmd("INCRBY")
+                    .arg(&unflushed)
+                    .arg(chunk.len())
+                    .ignore();
+                for b in busy {
+                    block.cmd("DECR").arg(b).ignore();
+                }
+                let done: Option<(String,)> =
+                    block.query(con).map_err(unavailable("committing events"))?;
+                if done.is_some() {
+                    return Ok(());
+                }
+                if started.elapsed() > PATIENCE {
+                    return Err(Error::Unavailable(format!(
+                        "source `{name}`: pushes of the same entities kept conflicting for {PATIENCE:?}; retry"
+                    )));
+                }
+            }
+        })
+    }
+
+    /// Every aggregate of `keys` in `view_name` as of `at` into `out`; `None` when the
+    /// view is not aggregated here.
+    pub(crate) fn read(
+        &self,
+        view_name: &str,
+        fingerprint: u64,
+        keys: &[&[u8]],
+        at: i64,
+        out: &mut ViewColumnsBuilder,
+    ) -> Option<Result<()>> {
+        let (source, vi) = self
+            .views
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(view_name)
+            .cloned()?;
+        let v = &source.views[vi];
+        if v.view.fingerprint() != fingerprint {
+            return Some(Err(Error::SchemaChanged(view_name.to_owned())));
+        }
+        if keys.is_empty() {
+            return Some(Ok(()));
+        }
+        Some(self.read_view(&source, v, keys, at, out))
+    }
+
+    fn read_view(
+        &self,
+        source: &Source,
+        v: &View,
+        keys: &[&[u8]],
+        at: i64,
+        out: &mut ViewColumnsBuilder,
+    ) -> Result<()> {
+        let view = &v.view;
+        let aggviews = self.key("aggviews", "");
+        let aggviews = aggviews.trim_end_matches(':');
+        let rebuilding = self.key("rebuilding", &source.schema.source);
+        let fingerprint = format!("{:016x}", v.fingerprint);
+        let started = Instant::now();
+        let stored = self.pool.with(|con| {
+            loop {
+                let mut read = redis::pipe();
+                read.atomic();
+                read.cmd("HGET").arg(aggviews).arg(view.name());
+                read.cmd("EXISTS").arg(&rebuilding);
+                let (mut timelines, mut busy) = (redis::cmd("MGET"), redis::cmd("MGET"));
+                for k in keys {
+                    timelines.arg(self.entity_key("tl", v, k));
+                    busy.arg(self.entity_key("busy", v, k));
+                }
+                read.add_command(timelines).add_command(busy);
+                let (held, rebuilding_now, stored, in_flight): Snapshot =
+                    read.query(con).map_err(unavailable("reading timelines"))?;
+                if held.as_deref() != Some(&fingerprint) {
+                    return Err(Error::Unavailable(if rebuilding_now {
+                        format!(
+                            "feature view `{}`: its tiles are being rebuilt; retry",
+                            view.name()
+                        )
+                    } else {
+                        format!(
+                            "feature view `{}`: the tiles in redis were built for other definitions (another server applied them); apply the same definitions here",
+                            view.name()
+                        )
+                    }));
+                }
+                if stored.len() != keys.len() || in_flight.len() != keys.len() {
+                    return Err(Error::Unavailable(format!(
+                        "redis: asked for {} timelines, got {}",
+                        keys.len(),
+                        stored.len()
+                    )));
+                }
+                if !in_flight.iter().flatten().any(|&n| n > 0) {
+                    return Ok(stored);
+                }
+                if started.elapsed() > PATIENCE {
+                    return Err(Error::Unavailable(format!(
+                        "feature view `{}`: a push of this entity's events has not finished in {PATIENCE:?}; retry",
+                        view.name()
+                    )));
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })?;
+        let spec = &view.aggregates.spec;
+        let now = now_micros();
+        for bytes in &stored {
+            let mut timeline = match bytes {
+                None => Timeline::default(),
+                Some(b) => Timeline::decode(spec, b).map_err(|reason| Error::CorruptRow {
+                    view: view.name().to_owned(),
+                    reason: format!("a stored timeline: {reason}"),
+                })?,
+            };
+            view.settle(&mut timeline, now.min(at));
+            let values = timeline
+                .read(spec, at, view.lateness)
+                .map_err(|e| view.read_failed(at, e))?;
+            out.push_row(at, at, |i| {
+                values[i].as_ref().map_or(Value::Null, |v| v.value())
+            });
+        }
+        Ok(())
+    }
+
+    /// Events pushed and not yet in their offline logs, over every declared source.
+    pub(crate) fn unflushed(&self, con: &mut redis::Connection) -> Result<u64> {
+        let sources = self.sources();
+        if sources.is_empty() {
+            return Ok(0);
+        }
+        let mut mget = redis::cmd("MGET");
+        for s in &sources {
+            mget.arg(self.key("unflushed", &s.schema.source));
+        }
+        let counts: Vec<Option<i64>> = mget
+            .query(con)
+            .map_err(unavailable("reading event counters"))?;
+        Ok(counts.into_iter().flatten().map(|n| n.max(0) as u64).sum())
+    }
+
+    /// Writes every declared source's streamed events to its offline log. With `wait`,
+    /// waits for a flush another server is running, so that every event acknowledged
+    /// before the call is in the offline log after it; without, skips such a source.
+    pub(crate) fn flush_all(&self, wait: bool) -> Result<usize> {
+        let mut written = 0;
+        for source in self.sources() {
+            written += self.flush(&source, wait)?;
+        }
+        Ok(written)
+    }
+
+    fn flush(&self, source: &Source, wait: bool) -> Result<usize> {
+        let name = &source.schema.source;
+        let lock = self.key("flushing", name);
+        let token = format!("{}-{}", std::process::id(), now_micros());
+        let started = Instant::now();
+        loop {
+            let taken: Option<String> = self.pool.with(|con| {
+                redis::cmd("SET")
+                    .arg(&lock)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(FLUSH_PATIENCE.as_millis() as u64)
+                    .query(con)
+                    .map_err(unavailable("locking the offline log"))
+            })?;
+            if taken.is_some() {
+                break;
+            }
+            if !wait {
+                return Ok(0);
+            }
+            if started.elapsed() > FLUSH_PATIENCE {
+                return Err(Error::Unavailable(format!(
+                    "source `{name}`: another server has held its offline log for {FLUSH_PATIENCE:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let result = self.drain(name);
+        let released = self.pool.with(|con| {
+            self.release
+                .key(&lock)
+                .arg(&token)
+                .invoke::<i64>(con)
+                .map_err(unavailable("unlocking the offline log"))
+        });
+        let written = result?;
+        released?;
+        if written > 0 {
+            tracing::debug!(source = %name, events = written, "events flushed to the offline log");
+        }
+        Ok(written)
+    }
+
+    /// Moves the stream's entries into offline log files, then out of the stream.
+    fn drain(&self, name: &str) -> Result<usize> {
+        let stream = self.key("events", name);
+        let unflushed = self.key("unflushed", name);
+        let mut through: HashMap<PathBuf, u64> = HashMap::new();
+        let mut cursor = "-".to_owned();
+        let mut batch: Option<(LogSchema, Vec<Box<[u8]>>)> = None;
+        // The last entry read, and the events read since the last trim.
+        let mut last: Option<(u64, u64)> = None;
+        let mut since_trim = 0u64;
+        let mut written = 0;
+        let trim = |last: (u64, u64), events: u64| -> Result<()> {
+            self.pool.with(|con| {
+                redis::pipe()
+                    .atomic()
+                    .cmd("XTRIM")
+                    .arg(&stream)
+                    .arg("MINID")
+                    .arg(format!("{}-{}", last.0, last.1 + 1))
+                    .ignore()
+                    .cmd("DECRBY")
+                    .arg(&unflushed)
+                    .arg(events)
+                    .ignore()
+                    .query::<()>(con)
+                    .map_err(unavailable("trimming the event stream"))
+            })
+        };
+        let write = |batch: &mut Option<(LogSchema, Vec<Box<[u8]>>)>| -> Result<usize> {
+            match batch.take() {
+                Some((log, rows)) if !rows.is_empty() => {
+                    offline_log::write(&log, &rows)?;
+                    Ok(rows.len())
+                }
+                _ => Ok(0),
+            }
+        };
+        loop {
+            type Entry = (String, Vec<Vec<u8>>);
+            let entries: Vec<Entry> = self.pool.with(|con| {
+                redis::cmd("XRANGE")
+                    .arg(&stream)
+                    .arg(&cursor)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(ENTRIES_PER_CALL)
+                    .query(con)
+                    .map_err(unavailable("reading the event stream"))
+            })?;
+            if entries.is_empty() {
+                break;
+            }
+            for (id, fields) in entries {
+                cursor = format!("({id}");
+                let corrupt = |reason: &str| Error::Corrupt {
+                    path: PathBuf::from(format!("redis stream {stream}")),
+                    reason: format!("entry {id}: {reason}"),
+                };
+                let (number, ms, seq) =
+                    entry_number(&id).ok_or_else(|| corrupt("an ID out of range"))?;
+                let field = |name: &str| {
+                    fields
+                        .chunks(2)
+                        .find(|f| f.len() == 2 && f[0] == name.as_bytes())
+                        .map(|f| f[1].as_slice())
+                };
+                let log = field("log")
+                    .and_then(|b| LogSchema::decode(&mut wal::Cursor(b)))
+                    .ok_or_else(|| corrupt("no log layout"))?;
+                let mut c = wal::Cursor(field("rows").ok_or_else(|| corrupt("no events"))?);
+                let n = c.u32().ok_or_else(|| corrupt("no event count"))?;
+                let mut rows = Vec::with_capacity(n.min(EVENTS_PER_CALL));
+                for _ in 0..n {
+                    let mut r = c.bytes().ok_or_else(|| corrupt("cut short"))?;
+                    if !row::fits(&r, log.columns.len()) {
+                        return Err(corrupt("an event shorter than its layout"));
+                    }
+                    row::set_lsn(&mut r, number);
+                    rows.push(r);
+                }
+                let flushed = match through.get(&log.dir) {
+                    Some(n) => *n,
+                    None => {
+                        let n = offline_log::flushed_through(&log.dir)?;
+                        through.insert(log.dir.clone(), n);
+                        n
+                    }
+                };
+                let full = batch.as_ref().is_some_and(|(l, r)| {
+                    *l != log || (r.len() + rows.len() > EVENTS_PER_FILE && !r.is_empty())
+                });
+                if full {
+                    written += write(&mut batch)?;
+                    if let Some(at) = last {
+                        trim(at, since_trim)?;
+                        since_trim = 0;
+                    }
+                }
+                since_trim += n as u64;
+                last = Some((ms, seq));
+                // Already in a file (a flush that stopped before its trim): trim only.
+                if number <= flushed {
+                    continue;
+                }
+                batch
+                    .get_or_insert_with(|| (log, Vec::new()))
+                    .1
+                    .extend(rows);
+            }
+        }
+        written += write(&mut batch)?;
+        if let Some(at) = last {
+            trim(at, since_trim)?;
+        }
+        Ok(written)
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
