@@ -15,6 +15,7 @@ mod offline;
 mod openapi;
 mod plan;
 mod redis;
+mod redis_aggregates;
 mod round_trip;
 mod server;
 mod verify;

@@ -400,3 +400,46 @@ fn a_failed_flush_keeps_its_events_and_the_later_ones_for_the_next_try() {
     );
     assert_eq!(store.stats().events_unflushed, 0);
 }
+
+/// Arrivals the push does not state are stamped by the store as it takes the events
+/// (after marking them in flight): the stamp is the arrival in the offline log, and an
+/// event that stamp makes later than the lateness is refused, counted, and neither
+/// stored nor left marked.
+#[test]
+fn the_store_stamps_arrivals_and_refuses_what_the_stamp_makes_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let store = open(&dir.path().join("online"), &log);
+    let before = skewless_core::now_micros();
+    let batch = |at: i64| EventBatch {
+        event_ts: vec![at],
+        created_ts: None,
+        columns: vec![
+            Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+            Arc::new(Float64Array::from(vec![2.0])),
+        ],
+    };
+    assert_eq!(
+        store
+            .append_events("transactions", batch(before - MINUTE))
+            .unwrap(),
+        0
+    );
+    // The schema's lateness is 10 minutes.
+    let late = store
+        .append_events("transactions", batch(before - 11 * MINUTE))
+        .unwrap();
+    assert_eq!(late, 1);
+    let after = skewless_core::now_micros();
+    let started = Instant::now();
+    assert_eq!(read(&store, &log, 1, after + 1).unwrap(), (1, 2.0));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "a read waited for a refused event"
+    );
+    store.flush_events().unwrap();
+    let rows: Vec<Logged> = log_files(&log).into_iter().flat_map(|(_, r)| r).collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let stamped = rows[0].3;
+    assert!(before <= stamped && stamped <= after, "stamped {stamped}");
+}

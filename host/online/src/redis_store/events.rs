@@ -454,14 +454,15 @@ impl Events {
                 chunk = kept;
                 entities = kept_entities;
             }
-            if !chunk.is_empty() {
-                self.commit(source, &chunk, &entities, &touched, &timelines, &busy)?;
+            if chunk.is_empty() {
+                return Ok((late, false));
             }
-            Ok(late)
+            self.commit(source, &chunk, &entities, &touched, &timelines, &busy)?;
+            Ok((late, true))
         })();
-        if result.is_err() && !busy.is_empty() {
-            // The commit did not run (or failed): take the marks back. If this fails too,
-            // they expire.
+        if !matches!(result, Ok((_, true))) && !busy.is_empty() {
+            // No commit took the marks back (none ran, or it failed): take them back
+            // here. If this fails too, they expire.
             let _ = self.pool.with(|con| {
                 let mut unmark = redis::pipe();
                 for b in &busy {
@@ -472,7 +473,7 @@ impl Events {
                     .map_err(unavailable("unmarking events"))
             });
         }
-        result
+        result.map(|(late, _)| late)
     }
 
     /// The optimistic transaction of one chunk: read the timelines, fold, write them back
