@@ -6,7 +6,10 @@
 //! again from the offline log the pushes became.
 //!
 //! `cargo bench -p skewless-benches --bench push_events` pushes 4M events (a day of them,
-//! so each key fills its day's tiles); `cargo test --benches` pushes 40k once.
+//! so each key fills its day's tiles); `cargo test --benches` pushes 40k once. Then the
+//! same into the Redis store (a `redis-server` started here, fsyncing every write): 400k
+//! events (4k under test), events/s, Redis's memory per key, reads of one key per second,
+//! and the flush of its stream into the offline log.
 //! Over HTTP, with the real binary and wrk, see benches/serve_wrk.sh.
 
 use std::path::Path;
@@ -15,8 +18,11 @@ use std::time::Instant;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use skewless_benches::{measuring, rss_kb};
+use skewless_core::Ttl;
+use skewless_core::assemble::ViewColumnsBuilder;
+use skewless_core::key::KeyBuf;
 use skewless_core::{Definitions, Project};
-use skewless_online::{EventBatch, LocalStore, OnlineStore, StoreOptions};
+use skewless_online::{EventBatch, LocalStore, OnlineStore, RedisStore, StoreOptions};
 
 const DEFS: &str = r#"
 project: bench
@@ -91,7 +97,13 @@ fn batch(seed: u64, b: u64, now: i64, merchants: &[String]) -> EventBatch {
 }
 
 /// Appends `batches` batches from each of `threads` threads; returns events/s.
-fn push(store: &LocalStore, threads: u64, batches: u64, now: i64, merchants: &[String]) -> f64 {
+fn push(
+    store: &dyn OnlineStore,
+    threads: u64,
+    batches: u64,
+    now: i64,
+    merchants: &[String],
+) -> f64 {
     let started = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..threads {
@@ -154,5 +166,78 @@ fn main() {
     println!(
         "push_events: flushing to the offline log took {flushed:.2} s; a restart built the tiles of {} keys from it in {restart:.2} s",
         again.keys
+    );
+    drop(store);
+    redis(events / 10, &project, &merchants);
+}
+
+/// The same pushes into the Redis store, and reads of one key.
+fn redis(events: u64, project: &Arc<Project>, merchants: &[String]) {
+    let server = skewless_test_artifacts::RedisServer::start();
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let mut options = skewless_online::RedisOptions::new(server.url());
+    options.prefix = "bench".into();
+    let store = RedisStore::open(&options, &[]).expect("redis store");
+    skewless_ops::events::set_event_sources(&store, project, dir.path()).expect("event sources");
+    let now = skewless_core::now_micros();
+    let batches = (events / BATCH as u64).max(2);
+    let mut con = redis::Client::open(server.url())
+        .and_then(|c| c.get_connection())
+        .expect("a connection to redis");
+    // Redis's own count of the memory its data takes.
+    let mut used = || -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut con)
+            .expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("used_memory in INFO")
+    };
+    let before = used();
+    let one = push(&store, 1, (batches / 2).max(1), now, merchants);
+    let two = push(&store, 2, (batches / 4).max(1), now, merchants);
+    let eight = push(&store, 8, (batches / 16).max(1), now, merchants);
+    // The events wait in the stream until flushed: the tiles alone are measured after.
+    let flushing = Instant::now();
+    store.flush_events().expect("flush");
+    let flushed = flushing.elapsed().as_secs_f64();
+    let bytes = used().saturating_sub(before);
+    let keys: u64 = server
+        .command("DBSIZE")
+        .trim_start_matches(':')
+        .parse()
+        .expect("DBSIZE answers a number");
+    println!(
+        "push_events redis: {events} events of {USERS} users into {AGGREGATES} aggregates: 1 thread {one:.0} events/s, 2 threads {two:.0} events/s, 8 threads {eight:.0} events/s (optimistic transactions of {BATCH} events, appendfsync always); {keys} keys, {:.0} bytes of redis memory per key; flushing the stream to the offline log took {flushed:.2} s",
+        bytes as f64 / keys.max(1) as f64
+    );
+    let spec = project
+        .definitions()
+        .feature_views
+        .iter()
+        .find(|v| v.name == "user_txn")
+        .expect("the view");
+    let fingerprint = skewless_online::event_schemas(project, dir.path()).expect("schemas")[0]
+        .views[0]
+        .fingerprint();
+    let reads = if measuring() { 20_000 } else { 200 };
+    let started = Instant::now();
+    let mut key = KeyBuf::new();
+    for i in 0..reads {
+        key.clear();
+        key.push_int((i * 7919 % USERS as usize) as i64);
+        let mut out =
+            ViewColumnsBuilder::new(spec.features.iter().map(|f| f.dtype), Ttl::UNLIMITED, 1);
+        store
+            .read("user_txn", fingerprint, &[key.as_bytes()], now, &mut out)
+            .expect("read");
+    }
+    let per_read = started.elapsed().as_secs_f64() / reads as f64;
+    println!(
+        "push_events redis: reads of one key's {AGGREGATES} aggregates, one thread: {:.0} µs each ({:.0}/s)",
+        per_read * 1e6,
+        1.0 / per_read,
     );
 }

@@ -4,6 +4,8 @@
 # Prints req/s and latency percentiles per request shape and connection count.
 #
 # usage: benches/serve_wrk.sh [SECONDS]   (default 8 s per run; needs wrk: apt-get install wrk)
+#        SKEWLESS_BENCH_STORE=redis benches/serve_wrk.sh   the online store (rows and tiles)
+#        in a redis-server started here, fsyncing every write (appendfsync always)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,9 +14,23 @@ command -v wrk >/dev/null || { echo "serve_wrk.sh: wrk is not installed (apt-get
 dir="$(mktemp -d)"
 listen=127.0.0.1:7878
 log="$dir/serve.log"
-./scripts/quickstart --rows 20000 --dir "$dir/qs" --listen "$listen" >"$log" 2>&1 &
+store=()
+redis_pid=
+case "${SKEWLESS_BENCH_STORE:-local}" in
+    local) ;;
+    redis)
+        command -v redis-server >/dev/null || { echo "serve_wrk.sh: redis-server is not installed" >&2; exit 1; }
+        redis-server --port 7879 --dir "$dir" --appendonly yes --appendfsync always --save '' \
+            --daemonize no >"$dir/redis.log" 2>&1 &
+        redis_pid=$!
+        for _ in $(seq 1 50); do redis-cli -p 7879 ping >/dev/null 2>&1 && break; sleep 0.1; done
+        store=(--redis redis://127.0.0.1:7879 --redis-prefix bench)
+        ;;
+    *) echo "SKEWLESS_BENCH_STORE=$SKEWLESS_BENCH_STORE: expected local or redis" >&2; exit 1 ;;
+esac
+./scripts/quickstart --rows 20000 --dir "$dir/qs" --listen "$listen" "${store[@]}" >"$log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; [ -z "$redis_pid" ] || kill $redis_pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 1 1800); do
     grep -q "Serving until Ctrl-C" "$log" && break
     kill -0 $server 2>/dev/null || { cat "$log" >&2; exit 1; }
@@ -54,7 +70,7 @@ run() { # name path connections [lua]
     printf '%-10s c=%-3s %10s req/s  p50 %-8s p99 %-8s %s\n' "$name" "$c" "$rps" "$p50" "$p99" "$errors"
 }
 
-echo "skewless serve (release, quickstart data), wrk -t1 for ${seconds}s per row, $(nproc) cores shared"
+echo "skewless serve (release, quickstart data, ${SKEWLESS_BENCH_STORE:-local} store), wrk -t1 for ${seconds}s per row, $(nproc) cores shared"
 for c in 8 32 64; do
     post "$txn_risk"
     run txn_risk /v1/features "$c" "$dir/post.lua"

@@ -66,6 +66,9 @@ pub struct QuickstartArgs {
     pub end: Option<String>,
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// Keep the online store (rows and aggregate tiles) in Redis instead of `DIR/data`.
+    #[command(flatten)]
+    pub(crate) redis: super::serve::RedisArgs,
 }
 
 const DAY: i64 = 86_400_000_000;
@@ -530,12 +533,34 @@ pub fn run(args: &QuickstartArgs) -> Result<()> {
     // 4. Materialize the latest profiles into the online store (the aggregates' tiles
     // are built from the event history when the server starts).
     let schemas = skewless_online::view_schemas(&project);
-    let store = LocalStore::open(&data.join("online"), &schemas, StoreOptions::default())?;
+    let store: Box<dyn skewless_online::OnlineStore> = match args.redis.options() {
+        Some(redis) => {
+            // Its earlier run's store goes, as its directory did (tiles of other events
+            // would be kept otherwise).
+            skewless_online::RedisStore::reset_owned(&redis, "skewless quickstart")
+                .with_context(|| format!("clearing the online store in {}", redis.url))?;
+            Box::new(
+                skewless_online::RedisStore::open(&redis, &schemas)
+                    .with_context(|| format!("opening the online store in {}", redis.url))?,
+            )
+        }
+        None => Box::new(LocalStore::open(
+            &data.join("online"),
+            &schemas,
+            StoreOptions::default(),
+        )?),
+    };
     let windows =
         skewless_ops::plan_materialization(&registry, &project, &[], Some(span.start), span.end)?;
     let progress = Progress::new("materialize", 0);
     let stats = skewless_ops::run_materialization(
-        &registry, &project, &store, dir, &windows, threads, &progress,
+        &registry,
+        &project,
+        store.as_ref(),
+        dir,
+        &windows,
+        threads,
+        &progress,
     )?;
     progress.finish();
     println!(
@@ -555,6 +580,7 @@ fn serve(args: &QuickstartArgs, data: &Path, engine: skewless_engine::Engine) ->
     let mut config = skewless_server::ServerConfig::new(data);
     config.listen = args.listen;
     config.source_root = args.dir.clone();
+    config.redis = args.redis.options();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("skewless-http")

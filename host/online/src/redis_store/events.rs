@@ -77,6 +77,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Extends a lock only if it is still the caller's; 0 if it is not.
+const EXTEND: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
 /// One online aggregated view, as declared here.
 #[derive(Debug)]
 struct View {
@@ -107,6 +113,7 @@ pub(crate) struct Events {
     /// Aggregated view -> its source, and its index among the source's views.
     views: RwLock<HashMap<String, (Arc<Source>, usize)>>,
     release: redis::Script,
+    extend: redis::Script,
 }
 
 /// An entry ID `ms-seq` as one number, ordered as the IDs are: the offline log's file
@@ -128,6 +135,7 @@ impl Events {
             sources: RwLock::default(),
             views: RwLock::default(),
             release: redis::Script::new(RELEASE),
+            extend: redis::Script::new(EXTEND),
         }
     }
 
@@ -799,7 +807,7 @@ impl Events {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let result = self.drain(name);
+        let result = self.drain(name, &lock, &token);
         let released = self.pool.with(|con| {
             self.release
                 .key(&lock)
@@ -815,8 +823,9 @@ impl Events {
         Ok(written)
     }
 
-    /// Moves the stream's entries into offline log files, then out of the stream.
-    fn drain(&self, name: &str) -> Result<usize> {
+    /// Moves the stream's entries into offline log files, then out of the stream, while
+    /// `lock` is held with `token` (extended as it goes; a flush that lost it stops).
+    fn drain(&self, name: &str, lock: &str, token: &str) -> Result<usize> {
         let stream = self.key("events", name);
         let unflushed = self.key("unflushed", name);
         let mut through: HashMap<PathBuf, u64> = HashMap::new();
@@ -866,6 +875,19 @@ impl Events {
             })?;
             if entries.is_empty() {
                 break;
+            }
+            let held: i64 = self.pool.with(|con| {
+                self.extend
+                    .key(lock)
+                    .arg(token)
+                    .arg(FLUSH_PATIENCE.as_millis() as u64)
+                    .invoke(con)
+                    .map_err(unavailable("extending the offline log's lock"))
+            })?;
+            if held == 0 {
+                return Err(Error::Unavailable(format!(
+                    "source `{name}`: this server's flush lost its lock to another; it stops, and the next flush goes on"
+                )));
             }
             for (id, fields) in entries {
                 cursor = format!("({id}");

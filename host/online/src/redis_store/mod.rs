@@ -140,6 +140,30 @@ impl Pool {
     }
 }
 
+/// Whether any key starts with `head`.
+fn any_key(con: &mut redis::Connection, head: &str) -> Result<bool> {
+    let pattern = format!("{}*", glob_literal(head));
+    let mut cursor = 0u64;
+    loop {
+        // One step of SCAN may find none of many keys: look until the end.
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query(con)
+            .map_err(unavailable("listing keys"))?;
+        if !keys.is_empty() {
+            return Ok(true);
+        }
+        if next == 0 {
+            return Ok(false);
+        }
+        cursor = next;
+    }
+}
+
 /// Deletes every key that starts with `head` (and not with `keep`); returns how many.
 pub(crate) fn unlink_matching(
     con: &mut redis::Connection,
@@ -296,6 +320,39 @@ impl RedisStore {
         *store.flusher.lock().unwrap_or_else(|e| e.into_inner()) = Some((stop, thread));
         tracing::info!(url = %options.url, prefix = %options.prefix, views = views.len(), "online store in redis");
         Ok(store)
+    }
+
+    /// Deletes every key under `options.prefix`, for a tool that owns its prefix (the
+    /// quickstart wipes its earlier run's store like its directory): allowed when the
+    /// prefix holds no key, or holds `{prefix}:owner` set to `owner` by an earlier call;
+    /// refused otherwise, naming the prefix. Leaves `{prefix}:owner` set to `owner`.
+    pub fn reset_owned(options: &RedisOptions, owner: &str) -> Result<()> {
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| Error::Unavailable(format!("redis: cannot use `{}`: {e}", options.url)))?;
+        let pool = Pool {
+            client,
+            idle: Mutex::new(Vec::new()),
+        };
+        let head = format!("{}:", options.prefix);
+        let owner_key = format!("{head}owner");
+        pool.with(|con| {
+            let held: Option<String> = redis::cmd("GET")
+                .arg(&owner_key)
+                .query(con)
+                .map_err(unavailable("reading the prefix's owner"))?;
+            if held.as_deref() != Some(owner) && any_key(con, &head)? {
+                return Err(Error::Unsupported(format!(
+                    "redis prefix `{}` holds keys that {owner} did not make; pass another --redis-prefix",
+                    options.prefix
+                )));
+            }
+            unlink_matching(con, &head, None)?;
+            redis::cmd("SET")
+                .arg(&owner_key)
+                .arg(owner)
+                .query::<()>(con)
+                .map_err(unavailable("recording the prefix's owner"))
+        })
     }
 
     /// Runs `f` on a pooled connection.
