@@ -172,3 +172,49 @@ fn quickstart_leaves_a_directory_it_did_not_make_alone() {
     assert!(stderr.contains("not made by the quickstart"), "{stderr}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// `--redis`: the same steps with the online store (rows and tiles) in Redis, verified
+/// with no mismatch; a second run clears the prefix it made, and a prefix holding keys it
+/// did not make is refused, untouched.
+#[test]
+fn the_quickstart_on_redis_serves_and_verifies_and_clears_only_its_own_prefix() {
+    let redis = artifacts::RedisServer::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Histories ending an hour apart: tiles kept from the first run would not verify.
+    for run in 0..2 {
+        let end = ((now - 3600 * (1 - run)) * 1_000_000).to_string();
+        let out = quickstart_with(
+            &dir.path().join("qs"),
+            "3000",
+            &["--redis", &url, "--redis-prefix", "qs", "--end", &end],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "run {run}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(": 3800 values, 0 mismatches against the offline path"),
+            "run {run}: {stdout}"
+        );
+    }
+    assert_eq!(redis.command("SET other:mine 1"), "+OK");
+    let out = quickstart_with(
+        &dir.path().join("other"),
+        "1000",
+        &["--redis", &url, "--redis-prefix", "other"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("redis prefix `other` holds keys that skewless quickstart did not make"),
+        "{stderr}"
+    );
+    assert_eq!(redis.command("GET other:mine"), "$1", "the key is kept");
+}
