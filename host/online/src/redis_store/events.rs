@@ -77,6 +77,38 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Commits a push chunk if every timeline it was computed from is still stored: checks
+/// the rebuild flag (-1 if set) and the views' fingerprints (-2 if another), then each
+/// timeline's version, its first 8 bytes (none for a timeline not stored yet). On any
+/// mismatch it writes nothing and answers 1 and the positions that changed; otherwise it
+/// writes the timelines, the stream entry and the counters, releases the in-flight marks
+/// and answers 0.
+///
+/// KEYS: aggviews, rebuilding, stream, unflushed, the n timelines, the m marks.
+/// ARGV: n, m, v, the v view names, their v fingerprints, the n versions, the n values,
+/// the log layout, the events, their count.
+const COMMIT: &str = r"
+local n, m, v = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
+for i = 1, v do
+  if redis.call('HGET', KEYS[1], ARGV[3 + i]) ~= ARGV[3 + v + i] then return {-2} end
+end
+local base = 3 + 2 * v
+local changed = {1}
+for i = 1, n do
+  if redis.call('GETRANGE', KEYS[4 + i], 0, 7) ~= ARGV[base + i] then
+    changed[#changed + 1] = i
+  end
+end
+if #changed > 1 then return changed end
+for i = 1, n do redis.call('SET', KEYS[4 + i], ARGV[base + n + i]) end
+local rest = base + 2 * n
+redis.call('XADD', KEYS[3], '*', 'log', ARGV[rest + 1], 'rows', ARGV[rest + 2])
+redis.call('INCRBY', KEYS[4], ARGV[rest + 3])
+for i = 1, m do redis.call('DECR', KEYS[4 + n + i]) end
+return {0}
+";
+
 /// Extends a lock only if it is still the caller's; 0 if it is not.
 const EXTEND: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -114,6 +146,21 @@ pub(crate) struct Events {
     views: RwLock<HashMap<String, (Arc<Source>, usize)>>,
     release: redis::Script,
     extend: redis::Script,
+    commit: redis::Script,
+}
+
+/// A stored timeline: its version (the first 8 bytes) and the timeline after them.
+fn versioned<'b>(
+    bytes: &'b [u8],
+    spec: &skewless_aggregate::Spec,
+) -> Result<(&'b [u8], Timeline), String> {
+    if bytes.len() < 8 {
+        return Err("a stored timeline shorter than its version".into());
+    }
+    let (version, rest) = bytes.split_at(8);
+    let timeline =
+        Timeline::decode(spec, rest).map_err(|reason| format!("a stored timeline: {reason}"))?;
+    Ok((version, timeline))
 }
 
 /// An entry ID `ms-seq` as one number, ordered as the IDs are: the offline log's file
@@ -136,6 +183,7 @@ impl Events {
             views: RwLock::default(),
             release: redis::Script::new(RELEASE),
             extend: redis::Script::new(EXTEND),
+            commit: redis::Script::new(COMMIT),
         }
     }
 
@@ -300,6 +348,8 @@ impl Events {
             let timelines: Vec<(Box<[u8]>, Timeline)> =
                 view.timelines(events, now).into_iter().collect();
             let spec = &view.aggregates.spec;
+            // A version no timeline held before: a push computed from one is refused.
+            let version = (now as u64) << 1 | 1;
             self.pool.with(|con| {
                 for what in ["tl", "busy"] {
                     unlink_matching(
@@ -313,6 +363,7 @@ impl Events {
                     let mut set = redis::pipe();
                     for (key, timeline) in chunk {
                         bytes.clear();
+                        bytes.extend_from_slice(&version.to_le_bytes());
                         timeline.encode(spec, &mut bytes);
                         set.cmd("SET")
                             .arg(self.entity_key("tl", v, key))
@@ -484,8 +535,11 @@ impl Events {
         result.map(|(late, _)| late)
     }
 
-    /// The optimistic transaction of one chunk: read the timelines, fold, write them back
-    /// with the stream entry, retried while another push of the same entities wins.
+    /// The optimistic commit of one chunk: read the timelines, fold the events in, and
+    /// hand Redis the new timelines with the version each was computed from. The script
+    /// writes them, the stream entry and the counters only if every version is still the
+    /// stored one; otherwise it writes nothing and names the timelines that changed, which
+    /// alone are read and folded again.
     fn commit(
         &self,
         source: &Source,
@@ -506,134 +560,125 @@ impl Events {
         for r in chunk {
             wal::put_bytes(&mut entry, r);
         }
+        // Each touched timeline's events, in chunk order.
         let index: HashMap<(usize, &[u8]), usize> = touched
             .iter()
             .enumerate()
             .map(|(i, (vi, k))| ((*vi, &**k), i))
             .collect();
+        let mut events: Vec<Vec<usize>> = vec![Vec::new(); touched.len()];
+        for (vi, keys) in entities.iter().enumerate() {
+            for (r, k) in keys.iter().enumerate() {
+                if let Some(k) = k {
+                    events[index[&(vi, &**k)]].push(r);
+                }
+            }
+        }
+        // Per touched timeline: the stored version read, and the value to write.
+        let mut versions: Vec<Vec<u8>> = vec![Vec::new(); touched.len()];
+        let mut values: Vec<Vec<u8>> = vec![Vec::new(); touched.len()];
+        let mut stale: Vec<usize> = (0..touched.len()).collect();
         let started = Instant::now();
         self.pool.with(|con| {
             loop {
-                let mut watch = redis::cmd("WATCH");
-                watch.arg(aggviews).arg(&rebuilding);
-                for t in timelines {
-                    watch.arg(t);
-                }
-                watch
-                    .query::<()>(con)
-                    .map_err(unavailable("watching timelines"))?;
-                let mut read = redis::pipe();
-                read.cmd("EXISTS").arg(&rebuilding);
-                if !source.views.is_empty() {
-                    read.cmd("HMGET").arg(aggviews);
-                    for v in &source.views {
-                        read.arg(v.view.name());
+                if !stale.is_empty() {
+                    let mut mget = redis::cmd("MGET");
+                    for &i in &stale {
+                        mget.arg(&timelines[i]);
                     }
-                }
-                if !timelines.is_empty() {
-                    read.cmd("MGET");
-                    for t in timelines {
-                        read.arg(t);
-                    }
-                }
-                let mut replies = read
-                    .query::<Vec<redis::Value>>(con)
-                    .map_err(unavailable("reading timelines"))?
-                    .into_iter();
-                let mut next = |what: &str| {
-                    replies.next().ok_or_else(|| {
-                        Error::Unavailable(format!("redis: no reply for {what}"))
-                    })
-                };
-                let rebuilding_now: bool = redis::from_redis_value(&next("the rebuild flag")?)
-                    .map_err(unavailable("reading timelines"))?;
-                let held: Vec<Option<String>> = if source.views.is_empty() {
-                    Vec::new()
-                } else {
-                    redis::from_redis_value(&next("the views")?)
-                        .map_err(unavailable("reading timelines"))?
-                };
-                let stored: Vec<Option<Vec<u8>>> = if timelines.is_empty() {
-                    Vec::new()
-                } else {
-                    redis::from_redis_value(&next("the timelines")?)
-                        .map_err(unavailable("reading timelines"))?
-                };
-                if stored.len() != timelines.len() {
-                    return Err(Error::Unavailable(format!(
-                        "redis: asked for {} timelines, got {}",
-                        timelines.len(),
-                        stored.len()
-                    )));
-                }
-                if rebuilding_now {
-                    let _ = redis::cmd("UNWATCH").query::<()>(con);
-                    return Err(Error::SourceChanged(name.clone()));
-                }
-                for (v, fp) in source.views.iter().zip(&held) {
-                    if fp.as_deref() != Some(&format!("{:016x}", v.fingerprint)) {
-                        let _ = redis::cmd("UNWATCH").query::<()>(con);
+                    let stored: Vec<Option<Vec<u8>>> =
+                        mget.query(con).map_err(unavailable("reading timelines"))?;
+                    if stored.len() != stale.len() {
                         return Err(Error::Unavailable(format!(
-                            "feature view `{}`: the tiles in redis were built for other definitions (another server applied them); apply the same definitions here",
-                            v.view.name()
+                            "redis: asked for {} timelines, got {}",
+                            stale.len(),
+                            stored.len()
                         )));
                     }
-                }
-                let mut states: Vec<Timeline> = Vec::with_capacity(touched.len());
-                for ((vi, _), bytes) in touched.iter().zip(&stored) {
-                    let v = &source.views[*vi];
-                    states.push(match bytes {
-                        None => Timeline::default(),
-                        Some(b) => Timeline::decode(&v.view.aggregates.spec, b).map_err(
-                            |reason| Error::CorruptRow {
-                                view: v.view.name().to_owned(),
-                                reason: format!("a stored timeline: {reason}"),
-                            },
-                        )?,
-                    });
-                }
-                for (vi, v) in source.views.iter().enumerate() {
-                    let spec = &v.view.aggregates.spec;
-                    for (r, k) in chunk.iter().zip(&entities[vi]) {
-                        let Some(k) = k else { continue };
-                        let event = v
-                            .view
-                            .row_event(&source.dtypes, r)
-                            .map_err(Error::Internal)?;
-                        states[index[&(vi, &**k)]].insert(spec, event);
+                    let now = now_micros();
+                    for (&i, bytes) in stale.iter().zip(stored) {
+                        let v = &source.views[touched[i].0];
+                        let spec = &v.view.aggregates.spec;
+                        let (version, mut timeline) = match &bytes {
+                            None => (Vec::new(), Timeline::default()),
+                            Some(b) => {
+                                let (version, timeline) =
+                                    versioned(b, spec).map_err(|reason| Error::CorruptRow {
+                                        view: v.view.name().to_owned(),
+                                        reason,
+                                    })?;
+                                (version.to_vec(), timeline)
+                            }
+                        };
+                        for &r in &events[i] {
+                            let event = v
+                                .view
+                                .row_event(&source.dtypes, &chunk[r])
+                                .map_err(Error::Internal)?;
+                            timeline.insert(spec, event);
+                        }
+                        v.view.settle(&mut timeline, now);
+                        let next = match version.as_slice().try_into() {
+                            Ok(b) => u64::from_le_bytes(b).wrapping_add(1),
+                            Err(_) => 1,
+                        };
+                        values[i].clear();
+                        values[i].extend_from_slice(&next.to_le_bytes());
+                        timeline.encode(spec, &mut values[i]);
+                        versions[i] = version;
                     }
                 }
-                let now = now_micros();
-                let mut block = redis::pipe();
-                block.atomic();
-                let mut bytes = Vec::new();
-                for ((state, (vi, _)), key) in states.iter_mut().zip(touched).zip(timelines) {
-                    let v = &source.views[*vi];
-                    v.view.settle(state, now);
-                    bytes.clear();
-                    state.encode(&v.view.aggregates.spec, &mut bytes);
-                    block.cmd("SET").arg(key).arg(&bytes).ignore();
+                let mut call = self.commit.prepare_invoke();
+                call.key(aggviews)
+                    .key(&rebuilding)
+                    .key(&stream)
+                    .key(&unflushed);
+                for t in timelines {
+                    call.key(t);
                 }
-                block
-                    .cmd("XADD")
-                    .arg(&stream)
-                    .arg("*")
-                    .arg("log")
-                    .arg(&source.log_bytes)
-                    .arg("rows")
-                    .arg(&entry);
-                block
-                    .cmd("INCRBY")
-                    .arg(&unflushed)
-                    .arg(chunk.len())
-                    .ignore();
                 for b in busy {
-                    block.cmd("DECR").arg(b).ignore();
+                    call.key(b);
                 }
-                let done: Option<(String,)> =
-                    block.query(con).map_err(unavailable("committing events"))?;
-                if done.is_some() {
-                    return Ok(());
+                call.arg(timelines.len())
+                    .arg(busy.len())
+                    .arg(source.views.len());
+                for v in &source.views {
+                    call.arg(v.view.name());
+                }
+                for v in &source.views {
+                    call.arg(format!("{:016x}", v.fingerprint));
+                }
+                for version in &versions {
+                    call.arg(version.as_slice());
+                }
+                for value in &values {
+                    call.arg(value.as_slice());
+                }
+                call.arg(&source.log_bytes).arg(&entry).arg(chunk.len());
+                let answer: Vec<i64> = call
+                    .invoke(con)
+                    .map_err(unavailable("committing events"))?;
+                match answer.first() {
+                    Some(0) => return Ok(()),
+                    Some(-1) => return Err(Error::SourceChanged(name.clone())),
+                    Some(-2) => {
+                        return Err(Error::Unavailable(format!(
+                            "source `{name}`: the tiles in redis were built for other definitions of its views (another server applied them); apply the same definitions here"
+                        )));
+                    }
+                    Some(1) => {
+                        // The timelines another push changed since they were read.
+                        stale = answer[1..]
+                            .iter()
+                            .map(|&i| i as usize - 1)
+                            .filter(|&i| i < touched.len())
+                            .collect();
+                    }
+                    _ => {
+                        return Err(Error::Internal(format!(
+                            "redis: the commit script answered {answer:?}"
+                        )));
+                    }
                 }
                 if started.elapsed() > PATIENCE {
                     return Err(Error::Unavailable(format!(
@@ -735,10 +780,14 @@ impl Events {
         for bytes in &stored {
             let mut timeline = match bytes {
                 None => Timeline::default(),
-                Some(b) => Timeline::decode(spec, b).map_err(|reason| Error::CorruptRow {
-                    view: view.name().to_owned(),
-                    reason: format!("a stored timeline: {reason}"),
-                })?,
+                Some(b) => {
+                    versioned(b, spec)
+                        .map_err(|reason| Error::CorruptRow {
+                            view: view.name().to_owned(),
+                            reason,
+                        })?
+                        .1
+                }
             };
             view.settle(&mut timeline, now.min(at));
             let values = timeline
