@@ -17,13 +17,17 @@
 //! {prefix}:flushing:{source}                   lock of the server writing its offline log
 //! ```
 //!
-//! A push is one optimistic transaction per chunk: `WATCH` the chunk's timelines, read
-//! them, fold the events in with the kernel, then `MULTI` / `EXEC` the new timelines, the
-//! stream entry and the counters together. Redis applies the block whole or not at all
-//! (and, with `appendfsync always`, fsyncs it before answering), so an acknowledged event
-//! is in the tiles and in the stream, and one that is not acknowledged is in neither: no
-//! loss, no double count, whichever server crashes where. A conflicting push of the same
-//! entity from another server makes `EXEC` fail; the push reads again and retries.
+//! Each stored timeline starts with its version (8 bytes). A push is one optimistic commit
+//! per chunk: read the chunk's timelines, fold the events in with the kernel, then run one
+//! script ([`COMMIT`]) that writes the new timelines, the stream entry and the counters
+//! only if every timeline still has the version it was read at. A script runs whole or
+//! not at all (and, with `appendfsync always`, is on disk before the answer), so an
+//! acknowledged event is in the tiles and in the stream, and one that is not acknowledged
+//! is in neither: no loss, no double count, whichever server crashes where. When another
+//! push changed some of the timelines first, the script writes nothing and names them;
+//! only those are read and folded again. Within one server, concurrent pushes to a source
+//! are committed together by one thread (their batches nearly always share entities, and
+//! would otherwise conflict with each other).
 //!
 //! Arrivals: before a push stamps its events' arrival it counts them in flight on their
 //! entities (`busy`); a read of an entity with events in flight waits for them, as in
@@ -40,7 +44,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use skewless_aggregate::Timeline;
@@ -131,6 +136,83 @@ struct Source {
     log_bytes: Vec<u8>,
     dtypes: Vec<DType>,
     views: Vec<View>,
+    /// This server's chunks waiting to be committed to the source. Batches of many
+    /// entities nearly always share one, so concurrent commits of them would conflict and
+    /// redo their work: one thread at a time commits every chunk waiting, together
+    /// (other servers' commits can still conflict; the versions catch those).
+    committing: Mutex<Queue>,
+}
+
+/// A chunk waiting for this server's next commit to its source.
+struct Waiting {
+    chunk: Vec<Box<[u8]>>,
+    entities: Vec<Vec<Option<Box<[u8]>>>>,
+    busy: Vec<Vec<u8>>,
+    done: SyncSender<Turn>,
+}
+
+/// What a waiting chunk's pusher is told.
+enum Turn {
+    /// Its chunk was committed, or failed with others.
+    Done(Result<()>),
+    /// It commits next, its own chunk and every other waiting.
+    Lead,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    /// A thread is committing.
+    active: bool,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("waiting", &self.waiting.len())
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+/// Hands the lead to the next waiting pusher when the leader is done, even if it fails.
+struct Leading<'a>(&'a Mutex<Queue>);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match queue.waiting.first() {
+            Some(next) => {
+                let _ = next.done.send(Turn::Lead);
+            }
+            None => queue.active = false,
+        }
+    }
+}
+
+/// `e` again, for each pusher of a group commit that failed.
+fn shared(e: &Error) -> Error {
+    match e {
+        Error::SourceChanged(source) => Error::SourceChanged(source.clone()),
+        other => match other.fault() {
+            skewless_core::Fault::Unavailable => Error::Unavailable(other.to_string()),
+            _ => Error::Internal(other.to_string()),
+        },
+    }
+}
+
+/// Per view, the distinct entities of `entities`.
+fn distinct(entities: &[Vec<Option<Box<[u8]>>>]) -> Vec<(usize, Box<[u8]>)> {
+    let mut touched = Vec::new();
+    for (vi, keys) in entities.iter().enumerate() {
+        let mut seen = HashSet::new();
+        for k in keys.iter().flatten() {
+            if seen.insert(k) {
+                touched.push((vi, k.clone()));
+            }
+        }
+    }
+    touched
 }
 
 /// What a read sees at once: the fingerprint of the tiles held, whether they are being
@@ -253,6 +335,7 @@ impl Events {
                     })
                     .collect();
                 Arc::new(Source {
+                    committing: Mutex::default(),
                     dtypes: log.dtypes(),
                     schema: schema.clone(),
                     log_bytes,
@@ -459,23 +542,10 @@ impl Events {
             }
             entities.push(keys);
         }
-        // Per view, its distinct entities, with their timeline and in-flight keys.
-        let mut touched: Vec<(usize, Box<[u8]>)> = Vec::new();
-        for (vi, keys) in entities.iter().enumerate() {
-            let mut seen = HashSet::new();
-            for k in keys.iter().flatten() {
-                if seen.insert(k) {
-                    touched.push((vi, k.clone()));
-                }
-            }
-        }
-        let busy: Vec<Vec<u8>> = touched
+        // The in-flight marks of its entities.
+        let busy: Vec<Vec<u8>> = distinct(&entities)
             .iter()
             .map(|(vi, k)| self.entity_key("busy", &source.views[*vi], k))
-            .collect();
-        let timelines: Vec<Vec<u8>> = touched
-            .iter()
-            .map(|(vi, k)| self.entity_key("tl", &source.views[*vi], k))
             .collect();
         if !busy.is_empty() {
             self.pool.with(|con| {
@@ -516,7 +586,7 @@ impl Events {
             if chunk.is_empty() {
                 return Ok((late, false));
             }
-            self.commit(source, &chunk, &entities, &touched, &timelines, &busy)?;
+            self.commit_together(source, chunk, entities, busy.clone())?;
             Ok((late, true))
         })();
         if !matches!(result, Ok((_, true))) && !busy.is_empty() {
@@ -533,6 +603,74 @@ impl Events {
             });
         }
         result.map(|(late, _)| late)
+    }
+
+    /// Commits `chunk` with every other chunk of this server waiting for the source: the
+    /// first pusher to find no commit running commits them all as one, then hands the
+    /// lead to the next waiting.
+    fn commit_together(
+        &self,
+        source: &Source,
+        chunk: Vec<Box<[u8]>>,
+        entities: Vec<Vec<Option<Box<[u8]>>>>,
+        busy: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        let (done, turn) = sync_channel(2);
+        let gone = || Error::Internal("a group commit ended without an answer".into());
+        {
+            let mut queue = source.committing.lock().unwrap_or_else(|e| e.into_inner());
+            queue.waiting.push(Waiting {
+                chunk,
+                entities,
+                busy,
+                done,
+            });
+            if queue.active {
+                drop(queue);
+                match turn.recv() {
+                    Ok(Turn::Done(result)) => return result,
+                    Ok(Turn::Lead) => {}
+                    Err(_) => return Err(gone()),
+                }
+            } else {
+                queue.active = true;
+            }
+        }
+        let leading = Leading(&source.committing);
+        let mut group = std::mem::take(
+            &mut source
+                .committing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .waiting,
+        );
+        let mut chunk = Vec::new();
+        let mut entities = vec![Vec::new(); source.views.len()];
+        let mut busy = Vec::new();
+        for w in &mut group {
+            chunk.append(&mut w.chunk);
+            for (all, mine) in entities.iter_mut().zip(&mut w.entities) {
+                all.append(mine);
+            }
+            busy.append(&mut w.busy);
+        }
+        let touched = distinct(&entities);
+        let timelines: Vec<Vec<u8>> = touched
+            .iter()
+            .map(|(vi, k)| self.entity_key("tl", &source.views[*vi], k))
+            .collect();
+        let result = self.commit(source, &chunk, &entities, &touched, &timelines, &busy);
+        for w in &group {
+            let _ = w.done.send(Turn::Done(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(shared(e)),
+            }));
+        }
+        drop(leading);
+        match turn.recv() {
+            Ok(Turn::Done(result)) => result,
+            _ => Err(gone()),
+        }
     }
 
     /// The optimistic commit of one chunk: read the timelines, fold the events in, and

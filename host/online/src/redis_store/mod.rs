@@ -128,8 +128,7 @@ impl Pool {
             }
         };
         let result = f(&mut con);
-        // A failed call may leave a reply unread (or a WATCH set): that connection is not
-        // reused.
+        // A failed call may leave a reply unread: that connection is not reused.
         if result.is_ok() {
             self.idle
                 .lock()
