@@ -342,6 +342,16 @@ fn differences(server: &TestServer, dir: &Path, t: i64, online: &Value) -> Vec<S
     diffs
 }
 
+/// Fails naming the first of `diffs`, if any.
+fn assert_same(seed: u64, diffs: Vec<String>) {
+    assert!(
+        diffs.is_empty(),
+        "seed {seed}: {} differences; the first:\n{}",
+        diffs.len(),
+        diffs[..diffs.len().min(10)].join("\n")
+    );
+}
+
 #[test]
 fn served_aggregates_equal_the_backfill_bit_for_bit_in_any_push_order() {
     for case in 0..3u64 {
@@ -354,18 +364,7 @@ fn served_aggregates_equal_the_backfill_bit_for_bit_in_any_push_order() {
         assert!(late > 0, "the case pushes late events");
         let (status, online) = server.json("POST", "/v1/features", &drawn.request());
         assert_eq!(status, 200, "{online}");
-        let diffs = differences(&server, dir.path(), drawn.t, &online);
-        assert!(
-            diffs.is_empty(),
-            "seed {seed}: {} differences; the first:\n{}",
-            diffs.len(),
-            diffs
-                .iter()
-                .take(10)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        assert_same(seed, differences(&server, dir.path(), drawn.t, &online));
         // The served values are not trivially empty.
         let count = &online["results"][0]["values"];
         assert!(
@@ -561,18 +560,7 @@ fn servers_sharing_a_redis_store_serve_the_backfill_bits_and_count_each_event_on
     );
     // The backfill through the first flushes the events both took from Redis into the
     // shared offline log: it sees each one once, as the tiles did.
-    let diffs = differences(&first, shared.path(), drawn.t, &online);
-    assert!(
-        diffs.is_empty(),
-        "seed {seed}: {} differences; the first:\n{}",
-        diffs.len(),
-        diffs
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_same(seed, differences(&first, shared.path(), drawn.t, &online));
     let logged = std::fs::read_dir(shared.path().join("transactions"))
         .unwrap()
         .filter(|e| {

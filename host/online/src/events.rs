@@ -200,6 +200,47 @@ pub struct EventBatch {
     pub columns: Vec<ArrayRef>,
 }
 
+impl EventBatch {
+    /// The encoder of this batch's events as rows of a source with columns `dtypes`;
+    /// refuses a batch of uneven lengths or of other columns.
+    pub(crate) fn encoder(
+        &self,
+        source: &str,
+        dtypes: &[DType],
+    ) -> Result<row::RowEncoder<'_>, Error> {
+        let rows = self.event_ts.len();
+        let invalid = |reason: String| Error::InvalidBatch {
+            view: source.to_owned(),
+            reason,
+        };
+        let uneven = self.created_ts.as_ref().is_some_and(|c| c.len() != rows)
+            || self.columns.iter().any(|c| c.len() != rows);
+        if uneven {
+            return Err(invalid("times and event columns differ in length".into()));
+        }
+        row::RowEncoder::new(&self.columns, dtypes).ok_or_else(|| {
+            invalid(format!(
+                "{} event columns given, the source has {} (or one is not of its dtype's canonical Arrow type)",
+                self.columns.len(),
+                dtypes.len()
+            ))
+        })
+    }
+
+    /// Events `range` as rows; an event without a stated arrival gets the earliest time
+    /// until the store stamps it.
+    pub(crate) fn rows(
+        &self,
+        encoder: &row::RowEncoder<'_>,
+        range: std::ops::Range<usize>,
+    ) -> Vec<Box<[u8]>> {
+        let created = |i: usize| self.created_ts.as_ref().map_or(i64::MIN, |c| c[i]);
+        range
+            .map(|i| encoder.encode(i, self.event_ts[i], created(i)))
+            .collect()
+    }
+}
+
 /// One entity's event from history, for a view's tiles: its encoded key and the event.
 pub type KeyedEvent = (Box<[u8]>, Event);
 

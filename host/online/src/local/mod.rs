@@ -461,36 +461,19 @@ impl OnlineStore for LocalStore {
             .get(source_name)
             .cloned()
             .ok_or_else(|| Error::UnknownSource(source_name.to_owned()))?;
-        let rows = batch.event_ts.len();
-        let invalid = |reason: String| Error::InvalidBatch {
-            view: source_name.to_owned(),
-            reason,
-        };
-        let given = batch.created_ts.as_ref();
-        if given.is_some_and(|c| c.len() != rows) || batch.columns.iter().any(|c| c.len() != rows) {
-            return Err(invalid("times and event columns differ in length".into()));
-        }
-        let encoder = row::RowEncoder::new(&batch.columns, &source.dtypes).ok_or_else(|| {
-            invalid(format!(
-                "{} event columns given, the source has {} (or one is not of its dtype's canonical Arrow type)",
-                batch.columns.len(),
-                source.dtypes.len()
-            ))
-        })?;
+        let encoder = batch.encoder(source_name, &source.dtypes)?;
+        let (rows, stamping) = (batch.event_ts.len(), batch.created_ts.is_none());
         let mut start = 0;
         let mut late = 0;
         while start < rows {
             let end = (start + ROWS_PER_RECORD).min(rows);
             // Unstamped events are marked as arrived at the earliest time until stamped.
-            let created = |i: usize| given.map_or(i64::MIN, |c| c[i]);
-            let mut chunk: Vec<Box<[u8]>> = (start..end)
-                .map(|i| encoder.encode(i, batch.event_ts[i], created(i)))
-                .collect();
+            let mut chunk = batch.rows(&encoder, start..end);
             start = end;
             // Reads of these keys wait until the events are in the tiles: the backfill
             // counts an event from its arrival on, and it arrives (is stamped) only now.
             source.mark(&chunk, true);
-            if given.is_none() {
+            if stamping {
                 let refused = stamp(&mut chunk, source.lateness);
                 source.mark(&refused, false);
                 late += refused.len();

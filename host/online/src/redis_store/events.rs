@@ -494,30 +494,13 @@ impl Events {
             .get(source_name)
             .cloned()
             .ok_or_else(|| Error::UnknownSource(source_name.to_owned()))?;
+        let encoder = batch.encoder(source_name, &source.dtypes)?;
         let rows = batch.event_ts.len();
-        let invalid = |reason: String| Error::InvalidBatch {
-            view: source_name.to_owned(),
-            reason,
-        };
-        let given = batch.created_ts.as_ref();
-        if given.is_some_and(|c| c.len() != rows) || batch.columns.iter().any(|c| c.len() != rows) {
-            return Err(invalid("times and event columns differ in length".into()));
-        }
-        let encoder = row::RowEncoder::new(&batch.columns, &source.dtypes).ok_or_else(|| {
-            invalid(format!(
-                "{} event columns given, the source has {} (or one is not of its dtype's canonical Arrow type)",
-                batch.columns.len(),
-                source.dtypes.len()
-            ))
-        })?;
         let mut late = 0;
         for start in (0..rows).step_by(EVENTS_PER_CALL) {
             let end = (start + EVENTS_PER_CALL).min(rows);
-            let created = |i: usize| given.map_or(i64::MIN, |c| c[i]);
-            let chunk: Vec<Box<[u8]>> = (start..end)
-                .map(|i| encoder.encode(i, batch.event_ts[i], created(i)))
-                .collect();
-            late += self.append_chunk(&source, chunk, given.is_none())?;
+            let chunk = batch.rows(&encoder, start..end);
+            late += self.append_chunk(&source, chunk, batch.created_ts.is_none())?;
         }
         Ok(late)
     }

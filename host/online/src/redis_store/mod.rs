@@ -139,12 +139,16 @@ impl Pool {
     }
 }
 
-/// Whether any key starts with `head`.
-fn any_key(con: &mut redis::Connection, head: &str) -> Result<bool> {
+/// Calls `each` with every step of `SCAN` over the keys that start with `head`, until it
+/// answers false or the keys end.
+fn scan(
+    con: &mut redis::Connection,
+    head: &str,
+    mut each: impl FnMut(&mut redis::Connection, Vec<Vec<u8>>) -> Result<bool>,
+) -> Result<()> {
     let pattern = format!("{}*", glob_literal(head));
     let mut cursor = 0u64;
     loop {
-        // One step of SCAN may find none of many keys: look until the end.
         let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
@@ -153,14 +157,22 @@ fn any_key(con: &mut redis::Connection, head: &str) -> Result<bool> {
             .arg(SCAN_COUNT)
             .query(con)
             .map_err(unavailable("listing keys"))?;
-        if !keys.is_empty() {
-            return Ok(true);
-        }
-        if next == 0 {
-            return Ok(false);
+        if !each(con, keys)? || next == 0 {
+            return Ok(());
         }
         cursor = next;
     }
+}
+
+/// Whether any key starts with `head` (one step of `SCAN` may find none of many keys: it
+/// looks until the end).
+fn any_key(con: &mut redis::Connection, head: &str) -> Result<bool> {
+    let mut found = false;
+    scan(con, head, |_, keys| {
+        found = !keys.is_empty();
+        Ok(!found)
+    })?;
+    Ok(found)
 }
 
 /// Deletes every key that starts with `head` (and not with `keep`); returns how many.
@@ -169,18 +181,8 @@ pub(crate) fn unlink_matching(
     head: &str,
     keep: Option<&str>,
 ) -> Result<u64> {
-    let pattern = format!("{}*", glob_literal(head));
     let mut dropped = 0u64;
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query(con)
-            .map_err(unavailable("listing keys"))?;
+    scan(con, head, |con, keys| {
         let mut unlink = redis::cmd("UNLINK");
         let mut doomed = 0;
         for key in &keys {
@@ -193,11 +195,9 @@ pub(crate) fn unlink_matching(
             let n: u64 = unlink.query(con).map_err(unavailable("dropping keys"))?;
             dropped += n;
         }
-        if next == 0 {
-            return Ok(dropped);
-        }
-        cursor = next;
-    }
+        Ok(true)
+    })?;
+    Ok(dropped)
 }
 
 #[derive(Debug, Clone)]
