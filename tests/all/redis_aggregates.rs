@@ -35,6 +35,7 @@ feature_views:
     aggregations:
       - {name: txn_count_1h, function: count, window: 1h}
       - {name: amount_sum_1h, function: sum, column: amount, window: 1h}
+      - {name: txn_count_1d, function: count, window: 1d}
 "#;
 
 fn project() -> Arc<Project> {
@@ -79,11 +80,24 @@ fn key(user: i64) -> Box<[u8]> {
 
 /// `txn_count_1h` of `user` as of `at`.
 fn count(store: &RedisStore, fingerprint: u64, user: i64, at: i64) -> skewless_online::Result<i64> {
+    Ok(counts(store, fingerprint, user, at)?.0)
+}
+
+/// `txn_count_1h` and `txn_count_1d` of `user` as of `at`.
+fn counts(
+    store: &RedisStore,
+    fingerprint: u64,
+    user: i64,
+    at: i64,
+) -> skewless_online::Result<(i64, i64)> {
     let keys = [key(user)];
     let refs: Vec<&[u8]> = keys.iter().map(|k| &**k).collect();
-    let mut out = ViewColumnsBuilder::new([DType::Int64, DType::Float64], Ttl::UNLIMITED, 1);
+    let dtypes = [DType::Int64, DType::Float64, DType::Int64];
+    let mut out = ViewColumnsBuilder::new(dtypes, Ttl::UNLIMITED, 1);
     store.read("user_txn", fingerprint, &refs, at, &mut out)?;
-    Ok(out.finish().columns[0].as_primitive::<Int64Type>().value(0))
+    let columns = out.finish().columns;
+    let int = |c: usize| columns[c].as_primitive::<Int64Type>().value(0);
+    Ok((int(0), int(2)))
 }
 
 fn connection(redis: &RedisServer) -> redis::Connection {
@@ -225,4 +239,52 @@ fn a_damaged_timeline_fails_the_read_and_a_rebuild_in_progress_refuses_pushes() 
     assert!(error.to_string().contains("a stored timeline"), "{error}");
     assert_eq!(error.fault(), skewless_core::Fault::Internal);
     assert_eq!(count(&store, fingerprint, 2, now_micros()).unwrap(), 1);
+}
+
+/// Two stores on one prefix (two servers) push the same three users at once: recent
+/// events, which append to the users' raw lists, and replayed old ones, which fold into
+/// sealed tiles and rewrite a user's timeline whole. Every event is counted once: a
+/// rewrite that raced an append is refused by the list's length and done again.
+#[test]
+fn appends_and_rewrites_of_the_same_entities_from_two_servers_count_each_event_once() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (first, fingerprint) = store(&redis, dir.path());
+    let (second, _) = store(&redis, dir.path());
+    let now = now_micros();
+    let pushes = 60;
+    std::thread::scope(|scope| {
+        for (t, store) in [&first, &second, &first, &second].into_iter().enumerate() {
+            scope.spawn(move || {
+                for p in 0..pushes {
+                    let users: Vec<i64> = (0..12).map(|i| (i + t as i64 + p) % 3).collect();
+                    // Odd threads replay history: three hours old, arrived a minute later.
+                    let old = t % 2 == 1;
+                    let event = if old {
+                        now - 180 * MINUTE
+                    } else {
+                        now - MINUTE
+                    };
+                    let batch = EventBatch {
+                        event_ts: vec![event; users.len()],
+                        created_ts: old.then(|| vec![event + MINUTE; users.len()]),
+                        columns: vec![
+                            Arc::new(Int64Array::from(users.clone())) as ArrayRef,
+                            Arc::new(Float64Array::from(vec![1.0; users.len()])),
+                        ],
+                    };
+                    assert_eq!(store.append_events("transactions", batch).unwrap(), 0);
+                }
+            });
+        }
+    });
+    let at = now_micros() + 1;
+    let mut total = 0;
+    for user in 0..3 {
+        let (hour, day) = counts(&first, fingerprint, user, at).unwrap();
+        assert_eq!(counts(&second, fingerprint, user, at).unwrap(), (hour, day));
+        assert_eq!(hour, 2 * pushes * 12 / 3, "user {user}: the recent events");
+        total += day;
+    }
+    assert_eq!(total, 4 * pushes * 12, "every event, once");
 }

@@ -382,10 +382,70 @@ impl Event {
     }
 }
 
+impl Event {
+    /// Appends the byte form of this event alone (as [`Timeline::with_recent`] reads it).
+    pub fn encode_bytes(&self, out: &mut Vec<u8>) {
+        self.encode(&mut Writer(out));
+    }
+}
+
 impl Timeline {
+    /// The time before which every event is folded into tiles (none before the first
+    /// sealing).
+    pub fn sealed_until(&self) -> Option<i64> {
+        self.sealed_until
+    }
+
+    /// Whether [`Timeline::seal`] at `until` would fold anything or move the sealing:
+    /// false when the timeline is sealed to `until`'s hop already.
+    pub fn would_seal(&self, spec: &Spec, until: i64) -> bool {
+        let until = until.div_euclid(spec.hop) * spec.hop;
+        self.sealed_until.is_none_or(|s| s < until)
+    }
+
+    /// The raw events, those at or after [`Timeline::sealed_until`].
+    pub fn recent(&self) -> &[Event] {
+        &self.recent
+    }
+
+    /// Appends the byte form of the timeline without its raw events (a store that keeps
+    /// them apart, as a list it appends to, reads both back with
+    /// [`Timeline::with_recent`]).
+    pub fn encode_sealed(&self, spec: &Spec, out: &mut Vec<u8>) {
+        self.encode_with(spec, out, &[]);
+    }
+
+    /// [`Timeline::decode`] of `sealed` (a form without raw events), then each of
+    /// `recent` as one event ([`Event::encode_bytes`]), checked to lie at or after the
+    /// sealing.
+    pub fn with_recent<'a>(
+        spec: &Spec,
+        sealed: &[u8],
+        recent: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Timeline, codec::Error> {
+        let mut timeline = Timeline::decode(spec, sealed)?;
+        if !timeline.recent.is_empty() {
+            return Err("raw events inside the sealed form".into());
+        }
+        for bytes in recent {
+            let r = &mut Reader::new(bytes);
+            let e = Event::decode(spec, r)?;
+            r.finish()?;
+            if timeline.sealed_until.is_some_and(|s| e.at.event < s) {
+                return Err("a raw event before the sealed time".into());
+            }
+            timeline.recent.push(e);
+        }
+        Ok(timeline)
+    }
+
     /// Appends the byte form of this timeline of `spec` (its tiles and raw events; not
     /// the read cache, which a decoded timeline rebuilds).
     pub fn encode(&self, spec: &Spec, out: &mut Vec<u8>) {
+        self.encode_with(spec, out, &self.recent);
+    }
+
+    fn encode_with(&self, spec: &Spec, out: &mut Vec<u8>, recent: &[Event]) {
         let w = &mut Writer(out);
         w.u8(FORMAT);
         match self.sealed_until {
@@ -414,8 +474,8 @@ impl Timeline {
                 }
             }
         }
-        w.len(self.recent.len());
-        for e in &self.recent {
+        w.len(recent.len());
+        for e in recent {
             e.encode(w);
         }
     }

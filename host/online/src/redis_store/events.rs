@@ -84,33 +84,46 @@ return 0
 
 /// Commits a push chunk if every timeline it was computed from is still stored: checks
 /// the rebuild flag (-1 if set) and the views' fingerprints (-2 if another), then each
-/// timeline's version, its first 8 bytes (none for a timeline not stored yet). On any
-/// mismatch it writes nothing and answers 1 and the positions that changed; otherwise it
-/// writes the timelines, the stream entry and the counters, releases the in-flight marks
-/// and answers 0.
+/// timeline's version (its first 8 bytes; none for a timeline not stored yet) and, for one
+/// rewritten whole, the length of its raw list. On any mismatch it writes nothing and
+/// answers 1 and the positions that changed. Otherwise, per entity, it appends the new
+/// raw events to its list (`a`), or replaces its sealed form and its list (`r`); then it
+/// writes the stream entry and the counter, releases the in-flight marks and answers 0.
 ///
-/// KEYS: aggviews, rebuilding, stream, unflushed, the n timelines, the m marks.
-/// ARGV: n, m, v, the v view names, their v fingerprints, the n versions, the n values,
-/// the log layout, the events, their count.
+/// KEYS: aggviews, rebuilding, stream, unflushed, the n (timeline, raw list) pairs, the m
+/// marks. ARGV: n, m, v, the v view names, their v fingerprints; per entity its mode,
+/// version, list length, sealed form, count of raw events and those events; then the log
+/// layout, the events and their count.
 const COMMIT: &str = r"
 local n, m, v = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if redis.call('EXISTS', KEYS[2]) == 1 then return {-1} end
 for i = 1, v do
   if redis.call('HGET', KEYS[1], ARGV[3 + i]) ~= ARGV[3 + v + i] then return {-2} end
 end
-local base = 3 + 2 * v
+local at = 4 + 2 * v
+local starts = {}
 local changed = {1}
 for i = 1, n do
-  if redis.call('GETRANGE', KEYS[4 + i], 0, 7) ~= ARGV[base + i] then
-    changed[#changed + 1] = i
+  starts[i] = at
+  local stale = redis.call('GETRANGE', KEYS[3 + 2 * i], 0, 7) ~= ARGV[at + 1]
+  if not stale and ARGV[at] == 'r' then
+    stale = redis.call('LLEN', KEYS[4 + 2 * i]) ~= tonumber(ARGV[at + 2])
   end
+  if stale then changed[#changed + 1] = i end
+  at = at + 5 + tonumber(ARGV[at + 4])
 end
 if #changed > 1 then return changed end
-for i = 1, n do redis.call('SET', KEYS[4 + i], ARGV[base + n + i]) end
-local rest = base + 2 * n
-redis.call('XADD', KEYS[3], '*', 'log', ARGV[rest + 1], 'rows', ARGV[rest + 2])
-redis.call('INCRBY', KEYS[4], ARGV[rest + 3])
-for i = 1, m do redis.call('DECR', KEYS[4 + n + i]) end
+for i = 1, n do
+  local s, tl, raw = starts[i], KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+  if ARGV[s] == 'r' then
+    redis.call('SET', tl, ARGV[s + 3])
+    redis.call('DEL', raw)
+  end
+  for j = 1, tonumber(ARGV[s + 4]) do redis.call('RPUSH', raw, ARGV[s + 4 + j]) end
+end
+redis.call('XADD', KEYS[3], '*', 'log', ARGV[at], 'rows', ARGV[at + 1])
+redis.call('INCRBY', KEYS[4], ARGV[at + 2])
+for i = 1, m do redis.call('DECR', KEYS[4 + 2 * n + i]) end
 return {0}
 ";
 
@@ -141,6 +154,21 @@ struct Source {
     /// redo their work: one thread at a time commits every chunk waiting, together
     /// (other servers' commits can still conflict; the versions catch those).
     committing: Mutex<Queue>,
+}
+
+/// What a commit does with one entity's stored timeline.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Rewrite its sealed form and its raw list (else: append to the list).
+    rewrite: bool,
+    /// The version it was read at (empty: not stored yet).
+    version: Vec<u8>,
+    /// The length of its raw list when read (for a rewrite).
+    length: usize,
+    /// The new sealed form, after its next version (for a rewrite).
+    sealed: Vec<u8>,
+    /// The raw events to append, or (for a rewrite) the whole new list.
+    raw: Vec<Vec<u8>>,
 }
 
 /// A chunk waiting for this server's next commit to its source.
@@ -215,10 +243,6 @@ fn distinct(entities: &[Vec<Option<Box<[u8]>>>]) -> Vec<(usize, Box<[u8]>)> {
     touched
 }
 
-/// What a read sees at once: the fingerprint of the tiles held, whether they are being
-/// rebuilt, the timelines and their in-flight counts.
-type Snapshot = (Option<String>, bool, Vec<Option<Vec<u8>>>, Vec<Option<i64>>);
-
 /// The event sources and aggregated views of a Redis store.
 pub(crate) struct Events {
     pool: Arc<Pool>,
@@ -231,17 +255,19 @@ pub(crate) struct Events {
     commit: redis::Script,
 }
 
-/// A stored timeline: its version (the first 8 bytes) and the timeline after them.
+/// A stored timeline: its version (the first 8 bytes), and the timeline of the sealed
+/// form after them with the raw events of its list.
 fn versioned<'b>(
     bytes: &'b [u8],
+    raw: &[Vec<u8>],
     spec: &skewless_aggregate::Spec,
 ) -> Result<(&'b [u8], Timeline), String> {
     if bytes.len() < 8 {
         return Err("a stored timeline shorter than its version".into());
     }
     let (version, rest) = bytes.split_at(8);
-    let timeline =
-        Timeline::decode(spec, rest).map_err(|reason| format!("a stored timeline: {reason}"))?;
+    let timeline = Timeline::with_recent(spec, rest, raw.iter().map(|r| r.as_slice()))
+        .map_err(|reason| format!("a stored timeline: {reason}"))?;
     Ok((version, timeline))
 }
 
@@ -362,7 +388,7 @@ impl Events {
             .collect();
         for name in held.keys().filter(|n| !declared.contains(n.as_str())) {
             self.pool.with(|con| {
-                for what in ["tl", "busy"] {
+                for what in ["tl", "raw", "busy"] {
                     unlink_matching(con, &format!("{}:{what}:{name}:", self.prefix), None)?;
                 }
                 redis::cmd("HDEL")
@@ -434,7 +460,7 @@ impl Events {
             // A version no timeline held before: a push computed from one is refused.
             let version = (now as u64) << 1 | 1;
             self.pool.with(|con| {
-                for what in ["tl", "busy"] {
+                for what in ["tl", "raw", "busy"] {
                     unlink_matching(
                         con,
                         &format!("{}:{what}:{}:", self.prefix, view.name()),
@@ -447,11 +473,21 @@ impl Events {
                     for (key, timeline) in chunk {
                         bytes.clear();
                         bytes.extend_from_slice(&version.to_le_bytes());
-                        timeline.encode(spec, &mut bytes);
+                        timeline.encode_sealed(spec, &mut bytes);
                         set.cmd("SET")
                             .arg(self.entity_key("tl", v, key))
                             .arg(&bytes)
                             .ignore();
+                        if !timeline.recent().is_empty() {
+                            let mut push = redis::cmd("RPUSH");
+                            push.arg(self.entity_key("raw", v, key));
+                            for e in timeline.recent() {
+                                let mut one = Vec::new();
+                                e.encode_bytes(&mut one);
+                                push.arg(one);
+                            }
+                            set.add_command(push).ignore();
+                        }
                     }
                     // Still rebuilding: the flag outlives only a server that crashed.
                     set.cmd("PEXPIRE")
@@ -687,19 +723,26 @@ impl Events {
             .enumerate()
             .map(|(i, (vi, k))| ((*vi, &**k), i))
             .collect();
-        let mut events: Vec<Vec<usize>> = vec![Vec::new(); touched.len()];
+        let mut events_of: Vec<Vec<usize>> = vec![Vec::new(); touched.len()];
         for (vi, keys) in entities.iter().enumerate() {
             for (r, k) in keys.iter().enumerate() {
                 if let Some(k) = k {
-                    events[index[&(vi, &**k)]].push(r);
+                    events_of[index[&(vi, &**k)]].push(r);
                 }
             }
         }
-        // Per touched timeline: the stored version read, and the value to write.
-        let mut versions: Vec<Vec<u8>> = vec![Vec::new(); touched.len()];
-        let mut values: Vec<Vec<u8>> = vec![Vec::new(); touched.len()];
+        // Per touched entity, what the commit does with it (see `COMMIT`).
+        let raw_keys: Vec<Vec<u8>> = touched
+            .iter()
+            .map(|(vi, k)| self.entity_key("raw", &source.views[*vi], k))
+            .collect();
+        let mut plans: Vec<Plan> = (0..touched.len()).map(|_| Plan::default()).collect();
         let mut stale: Vec<usize> = (0..touched.len()).collect();
         let started = Instant::now();
+        let corrupt = |vi: usize| {
+            let view = source.views[vi].view.name().to_owned();
+            move |reason: String| Error::CorruptRow { view, reason }
+        };
         self.pool.with(|con| {
             loop {
                 if !stale.is_empty() {
@@ -717,36 +760,78 @@ impl Events {
                         )));
                     }
                     let now = now_micros();
+                    // Entities whose sealing moves, or with events before it: rewritten
+                    // whole, from their raw lists too. The others only append.
+                    let mut rewrite = Vec::new();
                     for (&i, bytes) in stale.iter().zip(stored) {
-                        let v = &source.views[touched[i].0];
-                        let spec = &v.view.aggregates.spec;
-                        let (version, mut timeline) = match &bytes {
-                            None => (Vec::new(), Timeline::default()),
-                            Some(b) => {
-                                let (version, timeline) =
-                                    versioned(b, spec).map_err(|reason| Error::CorruptRow {
-                                        view: v.view.name().to_owned(),
-                                        reason,
-                                    })?;
-                                (version.to_vec(), timeline)
-                            }
-                        };
-                        for &r in &events[i] {
-                            let event = v
-                                .view
-                                .row_event(&source.dtypes, &chunk[r])
-                                .map_err(Error::Internal)?;
-                            timeline.insert(spec, event);
+                        let vi = touched[i].0;
+                        let view = &source.views[vi].view;
+                        let spec = &view.aggregates.spec;
+                        let mut events = Vec::with_capacity(events_of[i].len());
+                        for &r in &events_of[i] {
+                            events.push(
+                                view.row_event(&source.dtypes, &chunk[r])
+                                    .map_err(Error::Internal)?,
+                            );
                         }
-                        v.view.settle(&mut timeline, now);
-                        let next = match version.as_slice().try_into() {
-                            Ok(b) => u64::from_le_bytes(b).wrapping_add(1),
-                            Err(_) => 1,
+                        let sealed = match &bytes {
+                            None => None,
+                            Some(b) => Some(versioned(b, &[], spec).map_err(corrupt(vi))?),
                         };
-                        values[i].clear();
-                        values[i].extend_from_slice(&next.to_le_bytes());
-                        timeline.encode(spec, &mut values[i]);
-                        versions[i] = version;
+                        let appends = sealed.as_ref().is_some_and(|(_, t)| {
+                            let until = t.sealed_until().unwrap_or(i64::MAX);
+                            !t.would_seal(spec, now.saturating_sub(view.lateness))
+                                && events.iter().all(|e| e.at.event >= until)
+                        });
+                        let plan = &mut plans[i];
+                        plan.version = sealed.as_ref().map(|(v, _)| v.to_vec()).unwrap_or_default();
+                        plan.raw.clear();
+                        plan.sealed.clear();
+                        if appends {
+                            plan.rewrite = false;
+                            for e in &events {
+                                let mut one = Vec::new();
+                                e.encode_bytes(&mut one);
+                                plan.raw.push(one);
+                            }
+                        } else {
+                            plan.rewrite = true;
+                            rewrite.push((i, bytes, events));
+                        }
+                    }
+                    if !rewrite.is_empty() {
+                        let mut lists = redis::pipe();
+                        for (i, _, _) in &rewrite {
+                            lists.cmd("LRANGE").arg(&raw_keys[*i]).arg(0).arg(-1);
+                        }
+                        let lists: Vec<Vec<Vec<u8>>> =
+                            lists.query(con).map_err(unavailable("reading raw events"))?;
+                        for ((i, bytes, events), raw) in rewrite.into_iter().zip(lists) {
+                            let vi = touched[i].0;
+                            let view = &source.views[vi].view;
+                            let spec = &view.aggregates.spec;
+                            let mut timeline = match &bytes {
+                                None => Timeline::default(),
+                                Some(b) => versioned(b, &raw, spec).map_err(corrupt(vi))?.1,
+                            };
+                            for e in events {
+                                timeline.insert(spec, e);
+                            }
+                            view.settle(&mut timeline, now);
+                            let plan = &mut plans[i];
+                            let next = match plan.version.as_slice().try_into() {
+                                Ok(b) => u64::from_le_bytes(b).wrapping_add(1),
+                                Err(_) => 1,
+                            };
+                            plan.length = raw.len();
+                            plan.sealed.extend_from_slice(&next.to_le_bytes());
+                            timeline.encode_sealed(spec, &mut plan.sealed);
+                            for e in timeline.recent() {
+                                let mut one = Vec::new();
+                                e.encode_bytes(&mut one);
+                                plan.raw.push(one);
+                            }
+                        }
                     }
                 }
                 let mut call = self.commit.prepare_invoke();
@@ -754,8 +839,8 @@ impl Events {
                     .key(&rebuilding)
                     .key(&stream)
                     .key(&unflushed);
-                for t in timelines {
-                    call.key(t);
+                for (t, r) in timelines.iter().zip(&raw_keys) {
+                    call.key(t).key(r);
                 }
                 for b in busy {
                     call.key(b);
@@ -769,11 +854,15 @@ impl Events {
                 for v in &source.views {
                     call.arg(format!("{:016x}", v.fingerprint));
                 }
-                for version in &versions {
-                    call.arg(version.as_slice());
-                }
-                for value in &values {
-                    call.arg(value.as_slice());
+                for plan in &plans {
+                    call.arg(if plan.rewrite { "r" } else { "a" })
+                        .arg(plan.version.as_slice())
+                        .arg(plan.length)
+                        .arg(plan.sealed.as_slice())
+                        .arg(plan.raw.len());
+                    for one in &plan.raw {
+                        call.arg(one.as_slice());
+                    }
                 }
                 call.arg(&source.log_bytes).arg(&entry).arg(chunk.len());
                 let answer: Vec<i64> = call
@@ -862,8 +951,36 @@ impl Events {
                     busy.arg(self.entity_key("busy", v, k));
                 }
                 read.add_command(timelines).add_command(busy);
-                let (held, rebuilding_now, stored, in_flight): Snapshot =
-                    read.query(con).map_err(unavailable("reading timelines"))?;
+                for k in keys {
+                    read.cmd("LRANGE")
+                        .arg(self.entity_key("raw", v, k))
+                        .arg(0)
+                        .arg(-1);
+                }
+                let mut replies = read
+                    .query::<Vec<redis::Value>>(con)
+                    .map_err(unavailable("reading timelines"))?
+                    .into_iter();
+                let mut next = || {
+                    replies.next().ok_or_else(|| {
+                        Error::Unavailable("redis: fewer replies than reads".into())
+                    })
+                };
+                let held: Option<String> = redis::from_redis_value(&next()?)
+                    .map_err(unavailable("reading timelines"))?;
+                let rebuilding_now: bool = redis::from_redis_value(&next()?)
+                    .map_err(unavailable("reading timelines"))?;
+                let stored: Vec<Option<Vec<u8>>> = redis::from_redis_value(&next()?)
+                    .map_err(unavailable("reading timelines"))?;
+                let in_flight: Vec<Option<i64>> = redis::from_redis_value(&next()?)
+                    .map_err(unavailable("reading timelines"))?;
+                let mut raw: Vec<Vec<Vec<u8>>> = Vec::with_capacity(keys.len());
+                for _ in keys {
+                    raw.push(
+                        redis::from_redis_value(&next()?)
+                            .map_err(unavailable("reading raw events"))?,
+                    );
+                }
                 if held.as_deref() != Some(&fingerprint) {
                     return Err(Error::Unavailable(if rebuilding_now {
                         format!(
@@ -885,7 +1002,7 @@ impl Events {
                     )));
                 }
                 if !in_flight.iter().flatten().any(|&n| n > 0) {
-                    return Ok(stored);
+                    return Ok((stored, raw));
                 }
                 if started.elapsed() > PATIENCE {
                     return Err(Error::Unavailable(format!(
@@ -896,13 +1013,14 @@ impl Events {
                 std::thread::sleep(Duration::from_micros(200));
             }
         })?;
+        let (stored, raw) = stored;
         let spec = &view.aggregates.spec;
         let now = now_micros();
-        for bytes in &stored {
+        for (bytes, raw) in stored.iter().zip(&raw) {
             let mut timeline = match bytes {
                 None => Timeline::default(),
                 Some(b) => {
-                    versioned(b, spec)
+                    versioned(b, raw, spec)
                         .map_err(|reason| Error::CorruptRow {
                             view: view.name().to_owned(),
                             reason,
