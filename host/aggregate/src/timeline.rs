@@ -427,16 +427,29 @@ impl Timeline {
         if !timeline.recent.is_empty() {
             return Err("raw events inside the sealed form".into());
         }
+        timeline.add_recent(spec, recent)?;
+        Ok(timeline)
+    }
+
+    /// Adds raw events, each in [`Event::encode_bytes`]'s form, checked to lie at or after
+    /// the sealing; on an error, adds none.
+    pub fn add_recent<'a>(
+        &mut self,
+        spec: &Spec,
+        recent: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), codec::Error> {
+        let mut added = Vec::new();
         for bytes in recent {
             let r = &mut Reader::new(bytes);
             let e = Event::decode(spec, r)?;
             r.finish()?;
-            if timeline.sealed_until.is_some_and(|s| e.at.event < s) {
+            if self.sealed_until.is_some_and(|s| e.at.event < s) {
                 return Err("a raw event before the sealed time".into());
             }
-            timeline.recent.push(e);
+            added.push(e);
         }
-        Ok(timeline)
+        self.recent.extend(added);
+        Ok(())
     }
 
     /// Appends the byte form of this timeline of `spec` (its tiles and raw events; not

@@ -117,7 +117,7 @@ for i = 1, n do
   local s, tl, raw = starts[i], KEYS[3 + 2 * i], KEYS[4 + 2 * i]
   if ARGV[s] == 'r' then
     redis.call('SET', tl, ARGV[s + 3])
-    redis.call('DEL', raw)
+    if ARGV[s + 2] ~= '0' then redis.call('DEL', raw) end
   end
   for j = 1, tonumber(ARGV[s + 4]) do redis.call('RPUSH', raw, ARGV[s + 4 + j]) end
 end
@@ -746,13 +746,28 @@ impl Events {
         self.pool.with(|con| {
             loop {
                 if !stale.is_empty() {
-                    let mut mget = redis::cmd("MGET");
+                    let mut read = redis::pipe();
+                    read.cmd("MGET");
                     for &i in &stale {
-                        mget.arg(&timelines[i]);
+                        read.arg(&timelines[i]);
                     }
-                    let stored: Vec<Option<Vec<u8>>> =
-                        mget.query(con).map_err(unavailable("reading timelines"))?;
-                    if stored.len() != stale.len() {
+                    for &i in &stale {
+                        read.cmd("LLEN").arg(&raw_keys[i]);
+                    }
+                    let mut replies = read
+                        .query::<Vec<redis::Value>>(con)
+                        .map_err(unavailable("reading timelines"))?
+                        .into_iter();
+                    let stored: Vec<Option<Vec<u8>>> = match replies.next() {
+                        Some(v) => redis::from_redis_value(&v)
+                            .map_err(unavailable("reading timelines"))?,
+                        None => Vec::new(),
+                    };
+                    let lengths: Vec<usize> = replies
+                        .map(|v| redis::from_redis_value(&v))
+                        .collect::<redis::RedisResult<_>>()
+                        .map_err(unavailable("reading raw lists"))?;
+                    if stored.len() != stale.len() || lengths.len() != stale.len() {
                         return Err(Error::Unavailable(format!(
                             "redis: asked for {} timelines, got {}",
                             stale.len(),
@@ -763,7 +778,7 @@ impl Events {
                     // Entities whose sealing moves, or with events before it: rewritten
                     // whole, from their raw lists too. The others only append.
                     let mut rewrite = Vec::new();
-                    for (&i, bytes) in stale.iter().zip(stored) {
+                    for ((&i, bytes), length) in stale.iter().zip(stored).zip(lengths) {
                         let vi = touched[i].0;
                         let view = &source.views[vi].view;
                         let spec = &view.aggregates.spec;
@@ -784,6 +799,7 @@ impl Events {
                                 && events.iter().all(|e| e.at.event >= until)
                         });
                         let plan = &mut plans[i];
+                        plan.length = length;
                         plan.version = sealed.as_ref().map(|(v, _)| v.to_vec()).unwrap_or_default();
                         plan.raw.clear();
                         plan.sealed.clear();
@@ -796,24 +812,47 @@ impl Events {
                             }
                         } else {
                             plan.rewrite = true;
-                            rewrite.push((i, bytes, events));
+                            let timeline = sealed.map(|(_, t)| t).unwrap_or_default();
+                            rewrite.push((i, timeline, events));
                         }
                     }
                     if !rewrite.is_empty() {
+                        // Only the lists that hold events are read.
                         let mut lists = redis::pipe();
-                        for (i, _, _) in &rewrite {
-                            lists.cmd("LRANGE").arg(&raw_keys[*i]).arg(0).arg(-1);
+                        let listed: Vec<usize> = rewrite
+                            .iter()
+                            .map(|(i, _, _)| *i)
+                            .filter(|&i| plans[i].length > 0)
+                            .collect();
+                        for &i in &listed {
+                            lists.cmd("LRANGE").arg(&raw_keys[i]).arg(0).arg(-1);
                         }
-                        let lists: Vec<Vec<Vec<u8>>> =
-                            lists.query(con).map_err(unavailable("reading raw events"))?;
-                        for ((i, bytes, events), raw) in rewrite.into_iter().zip(lists) {
+                        let mut lists: Vec<Vec<Vec<u8>>> = if listed.is_empty() {
+                            Vec::new()
+                        } else {
+                            lists.query(con).map_err(unavailable("reading raw events"))?
+                        };
+                        if lists.len() != listed.len() {
+                            return Err(Error::Unavailable(format!(
+                                "redis: asked for {} raw lists, got {}",
+                                listed.len(),
+                                lists.len()
+                            )));
+                        }
+                        let mut lists = lists.drain(..);
+                        for (i, mut timeline, events) in rewrite {
+                            let raw = if plans[i].length > 0 {
+                                lists.next().unwrap_or_default()
+                            } else {
+                                Vec::new()
+                            };
                             let vi = touched[i].0;
                             let view = &source.views[vi].view;
                             let spec = &view.aggregates.spec;
-                            let mut timeline = match &bytes {
-                                None => Timeline::default(),
-                                Some(b) => versioned(b, &raw, spec).map_err(corrupt(vi))?.1,
-                            };
+                            timeline
+                                .add_recent(spec, raw.iter().map(|r| r.as_slice()))
+                                .map_err(|reason| format!("a stored timeline: {reason}"))
+                                .map_err(corrupt(vi))?;
                             for e in events {
                                 timeline.insert(spec, e);
                             }
@@ -823,6 +862,8 @@ impl Events {
                                 Ok(b) => u64::from_le_bytes(b).wrapping_add(1),
                                 Err(_) => 1,
                             };
+                            // The list as read (it may have grown since LLEN: the commit
+                            // checks this length).
                             plan.length = raw.len();
                             plan.sealed.extend_from_slice(&next.to_le_bytes());
                             timeline.encode_sealed(spec, &mut plan.sealed);
