@@ -6,8 +6,9 @@
 //! ```text
 //! {prefix}:aggviews                            hash: aggregated view -> fingerprint of
 //!                                              the complete tiles held
-//! {prefix}:tl:{view}:{fingerprint}:{key}       one entity's timeline (the kernel's byte
-//!                                              form: hop tiles and raw recent events)
+//! {prefix}:tl:{view}:{fingerprint}:{key}       one entity's version, then its sealed
+//!                                              timeline (the kernel's byte form: hop tiles)
+//! {prefix}:raw:{view}:{fingerprint}:{key}      list: its raw recent events, one each
 //! {prefix}:busy:{view}:{fingerprint}:{key}     pushes of the entity's events in flight
 //!                                              (a counter that expires)
 //! {prefix}:events:{source}                     stream: one entry per pushed chunk, until
@@ -19,8 +20,10 @@
 //!
 //! Each stored timeline starts with its version (8 bytes). A push is one optimistic commit
 //! per chunk: read the chunk's timelines, fold the events in with the kernel, then run one
-//! script ([`COMMIT`]) that writes the new timelines, the stream entry and the counters
-//! only if every timeline still has the version it was read at. A script runs whole or
+//! script ([`COMMIT`]) that writes the new timelines (or, when the events only add to an
+//! entity's raw recent ones, appends them to its list), the stream entry and the counters
+//! only if every timeline still has the version it was read at (and, where one is
+//! rewritten, its list the length it was read at). A script runs whole or
 //! not at all (and, with `appendfsync always`, is on disk before the answer), so an
 //! acknowledged event is in the tiles and in the stream, and one that is not acknowledged
 //! is in neither: no loss, no double count, whichever server crashes where. When another
