@@ -241,6 +241,23 @@ impl EventBatch {
     }
 }
 
+/// Stamps `rows`' arrival with the clock now; takes out and returns those the stamp
+/// makes later than `lateness`.
+pub(crate) fn stamp(rows: &mut Vec<Box<[u8]>>, lateness: Option<i64>) -> Vec<Box<[u8]>> {
+    let now = skewless_core::now_micros();
+    for row in rows.iter_mut() {
+        row::set_created_ts(row, now);
+    }
+    let Some(lateness) = lateness else {
+        return Vec::new();
+    };
+    let (kept, late): (Vec<_>, Vec<_>) = std::mem::take(rows)
+        .into_iter()
+        .partition(|r| !skewless_aggregate::window::is_late(row::event_ts(r), now, lateness));
+    *rows = kept;
+    late
+}
+
 /// One entity's event from history, for a view's tiles: its encoded key and the event.
 pub type KeyedEvent = (Box<[u8]>, Event);
 

@@ -474,7 +474,7 @@ impl OnlineStore for LocalStore {
             // counts an event from its arrival on, and it arrives (is stamped) only now.
             source.mark(&chunk, true);
             if stamping {
-                let refused = stamp(&mut chunk, source.lateness);
+                let refused = crate::events::stamp(&mut chunk, source.lateness);
                 source.mark(&refused, false);
                 late += refused.len();
                 if chunk.is_empty() {
@@ -569,23 +569,6 @@ impl OnlineStore for LocalStore {
             events_unflushed: self.counters.events_unflushed.load(Ordering::Relaxed),
         }
     }
-}
-
-/// Stamps `rows`' arrival with the clock now; takes out and returns those the stamp
-/// makes later than `lateness`.
-pub(crate) fn stamp(rows: &mut Vec<Box<[u8]>>, lateness: Option<i64>) -> Vec<Box<[u8]>> {
-    let now = skewless_core::now_micros();
-    for row in rows.iter_mut() {
-        row::set_created_ts(row, now);
-    }
-    let Some(lateness) = lateness else {
-        return Vec::new();
-    };
-    let (kept, late): (Vec<_>, Vec<_>) = std::mem::take(rows)
-        .into_iter()
-        .partition(|r| !skewless_aggregate::window::is_late(row::event_ts(r), now, lateness));
-    *rows = kept;
-    late
 }
 
 /// Replays records over the views; events not yet in their offline log (by the LSNs its

@@ -159,6 +159,9 @@ struct Source {
     committing: Mutex<Queue>,
 }
 
+/// Per view, each event's entity key (none for a null key).
+type Entities = Vec<Vec<Option<Box<[u8]>>>>;
+
 /// What a commit does with one entity's stored timeline.
 #[derive(Debug, Default)]
 struct Plan {
@@ -177,7 +180,7 @@ struct Plan {
 /// A chunk waiting for this server's next commit to its source.
 struct Waiting {
     chunk: Vec<Box<[u8]>>,
-    entities: Vec<Vec<Option<Box<[u8]>>>>,
+    entities: Entities,
     busy: Vec<Vec<u8>>,
     done: SyncSender<Turn>,
 }
@@ -302,7 +305,12 @@ impl Events {
         format!("{}:{what}:{name}", self.prefix)
     }
 
-    /// The key of one entity's `what` (`tl`, `busy`) in `view`.
+    /// The hash of aggregated views and the fingerprints of their complete tiles.
+    fn aggviews(&self) -> String {
+        format!("{}:aggviews", self.prefix)
+    }
+
+    /// The key of one entity's `what` (`tl`, `raw`, `busy`) in `view`.
     fn entity_key(&self, what: &str, view: &View, entity: &[u8]) -> Vec<u8> {
         let head = format!(
             "{}:{what}:{}:{:016x}:",
@@ -325,16 +333,15 @@ impl Events {
 
     /// Declares `schemas`: the tiles of a view that are held under its fingerprint are
     /// kept (unless `rebuild` names it); the others are built from `history`, after the
-    /// source's stream is flushed into it. Pushes to a source being rebuilt are refused
-    /// (a retryable error), and reads of its rebuilding views wait for the new tiles.
+    /// source's stream is flushed into it. Pushes to a source being rebuilt, and reads of
+    /// its rebuilding views, are refused with a retryable error until the new tiles are in.
     pub(crate) fn declare(
         &self,
         schemas: &[EventSchema],
         history: History,
         rebuild: &[String],
     ) -> Result<()> {
-        let aggviews = self.key("aggviews", "");
-        let aggviews = aggviews.trim_end_matches(':');
+        let aggviews = &self.aggviews();
         let held: HashMap<String, String> = self.pool.with(|con| {
             redis::cmd("HGETALL")
                 .arg(aggviews)
@@ -350,17 +357,13 @@ impl Events {
                 let views = schema
                     .views
                     .iter()
-                    .map(|v| View {
-                        fingerprint: skewless_core::key::fnv1a(
-                            format!("{:016x};", v.fingerprint())
-                                .as_bytes()
-                                .iter()
-                                .chain(&log_bytes)
-                                .copied()
-                                .collect::<Vec<u8>>()
-                                .as_slice(),
-                        ),
-                        view: v.clone(),
+                    .map(|v| {
+                        let mut shape = format!("{:016x};", v.fingerprint()).into_bytes();
+                        shape.extend_from_slice(&log_bytes);
+                        View {
+                            fingerprint: skewless_core::key::fnv1a(&shape),
+                            view: v.clone(),
+                        }
                     })
                     .collect();
                 Arc::new(Source {
@@ -550,22 +553,8 @@ impl Events {
         mut chunk: Vec<Box<[u8]>>,
         stamp: bool,
     ) -> Result<usize> {
-        // Each event's entity in each view (none for a null key).
-        let mut key = KeyBuf::new();
-        let mut entities: Vec<Vec<Option<Box<[u8]>>>> = Vec::with_capacity(source.views.len());
-        for v in &source.views {
-            let mut keys = Vec::with_capacity(chunk.len());
-            for row in &chunk {
-                let found = v
-                    .view
-                    .row_key(&source.dtypes, row, &mut key)
-                    .map_err(Error::Internal)?;
-                keys.push(found.then(|| Box::from(key.as_bytes())));
-            }
-            entities.push(keys);
-        }
-        // The in-flight marks of its entities.
-        let busy: Vec<Vec<u8>> = distinct(&entities)
+        // The in-flight marks of its entities, set before the arrivals are stamped.
+        let busy: Vec<Vec<u8>> = distinct(&self.entities(source, &chunk)?)
             .iter()
             .map(|(vi, k)| self.entity_key("busy", &source.views[*vi], k))
             .collect();
@@ -581,33 +570,16 @@ impl Events {
             })?;
         }
         let result = (|| {
-            let mut late = 0;
-            if stamp {
-                // After the marks: a read at any later time waits for these events.
-                let now = now_micros();
-                let mut kept = Vec::with_capacity(chunk.len());
-                let mut kept_entities: Vec<Vec<Option<Box<[u8]>>>> =
-                    vec![Vec::with_capacity(chunk.len()); entities.len()];
-                for (i, mut r) in chunk.drain(..).enumerate() {
-                    row::set_created_ts(&mut r, now);
-                    let is_late = source.schema.lateness.is_some_and(|l| {
-                        skewless_aggregate::window::is_late(row::event_ts(&r), now, l)
-                    });
-                    if is_late {
-                        late += 1;
-                        continue;
-                    }
-                    kept.push(r);
-                    for (vi, keys) in entities.iter_mut().enumerate() {
-                        kept_entities[vi].push(keys[i].take());
-                    }
-                }
-                chunk = kept;
-                entities = kept_entities;
-            }
+            // After the marks: a read at any later time waits for these events.
+            let late = if stamp {
+                crate::events::stamp(&mut chunk, source.schema.lateness).len()
+            } else {
+                0
+            };
             if chunk.is_empty() {
                 return Ok((late, false));
             }
+            let entities = self.entities(source, &chunk)?;
             self.commit_together(source, chunk, entities, busy.clone())?;
             Ok((late, true))
         })();
@@ -627,6 +599,27 @@ impl Events {
         result.map(|(late, _)| late)
     }
 
+    /// Each event's entity in each view (none for a null key).
+    fn entities(&self, source: &Source, chunk: &[Box<[u8]>]) -> Result<Entities> {
+        let mut key = KeyBuf::new();
+        source
+            .views
+            .iter()
+            .map(|v| {
+                chunk
+                    .iter()
+                    .map(|row| {
+                        let found = v
+                            .view
+                            .row_key(&source.dtypes, row, &mut key)
+                            .map_err(Error::Internal)?;
+                        Ok(found.then(|| Box::from(key.as_bytes())))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Commits `chunk` with every other chunk of this server waiting for the source: the
     /// first pusher to find no commit running commits them all as one, then hands the
     /// lead to the next waiting.
@@ -634,7 +627,7 @@ impl Events {
         &self,
         source: &Source,
         chunk: Vec<Box<[u8]>>,
-        entities: Vec<Vec<Option<Box<[u8]>>>>,
+        entities: Entities,
         busy: Vec<Vec<u8>>,
     ) -> Result<()> {
         let (done, turn) = sync_channel(2);
@@ -710,8 +703,7 @@ impl Events {
         busy: &[Vec<u8>],
     ) -> Result<()> {
         let name = &source.schema.source;
-        let aggviews = self.key("aggviews", "");
-        let aggviews = aggviews.trim_end_matches(':');
+        let aggviews = &self.aggviews();
         let rebuilding = self.key("rebuilding", name);
         let stream = self.key("events", name);
         let unflushed = self.key("unflushed", name);
@@ -978,8 +970,7 @@ impl Events {
         out: &mut ViewColumnsBuilder,
     ) -> Result<()> {
         let view = &v.view;
-        let aggviews = self.key("aggviews", "");
-        let aggviews = aggviews.trim_end_matches(':');
+        let aggviews = &self.aggviews();
         let rebuilding = self.key("rebuilding", &source.schema.source);
         let fingerprint = format!("{:016x}", v.fingerprint);
         let started = Instant::now();
